@@ -37,7 +37,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 eval: setup
 	$(BIN)/python -m fleetwatch.evaluate all
