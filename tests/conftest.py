@@ -29,6 +29,9 @@ from tests.support import (
     wait_until,
 )
 
+# Component fixtures live in their own modules so each component's owner edits only its own.
+pytest_plugins = ["tests.fixtures.localflux", "tests.fixtures.mqtt"]
+
 
 @pytest.fixture
 def port_factory() -> Callable[[], int]:
