@@ -52,9 +52,9 @@ format: setup
 
 # Re-resolve the pins after editing pyproject.toml's dependencies.
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --python $(BIN)/python --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" -o requirements.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
 
 up:
