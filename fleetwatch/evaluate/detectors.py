@@ -1,0 +1,230 @@
+"""Detectors the NAB harness can run, by name or from a JSON configuration.
+
+NAB scores a detector's continuous anomaly score (it sweeps its own threshold), so a detector
+here maps one series to one score in [0, 1] per row, starting fresh on every series. A JSON
+configuration makes tuning one command: `--detector '{"n_trees": 25, "height": 10}'` or
+`--detector my_config.json` (keys not given take the `hst` defaults below).
+
+Named entries:
+- `upstream`: the blog's detector, River Half-Space Trees (5 trees, height 2, window 250,
+  seed 1) on the value min-max scaled over the whole series, learn then score.
+- `default`: the product default (the configuration the pipeline uses, applied to the series'
+  single value column).
+- `null`: no detections; scores 0 by definition and checks the normalisation.
+
+>>> config = DetectorConfig.from_json('{"n_trees": 25, "height": 10}')
+>>> config.n_trees, config.height, config.window_size
+(25, 10, 250)
+>>> resolve("upstream").config.scaling
+'global_minmax'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fleetwatch.evaluate.series_views import SCALINGS, VIEWS, scale, view
+
+ORDERS = ("learn_score", "score_learn")
+ENGINES = ("auto", "river", "numpy")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything that decides an HST detector's scores on one series."""
+
+    name: str = "custom"
+    views: tuple[str, ...] = ("value",)
+    scaling: str = "global_minmax"
+    n_trees: int = 5
+    height: int = 2
+    window_size: int = 250
+    seed: int = 1
+    order: str = "learn_score"
+    smoothing: int = 1  # trailing mean over this many scores (1 = none)
+    baseline_span: int = 100  # EWMA span for the baseline_dev views
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in self.views:
+            if name not in VIEWS:
+                raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
+        if not self.views:
+            raise ValueError("a detector needs at least one view")
+        choices = {"scaling": SCALINGS, "order": ORDERS, "engine": ENGINES}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}")
+        for key in ("n_trees", "height", "window_size", "smoothing", "baseline_span"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, raw: dict) -> DetectorConfig:
+        """Build from a dict, rejecting unknown keys (a typo must not silently do nothing)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(
+                f"unknown detector setting(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values = dict(raw)
+        if "views" in values:
+            values["views"] = tuple(values["views"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> DetectorConfig:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"detector configuration is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError("detector configuration must be a JSON object")
+        return cls.from_mapping(raw)
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "views": list(self.views)}
+
+
+@dataclass(frozen=True)
+class HstSeriesDetector:
+    """Views -> scaling -> Half-Space Trees -> optional smoothing, fresh per series."""
+
+    config: DetectorConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        c = self.config
+        columns = np.column_stack([view(values, v, c.baseline_span) for v in c.views])
+        unit = scale(columns, c.scaling)
+        scores = hst_scores(
+            unit,
+            n_trees=c.n_trees,
+            height=c.height,
+            window_size=c.window_size,
+            seed=c.seed,
+            order=c.order,
+            engine=c.engine,
+        )
+        if c.smoothing > 1:
+            scores = pd.Series(scores).rolling(c.smoothing, min_periods=1).mean().to_numpy()
+        return np.clip(scores, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class NullDetector:
+    """Never detects anything: NAB's null baseline, 0 after normalisation."""
+
+    name: str = "null"
+
+    @property
+    def config(self) -> dict:
+        return {"name": self.name}
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        return np.zeros(len(values))
+
+
+def hst_scores(
+    unit: np.ndarray,
+    *,
+    n_trees: int,
+    height: int,
+    window_size: int,
+    seed: int,
+    order: str,
+    engine: str = "auto",
+) -> np.ndarray:
+    """Half-Space Trees scores for rows already scaled into [0, 1]."""
+    if engine == "numpy" or (engine == "auto" and _numpy_hst() is not None):
+        hst_class = _numpy_hst()
+        if hst_class is None:
+            raise ValueError("engine 'numpy' needs fleetwatch.hst, which is not available")
+        limits = {f"x{j}": (0.0, 1.0) for j in range(unit.shape[1])}
+        model = hst_class(
+            n_trees=n_trees, height=height, window_size=window_size, limits=limits, seed=seed
+        )
+        return np.asarray(model.score_learn_many(unit, order=order), dtype=float)
+    return _river_scores(unit, n_trees, height, window_size, seed, order)
+
+
+def _numpy_hst() -> type | None:
+    try:
+        from fleetwatch.hst import HalfSpaceTrees
+    except ImportError:
+        return None
+    return HalfSpaceTrees
+
+
+def _river_scores(
+    unit: np.ndarray, n_trees: int, height: int, window_size: int, seed: int, order: str
+) -> np.ndarray:
+    from river.anomaly import HalfSpaceTrees
+
+    model = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+    names = [f"x{j}" for j in range(unit.shape[1])]
+    scores = np.empty(len(unit))
+    learn_first = order == "learn_score"
+    for i, row in enumerate(unit.tolist()):
+        x = dict(zip(names, row, strict=True))
+        if learn_first:
+            model.learn_one(x)
+            scores[i] = model.score_one(x)
+        else:
+            scores[i] = model.score_one(x)
+            model.learn_one(x)
+    return scores
+
+
+UPSTREAM = DetectorConfig(
+    name="upstream",
+    views=("value",),
+    scaling="global_minmax",
+    n_trees=5,
+    height=2,
+    window_size=250,
+    seed=1,
+    order="learn_score",
+    engine="river",
+)
+
+# The product default lands with fleetwatch.detector; until then the NAB harness scores this
+# causal stand-in (nothing tuned yet) under the same name.
+DEFAULT = DetectorConfig(name="default", views=("value",), scaling="running_minmax")
+
+NAMED: dict[str, Callable[[], object]] = {
+    "upstream": lambda: HstSeriesDetector(UPSTREAM),
+    "default": lambda: HstSeriesDetector(DEFAULT),
+    "null": NullDetector,
+}
+
+
+def resolve(spec: str):
+    """A detector from a registered name, a JSON file path, or inline JSON."""
+    if spec in NAMED:
+        return NAMED[spec]()
+    text = spec.strip()
+    if text.startswith("{"):
+        return HstSeriesDetector(DetectorConfig.from_json(text))
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"detector configuration {path} does not exist")
+        config = DetectorConfig.from_json(path.read_text(encoding="utf-8"))
+        if config.name == "custom":
+            config = dataclasses.replace(config, name=path.stem)
+        return HstSeriesDetector(config)
+    raise ValueError(
+        f"unknown detector {spec!r}: use one of {', '.join(NAMED)}, a JSON file or inline JSON"
+    )

@@ -1,0 +1,1 @@
+"""Tests of fleetwatch.evaluate: NAB scorer, corpus files, detectors, simulator harness."""
