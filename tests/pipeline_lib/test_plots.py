@@ -1,0 +1,95 @@
+"""Anomaly plots: real PNGs on disk, one per machine with anomalies, no figure left behind."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from fleetwatch.plots import FEATURES, plot_path, plot_url, render_machine_plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def scores(machine: str, *, anomalous: slice | None = None, points: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "time": pd.date_range("2024-05-01 10:00", periods=points, freq="1s", tz="UTC"),
+            "machineID": machine,
+            "unique_id": f"acme-inc-{machine}",
+            "provider": "Acme Inc",
+            **{f: rng.uniform(50, 60, points) for f in FEATURES},
+            "score": rng.uniform(0.3, 0.6, points),
+            "is_anomaly": False,
+        }
+    )
+    if anomalous is not None:
+        frame.loc[frame.index[anomalous], ["load", "score", "is_anomaly"]] = [200.0, 0.95, True]
+    return frame
+
+
+def live_figures() -> int:
+    gc.collect()
+    return sum(isinstance(o, Figure) for o in gc.get_objects())
+
+
+def test_one_valid_png_per_machine_with_anomalies(tmp_path: Path) -> None:
+    frame = pd.concat(
+        [scores("machine1"), scores("machine2", anomalous=slice(200, 260)), scores("machine3")]
+    )
+    episode = {"unique_id": "acme-inc-machine3", "start": frame["time"].iloc[100], "end": None}
+    before = live_figures()
+
+    paths = render_machine_plots(frame, tmp_path, threshold=0.8, episodes=[episode])
+
+    assert sorted(paths) == ["acme-inc-machine2", "acme-inc-machine3"]  # machine1 was healthy
+    for unique_id, path in paths.items():
+        assert path == plot_path(tmp_path, unique_id)
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 600
+    assert plt.get_fignums() == []
+    assert live_figures() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "acme-inc-machine2.png",
+        "acme-inc-machine3.png",
+    ]  # no temp files left
+
+
+def test_plots_are_overwritten_in_place_and_can_be_restricted(tmp_path: Path) -> None:
+    frame = pd.concat([scores("machine2", anomalous=slice(10, 20)), scores("machine4")])
+    first = render_machine_plots(frame, tmp_path, threshold=0.8)
+    again = render_machine_plots(frame, tmp_path, threshold=0.8, machines=["acme-inc-machine4"])
+    assert list(again) == ["acme-inc-machine4"]
+    assert first["acme-inc-machine2"].exists()
+    assert render_machine_plots(frame, tmp_path, threshold=0.8) == first
+
+
+def test_odd_ids_get_safe_distinct_file_names(tmp_path: Path) -> None:
+    names = {plot_path(tmp_path, uid).name for uid in ["a/b", "a b", "a-b", "../etc/passwd"]}
+    assert len(names) == 4
+    assert all("/" not in n and not n.startswith(".") for n in names)
+    assert plot_path(tmp_path, "../etc/passwd").parent == tmp_path
+
+
+def test_plot_urls_point_under_public_base_url(tmp_path: Path) -> None:
+    path = plot_path(tmp_path, "acme-inc-machine2")
+    assert plot_url(path, tmp_path, "http://inbox:5006") == (
+        "http://inbox:5006/plots/acme-inc-machine2.png"
+    )
+
+
+def test_missing_columns_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="score, is_anomaly"):
+        render_machine_plots(
+            scores("m").drop(columns=["score", "is_anomaly"]), tmp_path, threshold=0.8
+        )
