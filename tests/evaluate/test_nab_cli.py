@@ -1,0 +1,156 @@
+"""`python -m fleetwatch.evaluate nab` on a small synthetic NAB-format corpus written here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fleetwatch.evaluate.cli import main
+from fleetwatch.evaluate.nab_corpus import load_corpus, read_series, read_windows, result_path
+from tests.support import PYTHON, REPO_ROOT
+
+
+def write_corpus(root: Path, spike_rows: dict[str, list[int]]) -> tuple[Path, Path]:
+    """Flat series with a spike per window, in NAB's `<category>/<file>.csv` layout."""
+    data = root / "data"
+    windows: dict[str, list[list[str]]] = {}
+    rng = np.random.default_rng(7)
+    for name, rows in spike_rows.items():
+        n = 600
+        stamps = pd.date_range("2024-01-01", periods=n, freq="5min")
+        values = 10 + rng.normal(0, 0.1, n)
+        windows[f"synthetic/{name}.csv"] = []
+        for row in rows:
+            values[row] += 50
+            start, end = stamps[row - 5], stamps[row + 24]
+            windows[f"synthetic/{name}.csv"].append([f"{start}.000000", f"{end}.000000"])
+        path = data / "synthetic" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
+            path, index=False
+        )
+    windows_path = root / "windows.json"
+    windows_path.write_text(json.dumps(windows))
+    return data, windows_path
+
+
+@pytest.fixture
+def corpus_files(tmp_path: Path) -> tuple[Path, Path]:
+    return write_corpus(tmp_path, {"one": [300], "two": [250, 450]})
+
+
+def test_nab_command_runs_a_detector_writes_nab_results_and_json(
+    tmp_path: Path, corpus_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, windows = corpus_files
+    out = tmp_path / "scores.json"
+    config = json.dumps({"name": "zdiff", "views": ["abs_diff"], "scaling": "running_minmax"})
+    code = main(
+        ["nab", "--data", str(data), "--windows", str(windows), "--detector", config]
+        + ["--results", str(tmp_path / "results"), "--json", str(out), "--jobs", "1"]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"standard", "reward_low_FP_rate", "reward_low_FN_rate", "profiles"}
+    assert report["detector"] == "zdiff"
+    standard = report["profiles"]["standard"]
+    assert [f["file"] for f in standard["files"]] == ["synthetic/one.csv", "synthetic/two.csv"]
+    assert standard["perfect"] == 3.0 and standard["null"] == -3.0
+    # A spike at each window's 6th row is an easy catch: every window found, near the edge.
+    assert report["standard"] > 90
+    assert "zdiff" in capsys.readouterr().out
+
+    written = pd.read_csv(result_path(tmp_path / "results", "zdiff", "synthetic/two.csv"))
+    assert list(written.columns) == [
+        "timestamp",
+        "value",
+        "anomaly_score",
+        "label",
+        "S(t)_standard",
+        "S(t)_reward_low_FP_rate",
+        "S(t)_reward_low_FN_rate",
+    ]
+    assert written["label"].sum() == 60
+    file_scores = {f["file"]: f["score"] for f in standard["files"]}
+    assert written["S(t)_standard"].sum() == pytest.approx(file_scores["synthetic/two.csv"])
+    table = pd.read_csv(tmp_path / "results" / "zdiff" / "zdiff_standard_scores.csv")
+    assert table["Score"].iloc[-1] == pytest.approx(standard["raw"])
+
+
+def test_scores_from_existing_result_files_perfect_is_100_null_is_0(
+    tmp_path: Path, corpus_files: tuple[Path, Path]
+) -> None:
+    """`--scores-from` scores result files another tool wrote, found by NAB's naming."""
+    data, windows = corpus_files
+    corpus = load_corpus(data, read_windows(windows))
+    for detector in ("perfect", "null"):
+        for f in corpus.files:
+            scores = np.zeros(f.layout.n_rows)
+            if detector == "perfect":
+                scores[f.layout.windows[:, 0]] = 1.0
+            path = (
+                tmp_path / "results" / detector / f"{detector}_{Path(f.key).name}"
+            )  # flat, as in shared/
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"timestamp": f.frame["timestamp"], "anomaly_score": scores}).to_csv(path)
+    out = tmp_path / "both.json"
+    code = main(
+        [
+            "nab",
+            "--data",
+            str(data),
+            "--windows",
+            str(windows),
+            "--scores-from",
+            str(tmp_path / "results"),
+        ]
+        + ["--detector", "perfect", "--detector", "null", "--json", str(out)]
+    )
+    assert code == 0
+    reports = {r["detector"]: r for r in json.loads(out.read_text())["detectors"]}
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        assert reports["perfect"][profile] == pytest.approx(100.0)
+        assert reports["null"][profile] == 0.0
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, corpus_files: tuple[Path, Path]
+) -> None:
+    data, windows = corpus_files
+    broken = data / "synthetic" / "one.csv"
+    broken.write_text(
+        broken.read_text().replace("\n2024-01-01 00:10:00,", "\n2024-01-01 00:10:00,oops")
+    )
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "fleetwatch.evaluate",
+            "nab",
+            "--data",
+            str(data),
+            "--windows",
+            str(windows),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "one.csv" in result.stderr and "row 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert main(["nab", "--data", str(data), "--windows", str(windows), "--detector", "nope"]) == 2
+
+
+def test_read_series_keeps_file_order_and_rejects_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("timestamp,value\n2024-01-01 00:05:00,2\n2024-01-01 00:00:00,1\n")
+    assert read_series(path)["value"].tolist() == [2.0, 1.0]
+    path.write_text("time,value\n2024-01-01,1\n")
+    with pytest.raises(ValueError, match="missing column"):
+        read_series(path)
