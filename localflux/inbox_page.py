@@ -46,6 +46,7 @@ EMOJI = {
 }
 
 _LINK = re.compile(r"<([^<>\s|]+)(?:\|([^<>]*))?>")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 _CODE_BLOCK = re.compile(r"```(.+?)```", re.DOTALL)
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -112,6 +113,8 @@ def mrkdwn_to_html(text: str, images: list[str] | None = None) -> str:
     '<strong>Anomaly</strong> on <a href="http://x/m/2" rel="noopener noreferrer" target="_blank">machine2</a> &lt;script&gt;'
     >>> mrkdwn_to_html("<javascript:alert(1)|click>")
     'javascript:alert(1) (click)'
+    >>> mrkdwn_to_html("<script>x</script>")
+    '&lt;script&gt;x&lt;/script&gt;'
     >>> mrkdwn_to_html("score `0.97` _high_ ~ok~")
     'score <code>0.97</code> <em>high</em> <s>ok</s>'
     """
@@ -123,7 +126,10 @@ def mrkdwn_to_html(text: str, images: list[str] | None = None) -> str:
 
     def link(match: re.Match[str]) -> str:
         target, label = match.group(1), match.group(2)
-        url = safe_url(target)
+        if not _SCHEME.match(target) and target[0] not in "@#!":
+            # Not a Slack control sequence (e.g. an unescaped "<script>"): show it as written.
+            return hold(html.escape(match.group(0)))
+        url = safe_url(target) if _SCHEME.match(target) else None
         if url is None:
             # Mentions (<@U123>, <#C1|general>, <!here>) and unsafe schemes stay readable text.
             shown = f"{target} ({label})" if label else target
@@ -226,7 +232,7 @@ def _block_to_html(block: object, images: list[str]) -> str:
         parts = ['<div class="b-section"><div class="b-main">']
         if "text" in block:
             parts.append(f'<div class="mrkdwn">{text_object_to_html(block["text"], images)}</div>')
-        fields = block.get("fields") or []
+        fields = _items(block.get("fields", []))
         if fields:
             cells = "".join(
                 f'<div class="mrkdwn">{text_object_to_html(field, images)}</div>'
@@ -246,7 +252,7 @@ def _block_to_html(block: object, images: list[str]) -> str:
         return "".join(parts)
     if kind == "context":
         items = []
-        for element in block["elements"]:
+        for element in _items(block["elements"]):
             if isinstance(element, Mapping) and element.get("type") == "image":
                 items.append(
                     _image_html(element.get("image_url"), element.get("alt_text"), "b-icon")
@@ -262,13 +268,20 @@ def _block_to_html(block: object, images: list[str]) -> str:
     if kind == "actions":
         buttons = "".join(
             _button_html(element, images)
-            for element in block["elements"]
+            for element in _items(block["elements"])
             if isinstance(element, Mapping)
         )
         return f'<div class="b-actions">{buttons}</div>'
     if kind == "rich_text":
-        return f'<div class="mrkdwn">{_rich_text_html(block["elements"], images)}</div>'
+        return f'<div class="mrkdwn">{_rich_text_html(_items(block["elements"]), images)}</div>'
     return _raw_json(block)
+
+
+def _items(value: object) -> list[Any]:
+    """A list field of a block; anything else makes the block render as raw JSON."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
 
 
 def _raw_json(value: object) -> str:
@@ -319,9 +332,14 @@ def message_to_html(message: InboxMessage) -> str:
     if message.idempotency_key:
         parts.append(f'<span class="key">{html.escape(message.idempotency_key)}</span>')
     parts.append("</header>")
-    if isinstance(text, str) and text.strip():
-        parts.append(f'<div class="text mrkdwn">{mrkdwn_to_html(text, images)}</div>')
     blocks = payload.get("blocks")
+    if isinstance(text, str) and text.strip():
+        # With blocks, Slack shows `text` only in notifications: keep it, but quieter.
+        if isinstance(blocks, list) and blocks:
+            css, title = "text fallback mrkdwn", ' title="notification text"'
+        else:
+            css, title = "text mrkdwn", ""
+        parts.append(f'<div class="{css}"{title}>{mrkdwn_to_html(text, images)}</div>')
     if isinstance(blocks, list) and blocks:
         parts.append('<div class="blocks">')
         parts.extend(block_to_html(block, images) for block in blocks)
@@ -401,7 +419,7 @@ body { margin: 0; font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica 
        flex-wrap: wrap; padding: 12px 24px; background: #3f0e40; color: #fff; }
 .top h1 { margin: 0; font-size: 18px; }
 .top .sub { color: #e0d4e0; font-size: 13px; }
-.top code { color: #fff; }
+.top code { color: #fff; background: rgba(255,255,255,.14); border-color: transparent; }
 .live { margin-left: auto; font-size: 12px; padding: 2px 8px; border-radius: 10px; background: #2bac76; }
 .live.offline { background: #e01e5a; }
 main { max-width: 920px; margin: 0 auto; padding: 16px 24px 48px; }
@@ -412,6 +430,7 @@ main { max-width: 920px; margin: 0 auto; padding: 16px 24px 48px; }
 .key { font-family: ui-monospace, Menlo, Consolas, monospace; background: #f2f2f2; border-radius: 4px; padding: 0 6px; }
 .mrkdwn { white-space: pre-wrap; overflow-wrap: anywhere; }
 .text { font-weight: 600; }
+.text.fallback { font-weight: 400; font-size: 13px; color: var(--muted); }
 .blocks { margin-top: 6px; }
 .b-header { margin: 8px 0 4px; font-size: 17px; }
 .b-divider { border: 0; border-top: 1px solid var(--line); margin: 10px 0; }
