@@ -52,6 +52,6 @@ def scripted_faults(
             step += 1
             t += length + rng.uniform(*gap)
     if not faults:
-        needed = (warmup + fault_length[1] + gap[0]) / 60
+        needed = (warmup + gap[0] / 2 + fault_length[1] + gap[0]) / 60
         raise ValueError(f"the run is too short for any fault: give at least {needed:.0f} minutes")
     return sorted(faults, key=lambda f: (f.start, f.machine_id))
