@@ -32,7 +32,8 @@ import pandas as pd
 
 from fleetwatch.evaluate.series_views import SCALINGS, VIEWS, scale, view
 
-ORDERS = ("learn_score", "score_learn")
+# The same names as fleetwatch.hst.ORDERS: the blog learned a point before scoring it.
+ORDERS = ("learn_then_score", "score_then_learn")
 ENGINES = ("auto", "river", "numpy")
 
 
@@ -47,7 +48,7 @@ class DetectorConfig:
     height: int = 2
     window_size: int = 250
     seed: int = 1
-    order: str = "learn_score"
+    order: str = "learn_then_score"
     smoothing: int = 1  # trailing mean over this many scores (1 = none)
     baseline_span: int = 100  # EWMA span for the baseline_dev views
     engine: str = "auto"
@@ -151,9 +152,12 @@ def hst_scores(
         hst_class = _numpy_hst()
         if hst_class is None:
             raise ValueError("engine 'numpy' needs fleetwatch.hst, which is not available")
-        limits = {f"x{j}": (0.0, 1.0) for j in range(unit.shape[1])}
         model = hst_class(
-            n_trees=n_trees, height=height, window_size=window_size, limits=limits, seed=seed
+            n_trees=n_trees,
+            height=height,
+            window_size=window_size,
+            seed=seed,
+            features=_feature_names(unit.shape[1]),
         )
         return np.asarray(model.score_learn_many(unit, order=order), dtype=float)
     return _river_scores(unit, n_trees, height, window_size, seed, order)
@@ -167,15 +171,20 @@ def _numpy_hst() -> type | None:
     return HalfSpaceTrees
 
 
+def _feature_names(count: int) -> list[str]:
+    """Column names for HST; both engines grow trees over the same sorted names."""
+    return [f"x{j:02d}" for j in range(count)]
+
+
 def _river_scores(
     unit: np.ndarray, n_trees: int, height: int, window_size: int, seed: int, order: str
 ) -> np.ndarray:
     from river.anomaly import HalfSpaceTrees
 
     model = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
-    names = [f"x{j}" for j in range(unit.shape[1])]
+    names = _feature_names(unit.shape[1])
     scores = np.empty(len(unit))
-    learn_first = order == "learn_score"
+    learn_first = order == "learn_then_score"
     for i, row in enumerate(unit.tolist()):
         x = dict(zip(names, row, strict=True))
         if learn_first:
@@ -195,7 +204,7 @@ UPSTREAM = DetectorConfig(
     height=2,
     window_size=250,
     seed=1,
-    order="learn_score",
+    order="learn_then_score",
     engine="river",
 )
 

@@ -68,3 +68,20 @@ def test_same_config_same_scores_and_smoothing_is_a_trailing_mean() -> None:
     np.testing.assert_array_equal(first, HstSeriesDetector(config).score(values))
     smoothed = HstSeriesDetector(dataclasses.replace(config, smoothing=4)).score(values)
     np.testing.assert_allclose(smoothed[10], first[7:11].mean())
+
+
+def test_numpy_engine_reproduces_river_scores_for_a_multi_view_config() -> None:
+    """`engine="river"` stays the reference: the NumPy HST must give the same scores."""
+    pytest.importorskip("fleetwatch.hst")
+    values = series(1200)
+    config = DetectorConfig(
+        views=("value", "abs_diff", "baseline_dev"),
+        scaling="running_minmax",
+        n_trees=8,
+        height=5,
+        window_size=100,
+        order="score_then_learn",
+    )
+    river = HstSeriesDetector(dataclasses.replace(config, engine="river")).score(values)
+    numpy = HstSeriesDetector(dataclasses.replace(config, engine="numpy")).score(values)
+    np.testing.assert_array_equal(numpy, river)
