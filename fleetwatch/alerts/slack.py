@@ -35,6 +35,7 @@ from fleetwatch.units import format_number, format_value
 HEADER_MAX = 150
 SECTION_MAX = 3000
 BLOCKS_MAX = 50
+TEXT_MAX = 38_000  # Slack truncates `text` beyond 40,000 characters
 
 _ICON = {"opened": ":red_circle:", "resolved": ":large_green_circle:"}
 _WORD = {"opened": "Anomaly", "resolved": "Resolved"}
@@ -110,8 +111,7 @@ def digest_message(
     word = _WORD[kind]
     plot_urls = plot_urls or {}
     count = f"{len(events)} machine{'s' if len(events) != 1 else ''}"
-    names = ", ".join(f"{e.machine_id} ({e.unique_id})" for e in events)
-    text = f"{word} on {count}: {names}"
+    text = f"{word} on {count}: " + _listed([f"{e.machine_id} ({e.unique_id})" for e in events])
 
     lines = []
     for event in events:
@@ -137,6 +137,22 @@ def digest_message(
     if links:
         blocks.append(_section(links))
     return {"text": text, "blocks": blocks}
+
+
+def _listed(names: list[str], limit: int = TEXT_MAX) -> str:
+    """Comma-separated names, ending in "and N more" rather than being cut mid-name.
+
+    >>> _listed(["a", "b", "c"], limit=6)
+    'a, b and 1 more'
+    """
+    shown: list[str] = []
+    size = 0
+    for name in names:
+        if shown and size + len(name) + 2 > limit:
+            return ", ".join(shown) + f" and {len(names) - len(shown)} more"
+        shown.append(name)
+        size += len(name) + 2
+    return ", ".join(shown)
 
 
 def _header(text: str) -> dict[str, Any]:

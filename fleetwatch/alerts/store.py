@@ -135,8 +135,10 @@ class Outbox:
 
     def add(self, messages: Iterable[PendingMessage]) -> None:
         known = {m.key for m in self._messages}
-        self._messages += [m for m in messages if m.key not in known]
-        self.save()
+        new = [m for m in messages if m.key not in known]
+        if new:
+            self._messages += new
+            self.save()
 
     def remove(self, key: str) -> None:
         self._messages = [m for m in self._messages if m.key != key]

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import traceback
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,27 +21,10 @@ from fleetwatch.alerts import (
 )
 from fleetwatch.alerts.slack import episode_message
 from fleetwatch.alerts.store import Ledger
+from tests.pipeline_lib.helpers import START, event
 from tests.support import free_port
 
-START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02)
-
-
-def event(machine: str = "machine2", kind: str = "opened", **changes: object) -> dict:
-    fields: dict[str, object] = {
-        "machine_id": machine,
-        "unique_id": f"acme-inc-{machine}",
-        "episode_id": f"{machine}-20240501T100000",
-        "kind": kind,
-        "start": START,
-        "end": START + timedelta(minutes=7) if kind == "resolved" else None,
-        "peak_score": 0.934,
-        "peak_values": {"temperature": 97.0, "load": 200.0, "power": 455.5, "vibration": 560.0},
-        "top_features": [("load", 4.2), ("vibration", 3.1)],
-        "threshold": 0.8,
-    }
-    fields.update(changes)
-    return fields
 
 
 def delivery(url: str, state: Path, **options: object) -> AlertDelivery:

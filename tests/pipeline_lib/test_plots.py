@@ -6,33 +6,13 @@ import gc
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from fleetwatch.plots import FEATURES, plot_path, plot_url, render_machine_plots
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def scores(machine: str, *, anomalous: slice | None = None, points: int = 300) -> pd.DataFrame:
-    rng = np.random.default_rng(7)
-    frame = pd.DataFrame(
-        {
-            "time": pd.date_range("2024-05-01 10:00", periods=points, freq="1s", tz="UTC"),
-            "machineID": machine,
-            "unique_id": f"acme-inc-{machine}",
-            "provider": "Acme Inc",
-            **{f: rng.uniform(50, 60, points) for f in FEATURES},
-            "score": rng.uniform(0.3, 0.6, points),
-            "is_anomaly": False,
-        }
-    )
-    if anomalous is not None:
-        frame.loc[frame.index[anomalous], ["load", "score", "is_anomaly"]] = [200.0, 0.95, True]
-    return frame
+from fleetwatch.plots import plot_path, plot_url, render_machine_plots
+from tests.pipeline_lib.helpers import PNG_MAGIC, scores
 
 
 def live_figures() -> int:
