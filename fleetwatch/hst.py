@@ -1,0 +1,449 @@
+"""Half-Space Trees in NumPy, score for score identical to `river.anomaly.HalfSpaceTrees` 0.23.
+
+River walks one point at a time through Python objects. Three facts make a vectorized version
+exact rather than approximate:
+
+* The trees come from `random.Random(seed)` alone: two draws per split node, in pre-order
+  (`rng.choices` for the feature, `rng.uniform` for the threshold). `TreeStructure.grow`
+  replays those draws with River's float arithmetic, level by level.
+* With every feature present, a point's path is fixed by the thresholds, so a window's node
+  masses follow from how many points reached each *leaf*; an inner node's mass is the sum of
+  its leaves. Learning is a leaf count (`np.add.at`), not a walk.
+* `score_one` reads only `r_mass`, which changes only at a window pivot. Between two pivots
+  every score is a lookup in a per-leaf table built at the pivot; the masses are integers and
+  the score adds integers below 2**53, so the sum is exact in any order and `1 - S / max` is
+  the same float River computes.
+
+A batch is cut where the pivots fall; all of its points are routed at once, and the tables of
+all its windows are built in one vectorized pass. `WindowMasses` holds the masses of many
+models that share one `TreeStructure` (a fleet); `HalfSpaceTrees` is the one-model API.
+
+Missing features: River sends a point that lacks a split feature down the child with more
+`l_mass`, which depends on the learning order; arrays have no missing keys, so that path does
+not exist here. NaN follows River's comparison (`nan < t` is false: right child), identically.
+
+>>> X = np.array([0.5, 0.45, 0.43, 0.44, 0.445, 0.45, 0.0])[:, None]
+>>> hst = HalfSpaceTrees(n_trees=5, height=3, window_size=3, seed=42)
+>>> hst.learn_many(X[:3])  # warming up, as in River's docstring
+>>> scores = hst.score_learn_many(X, order="learn_then_score")
+>>> [f"{s:.3f}" for s in scores]
+['0.107', '0.071', '0.107', '0.107', '0.107', '0.071', '0.853']
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ORDERS", "HalfSpaceTrees", "TreeStructure", "WindowMasses"]
+
+#: `score_then_learn` is test-then-train (the default); `learn_then_score` is what the blog did.
+ORDERS = ("score_then_learn", "learn_then_score")
+PADDING = 0.15  # River's make_padded_tree padding
+LANES = 1 << 16  # (point, tree) pairs routed per chunk: large enough to amortize, fits in cache
+TABLE_BUDGET = 1 << 22  # leaf-table cells built per step (x4-8 bytes), bounds a batch's memory
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return order
+
+
+@dataclass(frozen=True, eq=False)
+class TreeStructure:
+    """The split features and thresholds of a forest, in heap order (children of i: 2i+1, 2i+2).
+
+    `features` are the column names in the order of the arrays' columns; `split_column[t, i]`
+    is the column a split node tests, `split_threshold[t, i]` its threshold.
+    """
+
+    features: tuple[str, ...]
+    height: int
+    split_column: np.ndarray  # (n_trees, 2**height - 1) intp
+    split_threshold: np.ndarray  # (n_trees, 2**height - 1) float64
+
+    @property
+    def n_trees(self) -> int:
+        return self.split_column.shape[0]
+
+    @property
+    def n_leaves(self) -> int:
+        return 1 << self.height
+
+    @classmethod
+    def grow(
+        cls,
+        features: Sequence[str],
+        n_trees: int,
+        height: int,
+        limits: Mapping[str, tuple[float, float]] | None = None,
+        seed: int | None = None,
+    ) -> TreeStructure:
+        """Build the trees River builds on its first `learn_one`, from the same draws.
+
+        River grows each tree recursively over `sorted(x)` with the limits (default (0, 1)),
+        drawing `choices(features, weights=spans)` then `uniform(a + p*(b-a), b - p*(b-a))` at
+        each split, left subtree before right. Here every node's two draws are looked up by
+        its pre-order rank and the splits of a level are computed together.
+        """
+        features = tuple(features)
+        if not features or len(set(features)) != len(features):
+            raise ValueError(f"features must be distinct names, got {features!r}")
+        if n_trees < 1 or height < 1:
+            raise ValueError(f"n_trees and height must be >= 1, got {n_trees}, {height}")
+        names = sorted(features)  # River: `for i in sorted(x)`
+        limits = dict(limits or {})
+        lo = np.array([float(limits.get(n, (0.0, 1.0))[0]) for n in names])
+        hi = np.array([float(limits.get(n, (0.0, 1.0))[1]) for n in names])
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+            bad = {n: limits.get(n) for n, a, b in zip(names, lo, hi, strict=True) if not a < b}
+            raise ValueError(f"limits must be finite with low < high, got {bad or limits}")
+
+        n_split = (1 << height) - 1
+        rng = random.Random(seed)
+        draws = np.array([rng.random() for _ in range(2 * n_split * n_trees)])
+        draws = draws.reshape(n_trees, n_split, 2)[:, _preorder_rank(height)]
+
+        column = np.empty((n_trees, n_split), dtype=np.intp)
+        threshold = np.empty((n_trees, n_split))
+        lows = np.broadcast_to(lo, (n_trees, 1, len(names))).copy()
+        highs = np.broadcast_to(hi, (n_trees, 1, len(names))).copy()
+        to_column = np.array([features.index(n) for n in names], dtype=np.intp)
+        for depth in range(height):
+            level = slice((1 << depth) - 1, (1 << (depth + 1)) - 1)
+            cum = np.cumsum(highs - lows, axis=-1)  # accumulate(weights), sequential like River
+            total = cum[..., -1] + 0.0
+            pick = draws[:, level, 0] * total
+            # bisect(cum_weights, random() * total, 0, n - 1)
+            chosen = (cum[..., :-1] <= pick[..., None]).sum(axis=-1)
+            a = np.take_along_axis(lows, chosen[..., None], axis=-1)[..., 0]
+            b = np.take_along_axis(highs, chosen[..., None], axis=-1)[..., 0]
+            start = a + PADDING * (b - a)
+            stop = b - PADDING * (b - a)
+            at = start + (stop - start) * draws[:, level, 1]  # random.uniform
+            column[:, level] = to_column[chosen]
+            threshold[:, level] = at
+            if depth + 1 < height:
+                lows = np.repeat(lows, 2, axis=1)
+                highs = np.repeat(highs, 2, axis=1)
+                np.put_along_axis(highs[:, 0::2], chosen[..., None], at[..., None], axis=-1)
+                np.put_along_axis(lows[:, 1::2], chosen[..., None], at[..., None], axis=-1)
+        return cls(features, height, column, threshold)
+
+    def route(self, X: np.ndarray) -> np.ndarray:
+        """Leaf codes `t * n_leaves + leaf` of every point in every tree, shape (n, n_trees).
+
+        One level at a time for all (point, tree) pairs: gather the split column and
+        threshold, compare, step to the child. `x < threshold` goes left as in River, so NaN
+        goes right.
+        """
+        X = self.check_array(X)
+        n, n_trees = X.shape[0], self.n_trees
+        out = np.empty((n, n_trees), dtype=np.intp)
+        chunk = max(1, LANES // n_trees)
+        for start in range(0, n, chunk):
+            out[start : start + chunk] = self._route_chunk(X[start : start + chunk])
+        return out
+
+    def _route_chunk(self, x: np.ndarray) -> np.ndarray:
+        n, d = x.shape
+        n_trees, n_split = self.n_trees, (1 << self.height) - 1
+        tree = np.arange(n_trees, dtype=np.intp)
+        columns = self.split_column.reshape(-1)
+        thresholds = self.split_threshold.reshape(-1)
+        node = np.empty((n, n_trees), dtype=np.intp)
+        node[:] = tree * n_split  # global index of each tree's root
+        step = 2 - tree * n_split  # child of global g is 2g + step - (x < threshold)
+        flat = x.reshape(-1)
+        row = (np.arange(n, dtype=np.intp) * d)[:, None]
+        for _ in range(self.height):
+            if d == 1:
+                left = x < thresholds.take(node)
+            else:
+                col = columns.take(node)
+                col += row
+                left = flat.take(col) < thresholds.take(node)
+            node *= 2
+            node += step
+            node -= left
+        node += tree - n_split  # == tree * n_leaves + leaf
+        return node
+
+    def check_array(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.features):
+            raise ValueError(
+                f"expected an array of shape (n, {len(self.features)}) for features "
+                f"{list(self.features)}, got shape {X.shape}"
+            )
+        return X
+
+
+class WindowMasses:
+    """The window masses of many HST models sharing one structure, as leaf counts and tables.
+
+    Per model: `counter` (points learned in the current window), `warm` (a window has been
+    completed; River's `not _first_window`), `counts` (leaves reached in the current window:
+    River's `l_mass` at the leaves) and `table` (each leaf's score sum along its path with the
+    reference window's masses: River's `r_mass`, pre-added).
+    """
+
+    def __init__(self, structure: TreeStructure, window_size: int, n_models: int = 0) -> None:
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.structure = structure
+        self.window_size = int(window_size)
+        height, n_trees = structure.height, structure.n_trees
+        # River stops descending below a node with r_mass < 0.1 * window_size; masses are
+        # integers, so that is r_mass < ceil(0.1 * window_size).
+        self.size_limit = math.ceil(0.1 * self.window_size)
+        self.max_score = n_trees * self.window_size * ((1 << (height + 1)) - 1)
+        self.count_dtype = np.dtype(np.uint16 if self.window_size < (1 << 16) else np.uint32)
+        largest = self.window_size * ((1 << (height + 1)) - 1)
+        self.table_dtype = np.dtype(np.int32 if largest < (1 << 31) else np.int64)
+        cells = (n_trees, structure.n_leaves)
+        self.counter = np.zeros(n_models, dtype=np.int64)
+        self.warm = np.zeros(n_models, dtype=bool)
+        self.counts = np.zeros((n_models, *cells), dtype=self.count_dtype)
+        self.table = np.zeros((n_models, *cells), dtype=self.table_dtype)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.counter)
+
+    def add_models(self, count: int) -> np.ndarray:
+        """Append `count` fresh models (River's state before the first point); their rows."""
+        first = self.n_models
+        cells = self.counts.shape[1:]
+        self.counter = np.concatenate([self.counter, np.zeros(count, np.int64)])
+        self.warm = np.concatenate([self.warm, np.zeros(count, bool)])
+        self.counts = np.concatenate([self.counts, np.zeros((count, *cells), self.count_dtype)])
+        self.table = np.concatenate([self.table, np.zeros((count, *cells), self.table_dtype)])
+        return np.arange(first, first + count)
+
+    def score(self, models: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """River's `score_one` of each point against its model's current reference window."""
+        models = np.asarray(models, dtype=np.intp)
+        cells = self.structure.n_trees * self.structure.n_leaves
+        total = self.table.reshape(-1).take(codes + (models * cells)[:, None]).sum(axis=1)
+        return np.where(self.warm[models], 1.0 - total / self.max_score, 0.0)
+
+    def learn(self, models: np.ndarray, codes: np.ndarray) -> None:
+        """River's `learn_one` for each point in order (pivoting windows where they fill)."""
+        self._advance(np.asarray(models, dtype=np.intp), codes, None)
+
+    def score_learn(self, models: np.ndarray, codes: np.ndarray, order: str) -> np.ndarray:
+        """Score and learn each point in order, as River's `score_one`/`learn_one` pairs."""
+        scores = self._advance(np.asarray(models, dtype=np.intp), codes, check_order(order))
+        assert scores is not None
+        return scores
+
+    def _advance(self, models: np.ndarray, codes: np.ndarray, order: str | None):
+        n = len(models)
+        if n == 0:
+            return None if order is None else np.empty(0)
+        w, cells = self.window_size, self.structure.n_trees * self.structure.n_leaves
+        if n == 1 or (models[0] == models).all():
+            perm = None
+            firsts, sizes = models[:1], np.array([n])
+        else:
+            perm = np.argsort(models, kind="stable")
+            models, codes = models[perm], codes[perm]
+            starts = np.flatnonzero(np.r_[True, models[1:] != models[:-1]])
+            firsts, sizes = models[starts], np.diff(np.r_[starts, n])
+        counter = self.counter[firsts]
+        pivots = (counter + sizes) // w
+        if pivots.sum() * cells > TABLE_BUDGET and n > 1:
+            return self._advance_halves(models, codes, order, perm)
+
+        # Position of each point in its model's window sequence; its window is pos // w.
+        group_of = np.repeat(np.arange(len(firsts)), sizes)
+        pos = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes) + counter[group_of]
+        window = pos // w
+        # Windows completed in this batch become blocks 0..B-1, in model then time order.
+        first_block = np.cumsum(pivots) - pivots
+        pivoting = pivots > 0
+        blocks = np.zeros((int(pivots.sum()), *self.counts.shape[1:]), dtype=self.count_dtype)
+        blocks[first_block[pivoting]] = self.counts[firsts[pivoting]]
+        self.counts[firsts[pivoting]] = 0
+        complete = window < pivots[group_of]
+        block = first_block[group_of] + window
+        one = self.count_dtype.type(1)
+        np.add.at(blocks.reshape(-1), _cell_index(block[complete], codes[complete], cells), one)
+        rest = ~complete
+        np.add.at(self.counts.reshape(-1), _cell_index(models[rest], codes[rest], cells), one)
+
+        tables = self._tables(blocks)
+        scores = None
+        if order is not None:
+            # A point is scored after the pivots of the points before it (score_then_learn)
+            # or also after its own (learn_then_score); 0 pivots means the current table.
+            seen = window if order == ORDERS[0] else (pos + 1) // w
+            fresh = seen > 0
+            total = np.empty(n, dtype=np.int64)
+            old = ~fresh
+            total[old] = (
+                self.table.reshape(-1).take(_cell_index(models[old], codes[old], cells)).sum(1)
+            )
+            total[fresh] = (
+                tables.reshape(-1)
+                .take(
+                    _cell_index(first_block[group_of[fresh]] + seen[fresh] - 1, codes[fresh], cells)
+                )
+                .sum(1)
+            )
+            warm = self.warm[models] | fresh
+            scores = np.where(warm, 1.0 - total / self.max_score, 0.0)
+            if perm is not None:
+                scores = scores[np.argsort(perm, kind="stable")]
+
+        self.table[firsts[pivoting]] = tables[first_block[pivoting] + pivots[pivoting] - 1]
+        self.warm[firsts[pivoting]] = True
+        self.counter[firsts] = (counter + sizes) % w
+        return scores
+
+    def _advance_halves(self, models, codes, order, perm):
+        """Process a batch too large for one step as two consecutive halves (same result)."""
+        if perm is not None:  # back to arrival order: each model's points stay in sequence
+            back = np.argsort(perm, kind="stable")
+            models, codes = models[back], codes[back]
+        half = len(models) // 2
+        first = self._advance(models[:half], codes[:half], order)
+        second = self._advance(models[half:], codes[half:], order)
+        return None if order is None else np.concatenate([first, second])
+
+    def _tables(self, blocks: np.ndarray) -> np.ndarray:
+        """Per-leaf score sums for windows whose leaf counts are `blocks` (B, trees, leaves).
+
+        River adds `r_mass * 2**depth` down the path and stops after the first node below the
+        size limit. Masses shrink down a path, so a node counts iff its parent reaches the
+        limit; the sum is built top-down over all nodes of a level at once.
+        """
+        height = self.structure.height
+        levels = [blocks]
+        for _ in range(height):
+            below = levels[-1]
+            levels.append(below[..., 0::2] + below[..., 1::2])
+        levels.reverse()  # levels[d]: masses of the 2**d nodes at depth d
+        total = levels[0].astype(self.table_dtype)
+        for depth in range(1, height + 1):
+            counts = levels[depth - 1] >= self.size_limit
+            if not counts.any():  # nothing deeper is ever reached
+                return np.repeat(total, 1 << (height - depth + 1), axis=-1)
+            part = levels[depth].astype(self.table_dtype).reshape(*total.shape, 2)
+            part *= (counts.astype(self.table_dtype) << depth)[..., None]
+            part += total[..., None]
+            total = part.reshape(*total.shape[:-1], -1)
+        return total
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays that are the models' state (to persist them)."""
+        return {
+            "counter": self.counter,
+            "warm": self.warm,
+            "counts": self.counts,
+            "table": self.table,
+        }
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Take the arrays of `state()` back, checking their shapes and types."""
+        cells = self.counts.shape[1:]
+        expected = {
+            "counter": ((-1,), np.dtype(np.int64)),
+            "warm": ((-1,), np.dtype(bool)),
+            "counts": ((-1, *cells), self.count_dtype),
+            "table": ((-1, *cells), self.table_dtype),
+        }
+        sizes = set()
+        for name, (shape, dtype) in expected.items():
+            array = arrays[name]
+            if array.dtype != dtype or array.shape[1:] != shape[1:]:
+                raise ValueError(
+                    f"{name}: expected {dtype} {shape}, got {array.dtype} {array.shape}"
+                )
+            sizes.add(len(array))
+        if len(sizes) != 1:
+            raise ValueError(f"model arrays disagree on the number of models: {sorted(sizes)}")
+        if (arrays["counter"] < 0).any() or (arrays["counter"] >= self.window_size).any():
+            raise ValueError("counter out of range for the window size")
+        self.counter, self.warm = arrays["counter"].copy(), arrays["warm"].copy()
+        self.counts, self.table = arrays["counts"].copy(), arrays["table"].copy()
+
+
+def _cell_index(model_or_block: np.ndarray, codes: np.ndarray, cells: int) -> np.ndarray:
+    return codes + (model_or_block * cells)[:, None]
+
+
+def _preorder_rank(height: int) -> np.ndarray:
+    """Pre-order rank of each split node in heap order: the order River draws them in."""
+    rank = np.zeros((1 << height) - 1, dtype=np.intp)
+    for depth in range(height - 1):
+        level = np.arange((1 << depth) - 1, (1 << (depth + 1)) - 1)
+        rank[2 * level + 1] = rank[level] + 1
+        rank[2 * level + 2] = rank[level] + (1 << (height - depth - 1))
+    return rank
+
+
+class HalfSpaceTrees:
+    """One Half-Space Trees model on arrays; River 0.23's scores for the same stream and seed.
+
+    Columns of `X` are the features named by `features` (default `f0, f1, ...`); River sees
+    them as dict keys, and trees are grown over the sorted names as River does. `limits` maps
+    names to (low, high); unnamed features span (0, 1), River's default.
+    """
+
+    def __init__(
+        self,
+        n_trees: int = 10,
+        height: int = 8,
+        window_size: int = 250,
+        limits: Mapping[str, tuple[float, float]] | None = None,
+        seed: int | None = None,
+        features: Sequence[str] | None = None,
+    ) -> None:
+        self.n_trees, self.height, self.window_size = n_trees, height, window_size
+        self.limits, self.seed = dict(limits or {}), seed
+        self.features = tuple(features) if features is not None else None
+        self._masses: WindowMasses | None = None
+
+    def _masses_for(self, X: np.ndarray) -> tuple[WindowMasses, np.ndarray]:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (points x features), got shape {X.shape}")
+        if self._masses is None:
+            features = self.features or tuple(f"f{i}" for i in range(X.shape[1]))
+            structure = TreeStructure.grow(
+                features, self.n_trees, self.height, self.limits, self.seed
+            )
+            self.features = features
+            self._masses = WindowMasses(structure, self.window_size, n_models=1)
+        return self._masses, self._masses.structure.check_array(X)
+
+    def _chunks(self, X: np.ndarray):
+        """Route rows a chunk at a time: the codes of a huge batch never exist all at once."""
+        masses, X = self._masses_for(X)
+        step = max(1, LANES // masses.structure.n_trees)
+        for start in range(0, len(X), step):
+            codes = masses.structure.route(X[start : start + step])
+            yield masses, np.zeros(len(codes), np.intp), codes
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        """Scores without learning (River's `score_one` for each row)."""
+        parts = [masses.score(rows, codes) for masses, rows, codes in self._chunks(X)]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def learn_many(self, X: np.ndarray) -> None:
+        """Learn the rows in order (River's `learn_one` for each row)."""
+        for masses, rows, codes in self._chunks(X):
+            masses.learn(rows, codes)
+
+    def score_learn_many(self, X: np.ndarray, order: str = "score_then_learn") -> np.ndarray:
+        """Score and learn each row in turn; `order` says which comes first for a row."""
+        check_order(order)
+        parts = [masses.score_learn(rows, codes, order) for masses, rows, codes in self._chunks(X)]
+        return np.concatenate(parts) if parts else np.empty(0)
