@@ -121,8 +121,12 @@ class BufferedPublisher:
             self._running = False
             self._cond.notify_all()
         self._sender.join(timeout=2)
+        connected = self._connected
         self._client.disconnect()
-        self._client.loop_stop()
+        if connected:
+            self._client.loop_stop()
+        # Else paho's thread may sit in a reconnect backoff for a second; it is a daemon thread
+        # that exits on its own, and waiting for it would only slow down every shutdown.
         return self.stats()
 
     def publish(
