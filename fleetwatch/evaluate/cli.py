@@ -19,8 +19,10 @@ from fleetwatch.evaluate.nab_benchmark import (
     NabReport,
     evaluate_detector,
     format_files,
+    format_seed_means,
     format_summary,
     report_for_scores,
+    seed_means,
 )
 from fleetwatch.evaluate.nab_corpus import (
     load_corpus,
@@ -53,8 +55,12 @@ def run_nab(
     results_dir: Path | None = None,
     scores_from: Path | None = None,
     jobs: int | None = None,
+    seeds: Sequence[int] = (),
 ) -> list[NabReport]:
-    """Score each detector (or each detector's existing result files) on the corpus."""
+    """Score each detector (or each detector's existing result files) on the corpus.
+
+    With `seeds`, each detector runs once per seed (`<name>@seed<n>`).
+    """
     corpus = load_corpus(data, read_windows(windows))
     if profiles_path is None and (windows.parent / "profiles.json").is_file():
         profiles_path = windows.parent / "profiles.json"
@@ -70,18 +76,30 @@ def run_nab(
                     corpus, spec, {"results": str(scores_from / spec)}, scores, profiles
                 )
             )
-        else:
-            reports.append(
-                evaluate_detector(corpus, detectors.resolve(spec), profiles, results_dir, jobs)
-            )
+            continue
+        detector = detectors.resolve(spec)
+        variants = [detectors.with_seed(detector, seed) for seed in seeds] or [detector]
+        for variant in variants:
+            reports.append(evaluate_detector(corpus, variant, profiles, results_dir, jobs))
     return reports
 
 
 def nab_json(reports: Sequence[NabReport]) -> dict:
-    """One report as `{"standard": .., ...}`; several as `{"detectors": [...]}`."""
+    """One report as `{"standard": .., ...}`; several as `{"detectors": [...], "seed_means"}`."""
     if len(reports) == 1:
         return reports[0].as_dict()
-    return {"detectors": [r.as_dict() for r in reports]}
+    return {"detectors": [r.as_dict() for r in reports], "seed_means": seed_means(reports)}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`1,2,5` or `1-4` -> seeds."""
+    try:
+        if "-" in text:
+            low, high = (int(part) for part in text.split("-", 1))
+            return list(range(low, high + 1))
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be like 1,2,3 or 1-4, got {text!r}") from None
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -99,11 +117,16 @@ def command_nab(args: argparse.Namespace) -> int:
         None if args.scores_from else args.results,
         args.scores_from,
         args.jobs,
+        args.seeds or (),
     )
     print(format_summary(reports))
-    for report in reports:
+    if args.seeds:
         print()
-        print(format_files(report))
+        print(format_seed_means(reports))
+    if args.detail or len(reports) == 1:
+        for report in reports:
+            print()
+            print(format_files(report))
     if args.json:
         write_json(args.json, nab_json(reports))
     return 0
@@ -181,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="score existing NAB result files <DIR>/<detector>/ instead of running detectors",
     )
+    nab.add_argument(
+        "--seeds", type=parse_seeds, help="run each detector with these seeds (1,2,3 or 1-4)"
+    )
+    nab.add_argument("--detail", action="store_true", help="per-file table for every detector")
     nab.add_argument("--json", type=Path, help="write scores and per-file detail here")
     nab.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
     nab.set_defaults(run=command_nab)

@@ -185,6 +185,43 @@ def format_summary(reports: list[NabReport]) -> str:
     return "\n".join(lines)
 
 
+def seed_means(reports: list[NabReport]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and spread of each profile's score over the seeds of each `<name>@seed<n>` group."""
+    groups: dict[str, list[NabReport]] = {}
+    for report in reports:
+        base, marker, _ = report.detector.rpartition("@seed")
+        if marker:
+            groups.setdefault(base, []).append(report)
+    return {
+        base: {
+            profile: {
+                "mean": float(np.mean([r.profiles[profile].normalised for r in group])),
+                "std": float(np.std([r.profiles[profile].normalised for r in group])),
+                "seeds": len(group),
+            }
+            for profile in group[0].profiles
+        }
+        for base, group in groups.items()
+    }
+
+
+def format_seed_means(reports: list[NabReport]) -> str:
+    """One row per detector: each profile's mean +- standard deviation over its seeds."""
+    means = seed_means(reports)
+    if not means:
+        return ""
+    profiles = list(next(iter(means.values())))
+    width = max(len("detector (seed mean)"), *(len(name) for name in means))
+    header = f"{'detector (seed mean)':<{width}}  " + "  ".join(f"{p:>18}" for p in profiles)
+    lines = [header, "-" * len(header)]
+    for name, by_profile in means.items():
+        cells = "  ".join(
+            f"{by_profile[p]['mean']:>11.1f} +- {by_profile[p]['std']:>4.1f}" for p in profiles
+        )
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
 def format_files(report: NabReport, profile: str = "standard") -> str:
     """Per-file detail for one profile at its corpus threshold."""
     result = report.profiles[profile]

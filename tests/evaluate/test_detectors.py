@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from river.anomaly import HalfSpaceTrees
 
-from fleetwatch.evaluate.detectors import DetectorConfig, HstSeriesDetector, resolve
+from fleetwatch.evaluate.detectors import DetectorConfig, SeriesDetector, resolve
 
 
 def series(n: int = 1500, seed: int = 3) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_upstream_is_the_blog_detector_value_for_value() -> None:
 
 def test_config_from_inline_json_and_file(tmp_path: Path) -> None:
     inline = resolve('{"views": ["value", "abs_diff"], "n_trees": 7, "smoothing": 3}')
-    assert isinstance(inline, HstSeriesDetector)
+    assert isinstance(inline, SeriesDetector)
     assert inline.config.views == ("value", "abs_diff") and inline.config.n_trees == 7
     path = tmp_path / "wide.json"
     path.write_text(json.dumps({"height": 6, "window_size": 100}))
@@ -64,9 +64,9 @@ def test_bad_detector_specs_are_clear_errors(spec: str, message: str) -> None:
 def test_same_config_same_scores_and_smoothing_is_a_trailing_mean() -> None:
     values = series(800)
     config = DetectorConfig(views=("value", "diff"), scaling="running_minmax", window_size=100)
-    first = HstSeriesDetector(config).score(values)
-    np.testing.assert_array_equal(first, HstSeriesDetector(config).score(values))
-    smoothed = HstSeriesDetector(dataclasses.replace(config, smoothing=4)).score(values)
+    first = SeriesDetector(config).score(values)
+    np.testing.assert_array_equal(first, SeriesDetector(config).score(values))
+    smoothed = SeriesDetector(dataclasses.replace(config, smoothing=4)).score(values)
     np.testing.assert_allclose(smoothed[10], first[7:11].mean())
 
 
@@ -82,6 +82,6 @@ def test_numpy_engine_reproduces_river_scores_for_a_multi_view_config() -> None:
         window_size=100,
         order="score_then_learn",
     )
-    river = HstSeriesDetector(dataclasses.replace(config, engine="river")).score(values)
-    numpy = HstSeriesDetector(dataclasses.replace(config, engine="numpy")).score(values)
+    river = SeriesDetector(dataclasses.replace(config, engine="river")).score(values)
+    numpy = SeriesDetector(dataclasses.replace(config, engine="numpy")).score(values)
     np.testing.assert_array_equal(numpy, river)

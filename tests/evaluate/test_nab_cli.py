@@ -154,3 +154,22 @@ def test_read_series_keeps_file_order_and_rejects_missing_columns(tmp_path: Path
     path.write_text("time,value\n2024-01-01,1\n")
     with pytest.raises(ValueError, match="missing column"):
         read_series(path)
+
+
+def test_seeds_run_each_detector_per_seed_and_report_the_mean(
+    tmp_path: Path, corpus_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, windows = corpus_files
+    out = tmp_path / "seeds.json"
+    config = json.dumps({"name": "d", "views": ["abs_diff"], "scaling": "ewm_zscore"})
+    args = ["nab", "--data", str(data), "--windows", str(windows), "--detector", config]
+    assert main([*args, "--detector", '{"kind": "zscore", "name": "z"}', "--seeds", "1-3"]) == 2
+    assert "z has no seed" in capsys.readouterr().err
+    assert main([*args, "--seeds", "1,2", "--json", str(out), "--results", str(tmp_path)]) == 0
+    payload = json.loads(out.read_text())
+    assert [r["detector"] for r in payload["detectors"]] == ["d@seed1", "d@seed2"]
+    assert [r["config"]["seed"] for r in payload["detectors"]] == [1, 2]
+    mean = payload["seed_means"]["d"]["standard"]
+    assert mean["seeds"] == 2
+    assert mean["mean"] == pytest.approx(sum(r["standard"] for r in payload["detectors"]) / 2)
+    assert "seed mean" in capsys.readouterr().out
