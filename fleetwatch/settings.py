@@ -40,6 +40,7 @@ DEFAULTS: dict[str, str] = {
     "SIM_BACKFILL": "30m",
     "SLACK_WEBHOOK_URL": "",
     "INBOX_PORT": "5006",
+    "INBOX_DATA_DIR": ".local/inbox",
     "PUBLIC_BASE_URL": "http://127.0.0.1:5006",
     "MAGE_PORT": "6789",
     "MAGE_DATA_DIR": ".local/mage",
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, str] = {
     "MAGE_API_TRIGGER_TOKEN": "",
     "FLEETWATCH_STATE_DIR": ".local/state",
     "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+    "DOCKER_PUBLISH_ADDRESS": "127.0.0.1",
+    "DEFAULT_OWNER_PASSWORD": "",
 }
 
 _dotenv_loaded = False

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fleetwatch.settings import DEFAULTS, REPO_ROOT, int_setting, path_setting
+from fleetwatch.settings import int_setting, path_setting
 from localflux.inbox_page import render_page
 from localflux.inbox_store import (
     MAX_BODY_BYTES,
@@ -243,13 +243,6 @@ class InboxHandler(BaseHTTPRequestHandler):
 # --- command line --------------------------------------------------------------------------
 
 
-def default_data_dir() -> Path:
-    """`INBOX_DATA_DIR` once it is a documented setting, else `.local/inbox`."""
-    if "INBOX_DATA_DIR" in DEFAULTS:
-        return path_setting("INBOX_DATA_DIR")
-    return REPO_ROOT / ".local" / "inbox"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: INBOX_PORT, 5006)")
@@ -269,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         log.error("%s", error)
         return 2
-    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
+    data_dir = (args.data_dir or path_setting("INBOX_DATA_DIR")).expanduser().resolve()
     plots_dir = (args.plots_dir or path_setting("FLEETWATCH_OUTPUT_DIR")).expanduser().resolve()
     plots_dir.mkdir(parents=True, exist_ok=True)
     store = InboxStore(data_dir)
