@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bridge": ("localflux.bridge", "MQTT -> InfluxDB bridge driven by telegraf.conf"),
     "broker": ("localflux.broker", "MQTT broker: Mosquitto when installed, else embedded amqtt"),
     "inbox": ("localflux.inbox", "Slack-compatible webhook receiver with a web page"),
+    "run": ("localflux.run", "start and supervise the whole local system (make run)"),
 }
 
 
