@@ -12,6 +12,7 @@ listener 1883 127.0.0.1
 allow_anonymous true
 user me
 max_queued_messages 100000
+max_inflight_messages 1000
 log_dest stdout
 log_type error
 log_type warning
@@ -38,6 +39,9 @@ log = logging.getLogger("localflux.broker")
 # Mosquitto's default (1000) drops QoS 1 messages queued for an absent persistent subscriber
 # after ~5 minutes of a 3-machine fleet; the bridge must find them all when it comes back.
 MAX_QUEUED_MESSAGES = 100_000
+# The bridge (like Telegraf) acknowledges a message only once it is written; Mosquitto's
+# default of 20 unacknowledged messages per client would stall ingest between flushes.
+MAX_INFLIGHT_MESSAGES = 1000
 
 
 def find_mosquitto() -> str | None:
@@ -61,6 +65,7 @@ def mosquitto_config(host: str, port: int, data_dir: Path | None, *, user: str) 
         "allow_anonymous true",
         f"user {user}",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
         "log_dest stdout",
         "log_type error",
         "log_type warning",
