@@ -135,33 +135,43 @@ class TreeStructure:
                 np.put_along_axis(lows[:, 1::2], chosen[..., None], at[..., None], axis=-1)
         return cls(features, height, column, threshold)
 
-    def route(self, X: np.ndarray) -> np.ndarray:
-        """Leaf codes `t * n_leaves + leaf` of every point in every tree, shape (n, n_trees).
+    @property
+    def cells(self) -> int:
+        """Leaf cells of one model: `n_trees * n_leaves`."""
+        return self.n_trees << self.height
+
+    def route(self, X: np.ndarray, models: np.ndarray | None = None) -> np.ndarray:
+        """Cell codes `model * cells + tree * n_leaves + leaf` of every point in every tree.
 
         One level at a time for all (point, tree) pairs: gather the split column and
         threshold, compare, step to the child. `x < threshold` goes left as in River, so NaN
-        goes right.
+        goes right. With `models` (each point's model row) the code addresses that model's
+        cell in a fleet's arrays, so counting and scoring need no more index arithmetic.
         """
         X = self.check_array(X)
         n, n_trees = X.shape[0], self.n_trees
         out = np.empty((n, n_trees), dtype=np.intp)
         chunk = max(1, LANES // n_trees)
         for start in range(0, n, chunk):
-            out[start : start + chunk] = self._route_chunk(X[start : start + chunk])
+            stop = start + chunk
+            base = None if models is None else models[start:stop] * self.cells
+            out[start:stop] = self._route_chunk(X[start:stop], base)
         return out
 
-    def _route_chunk(self, x: np.ndarray) -> np.ndarray:
+    def _route_chunk(self, x: np.ndarray, base: np.ndarray | None) -> np.ndarray:
         n, d = x.shape
-        n_trees, n_split = self.n_trees, (1 << self.height) - 1
-        tree = np.arange(n_trees, dtype=np.intp)
+        n_split = (1 << self.height) - 1
+        tree = np.arange(self.n_trees, dtype=np.intp)
         columns = self.split_column.reshape(-1)
         thresholds = self.split_threshold.reshape(-1)
-        node = np.empty((n, n_trees), dtype=np.intp)
-        node[:] = tree * n_split  # global index of each tree's root
-        step = 2 - tree * n_split  # child of global g is 2g + step - (x < threshold)
+        # Root level: one split per tree, so compare whole columns (no per-pair gather).
+        root = x if d == 1 else x.take(self.split_column[:, 0], axis=1)
+        # Global node index; the child of global g is 2g + step - (x < threshold).
+        node = (tree * n_split + 2) - (root < self.split_threshold[:, 0])
+        step = 2 - tree * n_split
         flat = x.reshape(-1)
         row = (np.arange(n, dtype=np.intp) * d)[:, None]
-        for _ in range(self.height):
+        for _ in range(1, self.height):
             if d == 1:
                 left = x < thresholds.take(node)
             else:
@@ -172,6 +182,8 @@ class TreeStructure:
             node += step
             node -= left
         node += tree - n_split  # == tree * n_leaves + leaf
+        if base is not None:
+            node += base[:, None]
         return node
 
     def check_array(self, X: np.ndarray) -> np.ndarray:
@@ -227,10 +239,11 @@ class WindowMasses:
         return np.arange(first, first + count)
 
     def score(self, models: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """River's `score_one` of each point against its model's current reference window."""
-        models = np.asarray(models, dtype=np.intp)
-        cells = self.structure.n_trees * self.structure.n_leaves
-        total = self.table.reshape(-1).take(codes + (models * cells)[:, None]).sum(axis=1)
+        """River's `score_one` of each point against its model's current reference window.
+
+        `codes` are the points' cell codes for their models (`TreeStructure.route(X, models)`).
+        """
+        total = _tree_sum(self.table.reshape(-1).take(codes))
         return np.where(self.warm[models], 1.0 - total / self.max_score, 0.0)
 
     def learn(self, models: np.ndarray, codes: np.ndarray) -> None:
@@ -244,78 +257,96 @@ class WindowMasses:
         return scores
 
     def _advance(self, models: np.ndarray, codes: np.ndarray, order: str | None):
-        n = len(models)
-        if n == 0:
-            return None if order is None else np.empty(0)
-        w, cells = self.window_size, self.structure.n_trees * self.structure.n_leaves
-        if n == 1 or (models[0] == models).all():
-            perm = None
-            firsts, sizes = models[:1], np.array([n])
-        else:
-            perm = np.argsort(models, kind="stable")
-            models, codes = models[perm], codes[perm]
-            starts = np.flatnonzero(np.r_[True, models[1:] != models[:-1]])
-            firsts, sizes = models[starts], np.diff(np.r_[starts, n])
-        counter = self.counter[firsts]
-        pivots = (counter + sizes) // w
-        if pivots.sum() * cells > TABLE_BUDGET and n > 1:
-            return self._advance_halves(models, codes, order, perm)
-
-        # Position of each point in its model's window sequence; its window is pos // w.
-        group_of = np.repeat(np.arange(len(firsts)), sizes)
-        pos = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes) + counter[group_of]
-        window = pos // w
-        # Windows completed in this batch become blocks 0..B-1, in model then time order.
-        first_block = np.cumsum(pivots) - pivots
-        pivoting = pivots > 0
-        blocks = np.zeros((int(pivots.sum()), *self.counts.shape[1:]), dtype=self.count_dtype)
-        blocks[first_block[pivoting]] = self.counts[firsts[pivoting]]
-        self.counts[firsts[pivoting]] = 0
-        complete = window < pivots[group_of]
-        block = first_block[group_of] + window
-        one = self.count_dtype.type(1)
-        np.add.at(blocks.reshape(-1), _cell_index(block[complete], codes[complete], cells), one)
-        rest = ~complete
-        np.add.at(self.counts.reshape(-1), _cell_index(models[rest], codes[rest], cells), one)
-
-        tables = self._tables(blocks)
-        scores = None
-        if order is not None:
-            # A point is scored after the pivots of the points before it (score_then_learn)
-            # or also after its own (learn_then_score); 0 pivots means the current table.
-            seen = window if order == ORDERS[0] else (pos + 1) // w
-            fresh = seen > 0
-            total = np.empty(n, dtype=np.int64)
-            old = ~fresh
-            total[old] = (
-                self.table.reshape(-1).take(_cell_index(models[old], codes[old], cells)).sum(1)
-            )
-            total[fresh] = (
-                tables.reshape(-1)
-                .take(
-                    _cell_index(first_block[group_of[fresh]] + seen[fresh] - 1, codes[fresh], cells)
-                )
-                .sum(1)
-            )
-            warm = self.warm[models] | fresh
-            scores = np.where(warm, 1.0 - total / self.max_score, 0.0)
-            if perm is not None:
-                scores = scores[np.argsort(perm, kind="stable")]
-
-        self.table[firsts[pivoting]] = tables[first_block[pivoting] + pivots[pivoting] - 1]
-        self.warm[firsts[pivoting]] = True
-        self.counter[firsts] = (counter + sizes) % w
+        """Learn (and score) a batch. Models whose window does not fill ("calm") only count
+        leaves and read their current table; the others go through `_advance_pivoting`."""
+        scores = None if order is None else np.empty(len(models))
+        if len(models) == 0:
+            return scores
+        arrivals = np.bincount(models, minlength=self.n_models)
+        pivoting = self.counter + arrivals >= self.window_size
+        busy = pivoting[models] if pivoting.any() else None
+        calm = None if busy is None else ~busy
+        if busy is None or calm.any():
+            calm_codes = codes if calm is None else codes[calm]
+            if scores is not None:
+                calm_models = models if calm is None else models[calm]
+                scores[slice(None) if calm is None else calm] = self.score(calm_models, calm_codes)
+            np.add.at(self.counts.reshape(-1), calm_codes, self.count_dtype.type(1))
+            self.counter[~pivoting] += arrivals[~pivoting]
+        if busy is not None:
+            everything = calm is not None and not calm.any()
+            sub = slice(None) if everything else busy
+            result = self._advance_pivoting(models[sub], codes[sub], order)
+            if scores is not None:
+                scores[sub] = result
         return scores
 
-    def _advance_halves(self, models, codes, order, perm):
-        """Process a batch too large for one step as two consecutive halves (same result)."""
-        if perm is not None:  # back to arrival order: each model's points stay in sequence
-            back = np.argsort(perm, kind="stable")
-            models, codes = models[back], codes[back]
-        half = len(models) // 2
-        first = self._advance(models[:half], codes[:half], order)
-        second = self._advance(models[half:], codes[half:], order)
-        return None if order is None else np.concatenate([first, second])
+    def _advance_pivoting(self, models: np.ndarray, codes: np.ndarray, order: str | None):
+        """Learn (and score) a batch in which every model completes at least one window.
+
+        Each model's windows completed here become "blocks" of leaf counts; their tables are
+        built together, and each point is scored with the table of the windows completed
+        before it.
+        """
+        n, w, cells = len(models), self.window_size, self.structure.cells
+        if (models[0] == models).all():
+            perm = None
+            firsts, sizes, sorted_models = models[:1], np.array([n]), models
+        else:
+            perm = np.argsort(models, kind="stable")
+            sorted_models = models[perm]
+            starts = np.flatnonzero(np.r_[True, sorted_models[1:] != sorted_models[:-1]])
+            firsts, sizes = sorted_models[starts], np.diff(np.r_[starts, n])
+        counter = self.counter[firsts]
+        pivots = (counter + sizes) // w
+        if int(pivots.sum()) * cells > TABLE_BUDGET and n > 1:
+            half = n // 2  # too many tables at once: two consecutive halves, same result
+            first = self._advance(models[:half], codes[:half], order)
+            second = self._advance(models[half:], codes[half:], order)
+            return None if order is None else np.concatenate([first, second])
+
+        # In model order: each point's position in its model's window sequence, its window
+        # (pos // w) and, for completed windows, its block; then back to arrival order.
+        group = np.repeat(np.arange(len(firsts)), sizes)
+        pos = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes) + counter[group]
+        window = pos // w
+        first_block = np.cumsum(pivots) - pivots
+        complete = window < pivots[group]
+        count_shift = (first_block[group] + window - sorted_models) * cells
+        if order is not None:
+            # Pivots before a point's score: those of earlier points (score_then_learn), or
+            # also its own (learn_then_score). None: the model's current table.
+            seen = window if order == ORDERS[0] else (pos + 1) // w
+            fresh = seen > 0
+            score_shift = (first_block[group] + seen - 1 - sorted_models) * cells
+        if perm is not None:
+            complete, count_shift = _unsort(perm, complete), _unsort(perm, count_shift)
+            if order is not None:
+                fresh, score_shift = _unsort(perm, fresh), _unsort(perm, score_shift)
+
+        blocks = np.zeros((int(pivots.sum()), cells), dtype=self.count_dtype)
+        blocks[first_block] = self.counts[firsts].reshape(len(firsts), cells)
+        self.counts[firsts] = 0
+        one = self.count_dtype.type(1)
+        np.add.at(blocks.reshape(-1), codes[complete] + count_shift[complete][:, None], one)
+        tail = ~complete
+        np.add.at(self.counts.reshape(-1), codes[tail], one)
+        tables = self._tables(blocks.reshape(-1, *self.counts.shape[1:]))
+
+        scores = None
+        if order is not None:
+            total = np.empty(n, dtype=np.int64)
+            old = ~fresh
+            total[old] = _tree_sum(self.table.reshape(-1).take(codes[old]))
+            moved = codes[fresh] + score_shift[fresh][:, None]
+            total[fresh] = _tree_sum(tables.reshape(-1).take(moved))
+            warm = self.warm[models] | fresh
+            scores = np.where(warm, 1.0 - total / self.max_score, 0.0)
+
+        self.table[firsts] = tables[first_block + pivots - 1]
+        self.warm[firsts] = True
+        self.counter[firsts] = (counter + sizes) % w
+        return scores
 
     def _tables(self, blocks: np.ndarray) -> np.ndarray:
         """Per-leaf score sums for windows whose leaf counts are `blocks` (B, trees, leaves).
@@ -375,8 +406,20 @@ class WindowMasses:
         self.counts, self.table = arrays["counts"].copy(), arrays["table"].copy()
 
 
-def _cell_index(model_or_block: np.ndarray, codes: np.ndarray, cells: int) -> np.ndarray:
-    return codes + (model_or_block * cells)[:, None]
+def _tree_sum(values: np.ndarray) -> np.ndarray:
+    """Row sums of (points, trees) table values as int64 (a column loop beats `sum(axis=1)`
+    on a short axis)."""
+    total = values[:, 0].astype(np.int64)
+    for tree in range(1, values.shape[1]):
+        total += values[:, tree]
+    return total
+
+
+def _unsort(perm: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Values computed in `perm` order, put back in arrival order."""
+    out = np.empty_like(values)
+    out[perm] = values
+    return out
 
 
 def _preorder_rank(height: int) -> np.ndarray:
@@ -429,8 +472,8 @@ class HalfSpaceTrees:
         masses, X = self._masses_for(X)
         step = max(1, LANES // masses.structure.n_trees)
         for start in range(0, len(X), step):
-            codes = masses.structure.route(X[start : start + step])
-            yield masses, np.zeros(len(codes), np.intp), codes
+            rows = np.zeros(len(X[start : start + step]), np.intp)
+            yield masses, rows, masses.structure.route(X[start : start + step], rows)
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Scores without learning (River's `score_one` for each row)."""
