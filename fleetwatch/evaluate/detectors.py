@@ -229,7 +229,7 @@ UPSTREAM = DetectorConfig(
     window_size=250,
     seed=1,
     order="learn_then_score",
-    engine="river",
+    engine="auto",  # fleetwatch.hst when present: the same scores as River, faster
 )
 
 # The product default lands with fleetwatch.detector; until then the NAB harness scores this

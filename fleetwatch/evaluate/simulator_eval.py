@@ -50,7 +50,8 @@ class SimulatorReport:
     minutes: float
     machines: int
     seed: int
-    detector: str
+    detector: str  # the name asked for: upstream, default
+    monitor: str  # what ran under that name
     grace: float
     faults: list[Fault]
     episodes: list[Episode]
@@ -62,6 +63,7 @@ class SimulatorReport:
             "machines": self.machines,
             "seed": self.seed,
             "detector": self.detector,
+            "monitor": self.monitor,
             "grace_s": self.grace,
             **self.result.as_dict(),
             "faults": [vars(f) for f in self.faults],
@@ -117,7 +119,8 @@ def evaluate(
         minutes=minutes,
         machines=machines,
         seed=seed,
-        detector=getattr(monitor, "name", detector),
+        detector=detector,
+        monitor=monitor.name,
         grace=grace,
         faults=list(script),
         episodes=episodes,
@@ -134,7 +137,7 @@ def format_report(report: SimulatorReport) -> str:
     r = report.result
     lines = [
         f"Simulator: {report.machines} machines x {report.minutes:g} min, seed {report.seed}, "
-        f"detector {report.detector}",
+        f"detector {report.detector}: {report.monitor}",
         f"{'fault':<10} {'events':>6} {'found':>6} {'recall':>7} {'median s':>9} {'p95 s':>7}",
     ]
     for kind, k in r.kinds.items():
@@ -148,4 +151,30 @@ def format_report(report: SimulatorReport) -> str:
         f"episodes {r.total_episodes}, false {r.false_episodes} "
         f"({r.false_per_machine_day:.1f} per machine-day), precision {precision}"
     )
+    return "\n".join(lines)
+
+
+def format_comparison(reports: Sequence[SimulatorReport]) -> str:
+    """One row per detector: recall and median latency per kind, false episodes, precision."""
+    kinds = list(reports[0].result.kinds) if reports else []
+    width = max([len("detector"), *(len(r.detector) for r in reports)])
+    header = (
+        f"{'detector':<{width}}  "
+        + "  ".join(f"{kind + ' rec/med s':>18}" for kind in kinds)
+        + f"  {'false/m-day':>11}  {'precision':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for report in reports:
+        r = report.result
+        cells = []
+        for kind in kinds:
+            k = r.kinds[kind]
+            recall = "-" if k.recall is None else f"{100 * k.recall:.0f}%"
+            cells.append(f"{recall + ' / ' + _seconds(k.latency(0.5)):>18}")
+        precision = "-" if r.precision is None else f"{100 * r.precision:.0f}%"
+        lines.append(
+            f"{report.detector:<{width}}  "
+            + "  ".join(cells)
+            + f"  {r.false_per_machine_day:>11.1f}  {precision:>9}"
+        )
     return "\n".join(lines)

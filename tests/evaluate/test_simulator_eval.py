@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fleetwatch.evaluate import simulator_eval
 from fleetwatch.evaluate.cli import main
+from fleetwatch.evaluate.pipeline_monitor import EpisodeGrouper
 
 KINDS = simulator_eval.parse_faults(simulator_eval.ALL_FAULTS_ARG)
 
@@ -45,3 +47,34 @@ def test_same_seed_same_report_different_seed_different_faults(tmp_path: Path) -
 def test_unknown_fault_kind_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulator", "--minutes", "40", "--faults", "overload,meltdown"]) == 2
     assert "meltdown" in capsys.readouterr().err
+
+
+def test_episode_grouper_opens_on_a_flag_and_closes_after_quiet_seconds() -> None:
+    grouper = EpisodeGrouper(quiet=60.0)
+    times = np.arange(0.0, 300.0)
+    flags = np.isin(times, [10, 11, 50, 200])
+    first = grouper.feed("m1", times[:100], flags[:100])
+    assert [(e.start, e.opened_at) for e in first] == [(10.0, 10.0)]
+    # The episode stays open across batches until a 60 s gap; 200 opens a new one.
+    assert [e.start for e in grouper.feed("m1", times[100:], flags[100:])] == [200.0]
+    assert [e.start for e in grouper.feed("m2", times[:100], flags[:100])] == [10.0]
+
+
+def test_the_upstream_pipeline_catches_spikes_on_power_and_misses_bearing_wear() -> None:
+    """The blog's detector watches power only: a bearing fault (vibration) is invisible to it."""
+    report = simulator_eval.evaluate(
+        minutes=60, faults=("spike", "bearing"), machines=4, seed=1, detector="upstream"
+    )
+    assert report.result.kinds["spike"].recall == 1.0
+    assert report.result.kinds["bearing"].recall == 0.0
+
+
+def test_all_without_nab_data_runs_the_simulator_for_both_detectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NAB_DIR", str(tmp_path / "no-nab-here"))
+    assert main(["all", "--output", str(tmp_path), "--minutes", "60", "--machines", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping NAB" in out and "upstream" in out
+    payload = json.loads((tmp_path / "eval.json").read_text())
+    assert "nab" not in payload and set(payload["simulator"]) == {"upstream", "default"}
