@@ -2,7 +2,8 @@
 
 Everything the bridge writes goes through `to_line`, never through string pasting: names and
 tag values are escaped (`\\`, `,`, `=`, space), strings quoted, types suffixed. What line
-protocol cannot carry at all (a tab or newline in a name, a non-finite float, a field named
+protocol cannot carry at all (a tab, newline or NUL in a name, a name ending in a backslash,
+a non-finite float, a field named
 `time`, a tag and field with one name) raises `EncodeError`, so a bad payload is skipped
 with a reason instead of making InfluxDB reject the whole batch it travels in.
 
@@ -18,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 STRING_LIMIT = 65536  # Core's maximum string field size
-_UNREPRESENTABLE = ("\n", "\r", "\t")
+_UNREPRESENTABLE = ("\n", "\r", "\t", "\x00")
 
 
 class EncodeError(ValueError):
@@ -49,11 +50,16 @@ def _check(text: str, what: str) -> str:
     if not text:
         raise EncodeError(f"empty {what}")
     if any(ch in text for ch in _UNREPRESENTABLE):
-        raise EncodeError(f"{what} {text!r} contains a tab or line break")
+        raise EncodeError(f"{what} {text!r} contains a tab, line break or NUL")
+    if text.endswith("\\"):
+        # Core rejects a trailing backslash even when escaped.
+        raise EncodeError(f"{what} {text!r} ends with a backslash")
     return text
 
 
 def escape_measurement(name: str) -> str:
+    if name.startswith("#"):
+        raise EncodeError(f"measurement {name!r} starts with '#' (a comment line)")
     return _check(name, "measurement").replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
 
 
