@@ -36,6 +36,7 @@ class _Engine(Protocol):
     def add_models(self, count: int) -> None: ...
     def encode(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
     def warm(self, rows: np.ndarray) -> np.ndarray: ...
+    def window_fill(self, rows: np.ndarray) -> np.ndarray: ...
     def score(self, rows: np.ndarray, encoded: np.ndarray) -> np.ndarray: ...
     def learn(self, rows: np.ndarray, encoded: np.ndarray) -> None: ...
     def score_learn(self, rows: np.ndarray, encoded: np.ndarray, order: str) -> np.ndarray: ...
@@ -56,6 +57,9 @@ class _NumpyEngine:
 
     def warm(self, rows: np.ndarray) -> np.ndarray:
         return self.masses.warm[rows]
+
+    def window_fill(self, rows: np.ndarray) -> np.ndarray:
+        return self.masses.counter[rows]
 
     def score(self, rows: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         return self.masses.score(rows, encoded)
@@ -88,6 +92,9 @@ class _RiverEngine:
 
     def warm(self, rows: np.ndarray) -> np.ndarray:
         return np.array([not self.models[r]._first_window for r in rows], dtype=bool)
+
+    def window_fill(self, rows: np.ndarray) -> np.ndarray:
+        return np.array([self.models[r].counter for r in rows], dtype=np.int64)
 
     def _dicts(self, encoded: np.ndarray) -> list[dict[str, float]]:
         return [dict(zip(self.features, row, strict=True)) for row in encoded.tolist()]
@@ -189,6 +196,10 @@ class Fleet:
     def warm(self, rows: np.ndarray) -> np.ndarray:
         """Whether each model has completed its first window (before it, scores are 0)."""
         return self.engine.warm(rows)
+
+    def window_fill(self, rows: np.ndarray) -> np.ndarray:
+        """Points each model has learned in its current window (it pivots at window_size)."""
+        return self.engine.window_fill(rows)
 
     def score(self, rows: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """Scores against each model's current reference window, learning nothing."""

@@ -1,0 +1,352 @@
+"""Anomaly episodes: the alarm rule per point, and episodes with one alert and one resolution.
+
+The upstream demo "alerted" by failing a test on every run that saw a score above 0.8: no
+machine, no time, and the same fault reported again and again. Here a fault is an *episode*:
+
+* `AlarmRule` (used by the detector, point by point): an episode opens at the `persistence`-th
+  consecutive point above the threshold; while open every point belongs to it (above-threshold
+  points are the anomalous ones); it resolves at the `quiet_points`-th consecutive point at or
+  below the threshold, or before a point that comes `quiet_seconds` of *data* time after the
+  last anomalous one (a gap in the data). The detector does not learn points inside an open
+  episode, so a sustained fault cannot become the reference. Vectorized with carried state, so
+  a stream split across runs gives exactly the episodes of one run.
+* `EpisodeTracker` (after scoring): turns the detector's per-point flags into episode records
+  and events: one "opened" event (the alert) and one "resolved" event per episode, with the
+  machine, start and end, peak score, the sensor values at the peak and the features that
+  deviated most. A machine that goes silent is resolved once the fleet's data time passes its
+  last anomalous point by `quiet_seconds`. A `cooldown_seconds` after a resolution holds back
+  the next alert for that machine: an episode that ends within the cooldown is recorded
+  without messages (flapping), one still open when the cooldown ends is announced then.
+
+All times are data times (nanoseconds since the epoch): re-running on the same data gives
+the same episodes and ids, whatever the wall clock says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["AlarmRule", "AlarmState", "Episode", "EpisodeEvent", "EpisodeTracker"]
+
+NO_TIME = np.iinfo(np.int64).min  # "never": no anomalous point yet
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """When an episode opens and when it resolves (see the module doc)."""
+
+    persistence: int = 3
+    quiet_points: int = 30
+    quiet_seconds: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        if self.persistence < 1 or self.quiet_points < 1:
+            raise ValueError("persistence and quiet_points must be >= 1")
+        if self.quiet_seconds is not None and not self.quiet_seconds > 0:
+            raise ValueError("quiet_seconds must be > 0 (or None for no time rule)")
+
+    @property
+    def quiet_ns(self) -> int | None:
+        return None if self.quiet_seconds is None else round(self.quiet_seconds * 1e9)
+
+
+class AlarmState:
+    """Per machine: the alarm rule's carried state between batches and runs."""
+
+    FIELDS = ("run", "quiet", "open", "last_above")
+
+    def __init__(self) -> None:
+        self.run = np.zeros(0, np.int64)  # consecutive points above the threshold
+        self.quiet = np.zeros(0, np.int64)  # consecutive points at or below it
+        self.open = np.zeros(0, bool)
+        self.last_above = np.zeros(0, np.int64)  # time of the last point above (NO_TIME)
+
+    def add_models(self, count: int) -> None:
+        self.run = np.r_[self.run, np.zeros(count, np.int64)]
+        self.quiet = np.r_[self.quiet, np.zeros(count, np.int64)]
+        self.open = np.r_[self.open, np.zeros(count, bool)]
+        self.last_above = np.r_[self.last_above, np.full(count, NO_TIME, np.int64)]
+
+    def step(
+        self,
+        rule: AlarmRule,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        times: np.ndarray,
+        above: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Apply the rule to points grouped by machine (`rows[g]`'s points begin at
+        `starts[g]`, in time order), from each machine's carried state. Does not change the
+        state: `commit` the state at the last point each machine keeps.
+
+        Every quantity is a running count or a "last time" that restarts at a machine; both
+        come from `maximum.accumulate` over indices, with one virtual element in front of
+        each machine holding its carried state.
+        """
+        n, groups = len(times), len(starts)
+        sizes = np.diff(np.r_[starts, n])
+        size = n + groups
+        group = np.repeat(np.arange(groups), sizes + 1)
+        virtual = np.zeros(size, bool)
+        virtual[starts + np.arange(groups)] = True
+        point = ~virtual
+        index = np.arange(size)
+        up = np.zeros(size, bool)
+        up[point] = above
+        t = np.zeros(size, np.int64)
+        t[point] = times
+        row = rows[group]
+
+        def last(mask: np.ndarray) -> np.ndarray:
+            return np.maximum.accumulate(np.where(mask | virtual, index, 0))
+
+        since_down, since_up = last(~up), last(up)
+        run = index - since_down + np.where(virtual[since_down], self.run[row], 0)
+        quiet = index - since_up + np.where(virtual[since_up], self.quiet[row], 0)
+        last_up = np.where(virtual[since_up], self.last_above[row], t[since_up])
+        before_up = np.roll(last_up, 1)  # last time above before this point
+        gap = np.zeros(size, bool)
+        if rule.quiet_ns is not None:
+            known = before_up != NO_TIME
+            gap = point & known & (t - np.where(known, before_up, t) >= rule.quiet_ns)
+        opens = up & (run >= rule.persistence)
+        closes = (quiet >= rule.quiet_points) | gap
+        code = np.where(opens, 1, np.where(closes, 0, -1))
+        code[virtual] = self.open[rows]
+        after = code[last(code >= 0)] == 1  # open after this point
+        before = np.roll(after, 1) & ~gap  # open when this point arrives
+        inside = before | opens
+        result = {
+            "in_episode": inside,
+            "episode_start": opens & ~before,
+            "episode_end": inside & ~after,
+            "gap_closed": np.roll(after, 1) & gap,
+            "is_anomaly": up & inside,
+            "run": run,
+            "quiet": quiet,
+            "open": after,
+            "last_above": last_up,
+        }
+        return {name: values[point] for name, values in result.items()}
+
+    def commit(self, rows: np.ndarray, steps: Mapping[str, np.ndarray], at: np.ndarray) -> None:
+        """Keep the state after point `at[i]` as machine `rows[i]`'s carried state."""
+        for name in self.FIELDS:
+            getattr(self, name)[rows] = steps[name][at]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"alarm_{name}": getattr(self, name) for name in self.FIELDS}
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        values = {name: np.asarray(arrays[f"alarm_{name}"]) for name in self.FIELDS}
+        if len({len(v) for v in values.values()}) != 1:
+            raise ValueError("alarm arrays disagree on the number of machines")
+        self.run = values["run"].astype(np.int64)
+        self.quiet = values["quiet"].astype(np.int64)
+        self.open = values["open"].astype(bool)
+        self.last_above = values["last_above"].astype(np.int64)
+
+
+@dataclass
+class Episode:
+    """One fault of one machine. Times are nanoseconds since the epoch (data time)."""
+
+    machine: str
+    episode_id: str
+    start: int
+    end: int  # the last anomalous point so far
+    peak_score: float
+    peak_time: int
+    peak_values: dict[str, float]
+    deviations: dict[str, float]  # at the peak, signed, in units of the feature's scale
+    top_features: list[str]
+    points: int = 0  # anomalous points
+    announced: bool = False
+    resolved_at: int | None = None
+    resolution: str | None = None  # "quiet", "gap" or "silence"
+
+    def to_dict(self) -> dict:
+        """JSON-ready, with ISO-8601 UTC times next to the nanosecond ones."""
+        data = asdict(self)
+        for name in ("start", "end", "peak_time", "resolved_at"):
+            if data[name] is not None:
+                data[f"{name}_iso"] = pd.Timestamp(data[name], tz="UTC").isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    """An alert ("opened") or an all-clear ("resolved") for one episode, at data time `time`."""
+
+    kind: str
+    time: int
+    episode: Episode
+    delayed: bool = False  # an "opened" held back by the cooldown
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "time": self.time,
+            "time_iso": pd.Timestamp(self.time, tz="UTC").isoformat(),
+            "delayed": self.delayed,
+            **self.episode.to_dict(),
+        }
+
+
+def episode_id(machine: str, start: int) -> str:
+    """Stable id: the same machine and start give the same id on every run."""
+    return hashlib.sha256(f"{machine}\x00{start}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class EpisodeTracker:
+    """Episode records and events from the detector's scored frames (see the module doc)."""
+
+    features: tuple[str, ...]
+    rule: AlarmRule = field(default_factory=AlarmRule)
+    cooldown_seconds: float = 600.0
+    top_features: int = 3
+    open: dict[str, Episode] = field(default_factory=dict)
+    quiet_until: dict[str, int] = field(default_factory=dict)  # cooldown ends (per machine)
+    suppressed: int = 0  # episodes that ended inside a cooldown, never announced
+
+    def update(
+        self,
+        scored: pd.DataFrame,
+        key: str = "unique_id",
+        time: str = "time",
+        now: pd.Timestamp | int | None = None,
+    ) -> list[EpisodeEvent]:
+        """Advance the episodes with a frame from `FleetDetector.score_frame`; the events.
+
+        `now` is the data time the fleet has reached (default: the frame's latest time); it
+        resolves episodes of machines that went silent.
+        """
+        events: list[EpisodeEvent] = []
+        frame = scored[scored["status"] == "scored"] if len(scored) else scored
+        times = _ns(frame[time]) if len(frame) else np.zeros(0, np.int64)
+        if len(frame):
+            machines = frame[key].astype(str).to_numpy()
+            flags = frame["in_episode"].to_numpy(bool) | frame["episode_end"].to_numpy(bool)
+            relevant = set(machines[flags]) | (set(self.open) & set(machines))
+            if relevant:
+                picked = np.isin(machines, list(relevant))
+                sub = frame[picked]
+                order = np.lexsort((times[picked], machines[picked]))
+                self._walk(sub.iloc[order], machines[picked][order], times[picked][order], events)
+        if now is not None:
+            self._clock(int(_ns([now])[0]), events)
+        elif len(times):
+            self._clock(int(times.max()), events)
+        events.sort(key=lambda e: (e.time, e.episode.machine, e.kind != "resolved"))
+        return events
+
+    def _walk(
+        self, rows: pd.DataFrame, machines: np.ndarray, times: np.ndarray, events: list
+    ) -> None:
+        cols = {name: rows[name].to_numpy() for name in ("score", "is_anomaly", "in_episode")}
+        starts = rows["episode_start"].to_numpy(bool)
+        ends = rows["episode_end"].to_numpy(bool)
+        values = rows[list(self.features)].to_numpy(np.float64)
+        devs = rows[[f"dev_{f}" for f in self.features]].to_numpy(np.float64)
+        quiet_ns = self.rule.quiet_ns
+        for i, machine in enumerate(machines):
+            t = int(times[i])
+            episode = self.open.get(machine)
+            inside = bool(cols["in_episode"][i])
+            if episode is not None and (starts[i] or not inside):
+                # The detector closed it before this point: a gap in the data.
+                gap_end = episode.end + quiet_ns if quiet_ns is not None else t
+                self._resolve(episode, min(gap_end, t), "gap", events)
+                episode = None
+            if not inside:
+                continue
+            if episode is None:
+                episode = Episode(machine, episode_id(machine, t), t, t, -np.inf, t, {}, {}, [])
+                self.open[machine] = episode
+            if cols["is_anomaly"][i]:
+                episode.end = t
+                episode.points += 1
+            if float(cols["score"][i]) > episode.peak_score:
+                episode.peak_score, episode.peak_time = float(cols["score"][i]), t
+                episode.peak_values = dict(zip(self.features, values[i].tolist(), strict=True))
+                episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
+                episode.top_features = self._top(episode.deviations)
+            if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
+                self._announce(episode, t, events)
+            if ends[i]:
+                self._resolve(episode, t, "quiet", events)
+
+    def _clock(self, now: int, events: list) -> None:
+        quiet_ns = self.rule.quiet_ns
+        for episode in list(self.open.values()):
+            if quiet_ns is not None and now >= episode.end + quiet_ns:
+                self._resolve(episode, episode.end + quiet_ns, "silence", events)
+            elif not episode.announced and now >= self.quiet_until.get(episode.machine, NO_TIME):
+                self._announce(episode, max(now, episode.start), events)
+
+    def _announce(self, episode: Episode, t: int, events: list) -> None:
+        episode.announced = True
+        events.append(EpisodeEvent("opened", t, _copy(episode), delayed=t > episode.start))
+
+    def _resolve(self, episode: Episode, t: int, how: str, events: list) -> None:
+        episode.resolved_at, episode.resolution = t, how
+        del self.open[episode.machine]
+        self.quiet_until[episode.machine] = t + round(self.cooldown_seconds * 1e9)
+        if episode.announced:
+            events.append(EpisodeEvent("resolved", t, _copy(episode)))
+        else:
+            self.suppressed += 1
+
+    def _top(self, deviations: Mapping[str, float]) -> list[str]:
+        ranked = sorted(
+            (f for f, d in deviations.items() if np.isfinite(d) and d != 0),
+            key=lambda f: -abs(deviations[f]),
+        )
+        return ranked[: self.top_features]
+
+    def to_json(self) -> dict:
+        """The tracker's state as JSON-ready data (persisted with the detector)."""
+        return {
+            "features": list(self.features),
+            "rule": asdict(self.rule),
+            "cooldown_seconds": self.cooldown_seconds,
+            "top_features": self.top_features,
+            "open": [asdict(e) for e in self.open.values()],
+            "quiet_until": self.quiet_until,
+            "suppressed": self.suppressed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> EpisodeTracker:
+        tracker = cls(
+            tuple(data["features"]),
+            AlarmRule(**data["rule"]),
+            float(data["cooldown_seconds"]),
+            int(data["top_features"]),
+        )
+        for item in data["open"]:
+            episode = Episode(**item)
+            tracker.open[episode.machine] = episode
+        tracker.quiet_until = {str(k): int(v) for k, v in data["quiet_until"].items()}
+        tracker.suppressed = int(data["suppressed"])
+        return tracker
+
+
+def _copy(episode: Episode) -> Episode:
+    """A snapshot for an event (the open record keeps changing)."""
+    return Episode(**{**asdict(episode)})
+
+
+def _ns(values: pd.Series | Sequence) -> np.ndarray:
+    """Times as int64 nanoseconds since the epoch (naive times are taken as UTC; integers are
+    nanoseconds)."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True)
+    return (
+        stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").astype(np.int64)
+    )

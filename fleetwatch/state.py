@@ -1,0 +1,243 @@
+"""`FleetState`: the detector, its episodes and the watermark, saved and loaded as one file.
+
+The upstream demo rebuilt every model on every run, so an online detector never kept what it
+learnt and the first window of every run could never alert. Here one state object carries
+everything a run changes; a caller commits it as a whole (or not at all):
+
+* the format is a zip of a JSON header, JSON metadata (configuration, machine keys, open
+  episodes) and NumPy arrays stored with `allow_pickle=False`: loading never runs code;
+* the header holds a SHA-256 of the content and a version, `FORMAT.<defaults fingerprint>`,
+  which changes when the format or the default configuration changes;
+* `save` writes a temporary file in the same directory, fsyncs it, renames it over the old
+  file and fsyncs the directory: a crash leaves the old state or the new one, never half;
+* a corrupt, incompatible or foreign file raises `StateError` explaining how to start over
+  (delete the file, or point FLEETWATCH_STATE_DIR elsewhere); nothing is reset silently;
+* `to_bytes`/`from_bytes` carry a *pending* state between pipeline blocks, so only the last
+  block commits it.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "state.fleetwatch"
+>>> state = FleetState.load_or_new(path)
+>>> state.watermark is None
+True
+>>> state.save(path)
+>>> FleetState.load(path).detector.config == state.detector.config
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fleetwatch.detector import DetectorConfig, FleetDetector
+from fleetwatch.episodes import EpisodeEvent, EpisodeTracker
+
+__all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "default_path"]
+
+FORMAT = 1  # bump when the file layout or the meaning of a saved array changes
+MAGIC = "fleetwatch-state"
+FILENAME = "fleetwatch-state.zip"
+_STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes
+
+
+def _defaults_fingerprint() -> str:
+    defaults = {
+        "detector": DetectorConfig().to_json(),
+        "episodes": EpisodeTracker(DetectorConfig().features).to_json(),
+    }
+    return hashlib.sha256(json.dumps(defaults, sort_keys=True).encode()).hexdigest()[:8]
+
+
+#: Changes with FORMAT and with any default (detector configuration or episode settings).
+STATE_VERSION = f"{FORMAT}.{_defaults_fingerprint()}"
+
+
+class StateError(Exception):
+    """A state file that cannot be used as it is; the message says how to start over."""
+
+
+def default_path() -> Path:
+    """`$FLEETWATCH_STATE_DIR/fleetwatch-state.zip` (default `.local/state/`)."""
+    from fleetwatch.settings import path_setting
+
+    return path_setting("FLEETWATCH_STATE_DIR") / FILENAME
+
+
+def _reset_hint(path: object) -> str:
+    return (
+        f"To start over with fresh models (they relearn from new data; open episodes are "
+        f"forgotten), delete {path} or set FLEETWATCH_STATE_DIR to another directory."
+    )
+
+
+@dataclass
+class FleetState:
+    """Detector + episodes (+ anything JSON-able the caller wants committed with them)."""
+
+    detector: FleetDetector
+    episodes: EpisodeTracker
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls, config: DetectorConfig | None = None, cooldown_seconds: float | None = None
+    ) -> FleetState:
+        detector = FleetDetector(config)
+        episodes = EpisodeTracker(detector.config.features, detector.config.rule)
+        if cooldown_seconds is not None:
+            episodes.cooldown_seconds = float(cooldown_seconds)
+        return cls(detector, episodes)
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """The latest data time the detector has processed (None before any point)."""
+        return self.detector.watermark
+
+    def process(
+        self, frame: pd.DataFrame, key: str = "unique_id", time: str = "time"
+    ) -> tuple[pd.DataFrame, list[EpisodeEvent]]:
+        """Score a frame and advance the episodes: (scored frame, events)."""
+        scored = self.detector.score_frame(frame, key=key, time=time)
+        return scored, self.episodes.update(scored, key=key, time=time)
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        meta = {
+            "detector": self.detector.meta(),
+            "episodes": self.episodes.to_json(),
+            "extra": self.extra,
+        }
+        entries = {"meta.json": json.dumps(meta, sort_keys=True).encode()}
+        for name, array in sorted(self.detector.arrays().items()):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            entries[f"arrays/{name}.npy"] = buffer.getvalue()
+        header = {
+            "format": MAGIC,
+            "version": STATE_VERSION,
+            "sha256": _digest(entries),
+            "entries": sorted(entries),
+        }
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for name, data in [("header.json", json.dumps(header).encode()), *entries.items()]:
+                info = zipfile.ZipInfo(name, date_time=_STAMP)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: object = "the state") -> FleetState:
+        hint = _reset_hint(source)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                header = json.loads(archive.read("header.json"))
+                if not isinstance(header, dict) or header.get("format") != MAGIC:
+                    raise StateError(f"{source} is not a fleetwatch state file. {hint}")
+                if header.get("version") != STATE_VERSION:
+                    raise StateError(
+                        f"{source} was written by state version {header.get('version')!r}; this "
+                        f"fleetwatch reads {STATE_VERSION!r} (the format or the default "
+                        f"configuration changed). {hint}"
+                    )
+                entries = {name: archive.read(name) for name in header["entries"]}
+        except StateError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as error:
+            raise StateError(f"{source} is corrupt or truncated ({error}). {hint}") from None
+        if _digest(entries) != header.get("sha256"):
+            raise StateError(f"{source} is corrupt: its checksum does not match. {hint}")
+        try:
+            meta = json.loads(entries["meta.json"])
+            arrays = {
+                name.removeprefix("arrays/").removesuffix(".npy"): np.lib.format.read_array(
+                    io.BytesIO(blob), allow_pickle=False
+                )
+                for name, blob in entries.items()
+                if name.startswith("arrays/")
+            }
+            detector = FleetDetector.from_state(meta["detector"], arrays)
+            episodes = EpisodeTracker.from_json(meta["episodes"])
+            extra = dict(meta.get("extra") or {})
+        except (KeyError, ValueError, TypeError) as error:
+            raise StateError(f"{source} is inconsistent ({error}). {hint}") from None
+        return cls(detector, episodes, extra)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: temp file in the same directory, fsync, rename, fsync the dir."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_bytes()
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FleetState:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise StateError(f"cannot read {path}: {error}. {_reset_hint(path)}") from None
+        return cls.from_bytes(data, source=path)
+
+    @classmethod
+    def load_or_new(
+        cls,
+        path: str | os.PathLike | None = None,
+        config: DetectorConfig | None = None,
+        cooldown_seconds: float | None = None,
+    ) -> FleetState:
+        """The saved state at `path` (default `default_path()`), or a new one if there is no
+        file. A saved state whose configuration differs from `config` (when given) is an
+        error, not a silent reset."""
+        path = Path(path) if path is not None else default_path()
+        if not path.exists():
+            return cls.new(config, cooldown_seconds)
+        state = cls.load(path)
+        if config is not None and state.detector.config != config:
+            raise StateError(
+                f"{path} holds models for another configuration:\n  saved:     "
+                f"{state.detector.config.describe()}\n  requested: {config.describe()}\n"
+                f"{_reset_hint(path)}"
+            )
+        if cooldown_seconds is not None and state.episodes.cooldown_seconds != cooldown_seconds:
+            raise StateError(
+                f"{path} was saved with cooldown_seconds={state.episodes.cooldown_seconds}, "
+                f"not {cooldown_seconds}. {_reset_hint(path)}"
+            )
+        return state
+
+
+def _digest(entries: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(entries):
+        digest.update(name.encode() + b"\0" + len(entries[name]).to_bytes(8, "big"))
+        digest.update(entries[name])
+    return digest.hexdigest()
