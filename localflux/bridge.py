@@ -103,6 +103,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._flusher = threading.Thread(target=self._flush_loop, name="bridge-flush")
 
     # --- MQTT side (paho's network thread) ---
@@ -118,6 +119,12 @@ class Bridge:
         resumed = " (session resumed)" if flags.session_present else ""
         log.info("connected to %s%s", self.server, resumed)
         client.subscribe([(topic, self.qos) for topic in self.config.input.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("the broker refused a subscription: %s", reason_codes)
+            return
+        log.info("subscribed to %s", ", ".join(self.config.input.topics))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self._stopping:
