@@ -57,6 +57,12 @@ _OBJECT |= {"disable_prepend_keys"}
 _OUTPUT = {"urls", "token", "organization", "bucket", "timeout", "content_encoding"}
 _OUTPUT |= {"http_headers", "user_agent"}
 TIMESTAMP_FORMATS = ("unix", "unix_ms", "unix_us", "unix_ns")
+# Options the shipped config sets for Telegraf that the bridge covers another way.
+_WHY_UNSUPPORTED = {
+    "inputs.mqtt_consumer.max_undelivered_messages": (
+        "the broker's in-flight limit bounds unacknowledged messages instead"
+    ),
+}
 FIELD_TYPES = ("", "float", "int", "uint", "bool", "string")
 
 
@@ -199,7 +205,9 @@ class _Reader:
     def check_keys(self, supported: set[str], no_effect: set[str] = frozenset()) -> None:
         for key in self.table:
             if key not in supported and key not in no_effect:
-                self.unsupported.append(f"{self.where}.{key}")
+                name = f"{self.where}.{key}"
+                why = _WHY_UNSUPPORTED.get(name)
+                self.unsupported.append(f"{name} ({why})" if why else name)
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         value = self.table.get(key, default)
