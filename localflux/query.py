@@ -15,19 +15,20 @@ touches the same data after a day of history as after an hour.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from datafusion import LogicalPlan, SessionConfig, SessionContext, SQLOptions
 
 from localflux.model import TIME
 from localflux.storage import Store, TableSnapshot
 
-# Read-only: no CREATE, INSERT, COPY TO (which would write files) or SET.
-_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+if TYPE_CHECKING:
+    from datafusion import LogicalPlan, SessionContext, SQLOptions
 # Both plans call now(); widen the pruning range so the second call's later "now" still fits.
 _MARGIN_NS = 60 * 10**9
 _UNIT_NS = {"ns": 1, "Nanosecond": 1, "µs": 10**3, "us": 10**3, "Microsecond": 10**3}
@@ -134,11 +135,31 @@ def _message(error: Exception) -> str:
     return str(error).removeprefix("DataFusion error: ").strip()
 
 
+@functools.cache
+def _read_only() -> SQLOptions:
+    """No CREATE, INSERT, COPY TO (which would write files) or SET: queries only read."""
+    from datafusion import SQLOptions
+
+    return SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+
+
 class QueryEngine:
+    """Runs SQL for the HTTP and Flight APIs.
+
+    datafusion is imported on first use (it pulls in pandas, over a second): the server
+    starts answering at once and warms it up in the background (`warm_up`).
+    """
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    @staticmethod
+    def warm_up() -> None:
+        import datafusion  # noqa: F401 - the import is the point
+
     def _session(self) -> SessionContext:
+        from datafusion import SessionConfig, SessionContext
+
         config = (
             SessionConfig()
             .with_default_catalog_and_schema("public", "iox")
@@ -159,7 +180,9 @@ class QueryEngine:
         values = dict(params) if params else None
         try:
             scans = plan_scans(
-                ctx.sql_with_options(sql, _OPTIONS, param_values=values).optimized_logical_plan()
+                ctx.sql_with_options(
+                    sql, _read_only(), param_values=values
+                ).optimized_logical_plan()
             )
         except Exception as error:  # DataFusion raises plain exceptions for every SQL error
             raise QueryError(_message(error)) from None
@@ -168,7 +191,7 @@ class QueryEngine:
             ctx.deregister_table(name)
             ctx.register_record_batches(name, self._partitions(table, scans[name]))
         try:
-            return ctx.sql_with_options(sql, _OPTIONS, param_values=values).to_arrow_table()
+            return ctx.sql_with_options(sql, _read_only(), param_values=values).to_arrow_table()
         except Exception as error:
             raise QueryError(_message(error)) from None
 

@@ -100,6 +100,8 @@ def deduplicate(table: pa.Table, tag_names: list[str]) -> pa.Table:
     """One row per (tags, time): the last non-null value of each field, in row order."""
     keys = [name for name in tag_names if name in table.column_names] + [TIME]
     fields = [name for name in table.column_names if name not in keys]
+    # Chunks written at different times carry different tag dictionaries.
+    table = table.unify_dictionaries()
     grouped = table.group_by(keys, use_threads=False).aggregate([(name, "last") for name in fields])
     # Aggregates come out as "<field>_last"; pyarrow versions differ on whether keys go first.
     keys_first = grouped.column_names[: len(keys)] == keys

@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: front.close())
     store.start_compactor()
+    threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
     log.info(
         "localflux serving the InfluxDB 3 API (HTTP and Arrow Flight) on http://%s:%d "
         "(data dir %s, auth %s)",
