@@ -115,11 +115,14 @@ def test_ground_truth_and_faulty_readings_land_too(
     # Same rows; machine2's values differ from the healthy replay only from the fault on.
     assert [(r[0], r[-1]) for r in rows] == [(r[0], r[-1]) for r in expected]
     start_ns = event["time"] * 1_000_000
+    faulty = []
     for got, healthy in zip(rows, expected, strict=True):
         if got[0] != "machine2" or got[-1] < start_ns:
             assert got == healthy
         else:
-            assert got[2:4] == healthy[2:4] and got[5] > healthy[5]  # vibration only
+            assert got[2:5] == healthy[2:5] and got[5] >= healthy[5]  # vibration only
+            faulty.append(got[5] / healthy[5])
+    assert len(faulty) > 20 and faulty[-1] > 1.01  # rising towards 2x over 60 s
 
 
 @pytest.mark.slow
