@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
-from tests.support import REPO_ROOT, port_open, wait_until
+from tests.fixtures.mqtt import MqttBroker, publish_all
+from tests.support import PYTHON, REPO_ROOT, port_open, wait_until
 
 MAKE_RUN = ["make", "--no-print-directory", "run"]
 MARKER = "INFLUX_MAGIC_TEST_RUN"
@@ -210,6 +213,95 @@ def system_factory(
     yield make
     for system in systems:
         system.kill_everything()
+
+
+def test_a_port_in_use_names_the_service_and_the_variable_and_nothing_starts(
+    system_factory: Callable[[], LocalSystem],
+) -> None:
+    system = system_factory()
+    inbox_port = system.port("INBOX_PORT")
+    with socket.create_server(("127.0.0.1", inbox_port)):
+        done = subprocess.run(
+            [PYTHON, "-m", "localflux", "run"],
+            cwd=REPO_ROOT,
+            env=system.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done
+    assert done.stderr.splitlines() == [
+        f"make run: port {inbox_port} (inbox) is in use: set INBOX_PORT in .env or the environment",
+        "make run: nothing was started",
+    ]
+    assert system.leftovers() == []
+    assert not Path(system.env["LOCALFLUX_DATA_DIR"]).exists()
+
+
+def test_a_remote_broker_url_is_refused_with_the_variable_to_change(
+    system_factory: Callable[[], LocalSystem],
+) -> None:
+    env = {**system_factory().env, "MQTT_BROKER_URL": "tcp://broker.example:1883"}
+    done = subprocess.run(
+        [PYTHON, "-m", "localflux", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "MQTT_BROKER_URL is 'tcp://broker.example:1883'" in done.stderr
+    assert "set MQTT_BROKER_URL=tcp://127.0.0.1:<port>" in done.stderr
+
+
+def test_the_bridge_session_keeps_what_is_published_before_the_bridge_connects(
+    mqtt_broker: MqttBroker,
+) -> None:
+    """The simulator's backfill goes out before the bridge may have subscribed."""
+    env = {**os.environ, "MQTT_BROKER_URL": mqtt_broker.url}
+    config = REPO_ROOT / "telegraf" / "telegraf.conf"
+    gate = [PYTHON, "-m", "localflux.run_bridge_session", "--config", str(config)]
+    assert subprocess.run(gate, env=env, timeout=60).returncode == 0
+    sent = [f"reading {i}".encode() for i in range(20)]
+    publish_all(mqtt_broker, "machine/machine1", sent)
+
+    received: list[bytes] = []
+    bridge = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="telegraf-machine-data", clean_session=False
+    )
+    bridge.on_message = lambda _c, _u, message: received.append(message.payload)
+    bridge.connect("127.0.0.1", mqtt_broker.port)
+    bridge.loop_start()
+    try:
+        assert wait_until(lambda: len(received) >= len(sent), 10)
+    finally:
+        bridge.disconnect()
+        bridge.loop_stop()
+    assert received == sent
+
+
+ORPHAN_SCRIPT = """
+import subprocess, sys, time
+from localflux.run_orphans import become_subreaper, children, stop_orphans
+assert become_subreaper()
+# A component that starts a child in a session of its own and is then killed.
+component = subprocess.Popen(["sh", "-c", "setsid sleep 300 & echo $!"], stdout=subprocess.PIPE)
+orphan = int(component.stdout.readline())
+component.wait()
+time.sleep(0.2)
+assert children() == [orphan], (children(), orphan)
+assert stop_orphans(set(), grace=2) == [orphan]
+assert children() == []
+print("ok")
+"""
+
+
+def test_a_component_orphan_is_adopted_and_stopped() -> None:
+    done = subprocess.run(
+        [PYTHON, "-c", ORPHAN_SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "ok\n", done.stderr
 
 
 def stop_and_check_nothing_is_left(system: LocalSystem) -> None:
