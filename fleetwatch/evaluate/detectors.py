@@ -2,17 +2,18 @@
 
 NAB scores a detector's continuous anomaly score (it sweeps its own threshold), so a detector
 here maps one series to one score in [0, 1] per row, starting fresh on every series. A JSON
-configuration makes tuning one command: `--detector '{"n_trees": 25, "height": 10}'` or
-`--detector my_config.json` (keys not given take the `hst` defaults below).
+configuration makes tuning one command: `--detector '{"product": {"n_trees": 50}}'` changes the
+product's detector; `--detector '{"views": ["abs_diff"], "scaling": "ewm_zscore"}'` (or a file)
+configures the experimental series detector below (keys not given take its defaults).
 
 Named entries:
 - `upstream`: the blog's detector, River Half-Space Trees (5 trees, height 2, window 250,
   seed 1) on the value min-max scaled over the whole series, learn then score.
-- `default`: the product default (the configuration the pipeline uses, applied to the series'
-  single value column).
+- `default`: the product's own detector (`fleetwatch.detector.FleetDetector` with its default
+  configuration, applied to the series' single value column; see `product_detector`).
 - `null`: no detections; scores 0 by definition and checks the normalisation.
 
->>> config = DetectorConfig.from_json('{"n_trees": 25, "height": 10}')
+>>> config = DetectorConfig.from_mapping({"n_trees": 25, "height": 10})
 >>> config.n_trees, config.height, config.window_size
 (25, 10, 250)
 >>> resolve("upstream").config.scaling
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fleetwatch.evaluate.product_detector import ProductSeriesDetector
 from fleetwatch.evaluate.series_views import SCALINGS, VIEWS, scale, view
 from fleetwatch.evaluate.zscore import rolling_abs_z, squash
 
@@ -99,16 +101,6 @@ class DetectorConfig:
         if "views" in values:
             values["views"] = tuple(values["views"])
         return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> DetectorConfig:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"detector configuration is not valid JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError("detector configuration must be a JSON object")
-        return cls.from_mapping(raw)
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "views": list(self.views)}
@@ -232,13 +224,9 @@ UPSTREAM = DetectorConfig(
     engine="auto",  # fleetwatch.hst when present: the same scores as River, faster
 )
 
-# The product default lands with fleetwatch.detector; until then the NAB harness scores this
-# causal stand-in (nothing tuned yet) under the same name.
-DEFAULT = DetectorConfig(name="default", views=("value",), scaling="running_minmax")
-
 NAMED: dict[str, Callable[[], object]] = {
     "upstream": lambda: SeriesDetector(UPSTREAM),
-    "default": lambda: SeriesDetector(DEFAULT),
+    "default": lambda: ProductSeriesDetector("default"),
     "null": NullDetector,
 }
 
@@ -256,20 +244,41 @@ def with_seed(detector, seed: int):
 
 
 def resolve(spec: str):
-    """A detector from a registered name, a JSON file path, or inline JSON."""
+    """A detector from a registered name, a JSON file path, or inline JSON.
+
+    JSON with a `"product"` object runs the product's detector with those settings changed;
+    any other JSON object is a `DetectorConfig` for the experimental series detector.
+    """
     if spec in NAMED:
         return NAMED[spec]()
-    text = spec.strip()
-    if text.startswith("{"):
-        return SeriesDetector(DetectorConfig.from_json(text))
-    path = Path(spec)
-    if path.suffix == ".json" or path.is_file():
+    raw, default_name = load_spec(spec)
+    name = raw.pop("name", default_name)
+    if "product" in raw:
+        product = raw.pop("product")
+        if raw:
+            raise ValueError(f"a product detector takes only name and product, not {sorted(raw)}")
+        if not isinstance(product, dict):
+            raise ValueError('"product" must be an object of DetectorConfig settings')
+        return ProductSeriesDetector(name, product)
+    return SeriesDetector(DetectorConfig.from_mapping({**raw, "name": name}))
+
+
+def load_spec(spec: str) -> tuple[dict, str]:
+    """A JSON object from inline text or a `.json` file, and the name to use by default."""
+    text, default_name = spec.strip(), "custom"
+    if not text.startswith("{"):
+        path = Path(spec)
+        if path.suffix != ".json" and not path.is_file():
+            raise ValueError(
+                f"unknown detector {spec!r}: use one of {', '.join(NAMED)}, a JSON file or inline JSON"
+            )
         if not path.is_file():
             raise ValueError(f"detector configuration {path} does not exist")
-        config = DetectorConfig.from_json(path.read_text(encoding="utf-8"))
-        if config.name == "custom":
-            config = dataclasses.replace(config, name=path.stem)
-        return SeriesDetector(config)
-    raise ValueError(
-        f"unknown detector {spec!r}: use one of {', '.join(NAMED)}, a JSON file or inline JSON"
-    )
+        text, default_name = path.read_text(encoding="utf-8"), path.stem
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"detector configuration is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("detector configuration must be a JSON object")
+    return raw, default_name

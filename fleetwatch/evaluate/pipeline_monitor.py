@@ -16,20 +16,22 @@ reading at which the pipeline would alert).
   scaled over that history, learn then score, and flags the run's new rows scoring > 0.8. The
   blog had no episodes (it failed the run); here flagged readings group into episodes closed
   after 60 quiet seconds, which is kinder to it than its repeated failure messages.
-- `StandInMonitor` streams the same HST over all four sensors (running min-max) until the
-  pipeline's own detector is wired in as `default`.
+- `ProductMonitor` is the pipeline's own detector and episode tracker (`default`, or the
+  product configuration with JSON overrides).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from fleetwatch.evaluate.detectors import hst_scores
+from fleetwatch.evaluate.detectors import hst_scores, load_spec
 from fleetwatch.evaluate.episode_matching import Episode
+from fleetwatch.evaluate.product_detector import product_config
 
 SENSORS: tuple[str, ...] = ("temperature", "load", "power", "vibration")
 UPSTREAM_THRESHOLD = 0.8
@@ -37,7 +39,8 @@ QUIET_SECONDS = 60.0
 
 
 class Monitor(Protocol):
-    name: str
+    detector: str  # the name it was asked for by
+    name: str  # what runs under that name
 
     def process(self, batch: pd.DataFrame) -> list[Episode]: ...
 
@@ -66,7 +69,8 @@ class EpisodeGrouper:
 class UpstreamMonitor:
     """The blog's pipeline, one run per batch (see the module docstring)."""
 
-    name = "upstream (blog HST on power, refit every run)"
+    detector = "upstream"
+    name = "blog HST on power, refit every run"
 
     def __init__(self) -> None:
         self._history: dict[str, list[np.ndarray]] = {}
@@ -100,55 +104,48 @@ class UpstreamMonitor:
         return []
 
 
-@dataclass
-class _Scaler:
-    low: np.ndarray
-    high: np.ndarray
+class ProductMonitor:
+    """The pipeline's own detection: `fleetwatch.state.FleetState.process` on every batch.
 
+    That is the detector (`FleetDetector`: scores, threshold, persistence, no learning inside
+    an episode) and the episode tracker (one "opened" event per alert, cooldown); an episode
+    counts from its "opened" event, so episodes the cooldown suppresses never count.
+    """
 
-class StandInMonitor:
-    """Upstream-style HST on all four sensors, one River model per machine, streaming."""
+    def __init__(self, name: str, overrides: Mapping | None = None, cooldown: float | None = None):
+        from fleetwatch.state import FleetState
 
-    name = "stand-in (upstream HST on 4 sensors)"
-
-    def __init__(self) -> None:
-        self._models: dict[str, object] = {}
-        self._scalers: dict[str, _Scaler] = {}
-        self._episodes = EpisodeGrouper()
+        self.detector = name
+        self.state = FleetState.new(product_config(overrides), cooldown_seconds=cooldown)
+        self.name = "fleetwatch FleetDetector + EpisodeTracker"
 
     def process(self, batch: pd.DataFrame) -> list[Episode]:
-        from river.anomaly import HalfSpaceTrees
-
-        opened: list[Episode] = []
-        for machine_id, rows in batch.groupby("machine_id", sort=True):
-            key = str(machine_id)
-            model = self._models.setdefault(
-                key, HalfSpaceTrees(n_trees=5, height=2, window_size=250, seed=1)
-            )
-            values = rows[list(SENSORS)].to_numpy(dtype=float)
-            scaler = self._scalers.setdefault(key, _Scaler(values[0], values[0]))
-            flags = np.zeros(len(values), dtype=bool)
-            for i, x in enumerate(values):
-                # Running (causal) min-max: the upstream scaling without looking ahead.
-                scaler.low, scaler.high = np.minimum(scaler.low, x), np.maximum(scaler.high, x)
-                span = scaler.high - scaler.low
-                unit = np.where(span > 0, (x - scaler.low) / np.where(span > 0, span, 1.0), 0.5)
-                features = dict(zip(SENSORS, unit.tolist(), strict=True))
-                model.learn_one(features)
-                flags[i] = model.score_one(features) > UPSTREAM_THRESHOLD
-            opened.extend(self._episodes.feed(key, rows["time"].to_numpy(dtype=float), flags))
-        return opened
+        frame = batch.rename(columns={"machine_id": "unique_id"})
+        frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+        _, events = self.state.process(frame)
+        return [
+            Episode(e.episode.machine, e.episode.start / 1e9, e.time / 1e9)
+            for e in events
+            if e.kind == "opened"
+        ]
 
     def finish(self) -> list[Episode]:
         return []
 
 
-def make_monitor(detector: str = "default") -> Monitor:
-    """The monitor for a detector name: `upstream`, or `default` (the stand-in for now)."""
-    if detector == "upstream":
+def make_monitor(spec: str = "default") -> Monitor:
+    """`upstream`, `default`, or JSON `{"product": {...}, "cooldown_seconds": ...}` (or a file)."""
+    if spec == "upstream":
         return UpstreamMonitor()
-    if detector == "default":
-        return StandInMonitor()
-    raise ValueError(
-        f"unknown detector {detector!r} for the simulator evaluation: upstream, default"
-    )
+    if spec == "default":
+        return ProductMonitor("default")
+    raw, default_name = load_spec(spec)
+    name = raw.pop("name", default_name)
+    product = raw.pop("product", None)
+    cooldown = raw.pop("cooldown_seconds", None)
+    if not isinstance(product, dict) or raw:
+        raise ValueError(
+            'the simulator runs the product detector: give {"product": {...}} '
+            '(and optionally "name", "cooldown_seconds")'
+        )
+    return ProductMonitor(name, product, cooldown)

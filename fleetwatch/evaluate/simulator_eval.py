@@ -50,7 +50,7 @@ class SimulatorReport:
     minutes: float
     machines: int
     seed: int
-    detector: str  # the name asked for: upstream, default
+    detector: str  # the name asked for: upstream, default, or a configuration's name
     monitor: str  # what ran under that name
     grace: float
     faults: list[Fault]
@@ -119,7 +119,7 @@ def evaluate(
         minutes=minutes,
         machines=machines,
         seed=seed,
-        detector=detector,
+        detector=monitor.detector,
         monitor=monitor.name,
         grace=grace,
         faults=list(script),

@@ -11,6 +11,7 @@ import pytest
 from river.anomaly import HalfSpaceTrees
 
 from fleetwatch.evaluate.detectors import DetectorConfig, SeriesDetector, resolve
+from fleetwatch.evaluate.product_detector import ProductSeriesDetector
 
 
 def series(n: int = 1500, seed: int = 3) -> np.ndarray:
@@ -85,3 +86,26 @@ def test_numpy_engine_reproduces_river_scores_for_a_multi_view_config() -> None:
     river = SeriesDetector(dataclasses.replace(config, engine="river")).score(values)
     numpy = SeriesDetector(dataclasses.replace(config, engine="numpy")).score(values)
     np.testing.assert_array_equal(numpy, river)
+
+
+def test_default_is_the_product_detector_on_the_value_column_river_exact() -> None:
+    """NAB's `default` runs fleetwatch.detector.FleetDetector; its River engine gives the same."""
+    default = resolve("default")
+    assert isinstance(default, ProductSeriesDetector)
+    config = default.config["product"]
+    assert config["features"] == ["value"] and config["limits"] is None
+    values = series(900)
+    small = {"window_size": 100, "n_trees": 8}
+    numpy = ProductSeriesDetector("small", small).score(values)
+    river = ProductSeriesDetector("small", small, engine="river").score(values)
+    np.testing.assert_array_equal(numpy, river)
+    assert numpy.shape == (900,) and numpy.min() >= 0 and numpy.max() <= 1 and numpy.max() > 0
+
+
+def test_product_overrides_from_json() -> None:
+    detector = resolve('{"name": "deep", "product": {"height": 8}}')
+    assert detector.name == "deep" and detector.config["product"]["height"] == 8
+    with pytest.raises(ValueError, match="unknown product setting"):
+        resolve('{"product": {"depth": 8}}')
+    with pytest.raises(ValueError, match="only name and product"):
+        resolve('{"product": {}, "views": ["value"]}')
