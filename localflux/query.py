@@ -11,6 +11,9 @@ touches the same data after a day of history as after an hour.
 >>> scans = Scan(None, None, set()).merge(Scan(5, 10, {"a"}))
 >>> (scans.lo, scans.hi, scans.columns)
 (None, None, {'a'})
+>>> repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2], pa.int32()), ["a", "b", "a"])
+>>> unique_dictionaries(pa.table({"k": repeated})).column("k").chunk(0).dictionary.to_pylist()
+['a', 'b']
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from localflux.model import TIME
 from localflux.storage import Store, TableSnapshot
@@ -191,9 +195,10 @@ class QueryEngine:
             ctx.deregister_table(name)
             ctx.register_record_batches(name, self._partitions(table, scans[name]))
         try:
-            return ctx.sql_with_options(sql, _read_only(), param_values=values).to_arrow_table()
+            result = ctx.sql_with_options(sql, _read_only(), param_values=values).to_arrow_table()
         except Exception as error:
             raise QueryError(_message(error)) from None
+        return unique_dictionaries(result)
 
     def _partitions(self, table: TableSnapshot, scan: Scan) -> list[list[pa.RecordBatch]]:
         """The table's rows as DataFusion partitions (two, for the two cores)."""
@@ -229,3 +234,31 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:  # `time`, when the query does not read it: any non-null value will do
             arrays.append(pa.array(np.zeros(rows, dtype=np.int64)).cast(schema_field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def unique_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary columns whose dictionaries hold each value once.
+
+    DataFusion's parallel GROUP BY concatenates the partial results' dictionaries, repeating
+    values; Arrow allows that, but pandas (the client's mode="pandas") refuses a categorical
+    with repeated categories.
+    """
+    for position, schema_field in enumerate(table.schema):
+        if not pa.types.is_dictionary(schema_field.type):
+            continue
+        column = table.column(position)
+        chunks = [_unique_dictionary(chunk) for chunk in column.chunks]
+        if any(new is not old for new, old in zip(chunks, column.chunks, strict=True)):
+            table = table.set_column(
+                position, schema_field, pa.chunked_array(chunks, schema_field.type)
+            )
+    return table
+
+
+def _unique_dictionary(chunk: pa.DictionaryArray) -> pa.DictionaryArray:
+    values = chunk.dictionary
+    unique = pc.unique(values)
+    if len(unique) == len(values):
+        return chunk
+    positions = pc.index_in(values, value_set=unique).cast(chunk.indices.type)
+    return pa.DictionaryArray.from_arrays(positions.take(chunk.indices), unique)
