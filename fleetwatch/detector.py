@@ -207,8 +207,8 @@ class FleetDetector:
         order = valid[np.lexsort((times[valid], rows[valid]))]
         r, t = rows[order], times[order]
         first = np.r_[True, r[1:] != r[:-1]][: len(r)]
-        previous = np.where(first, self.last_time[r], np.r_[NO_TIME, t[:-1]][: len(r)])
-        stale = t <= previous
+        duplicate = ~first & (t == np.r_[NO_TIME, t[:-1]][: len(r)])
+        stale = duplicate | (t <= self.last_time[r])
         status[order[stale]] = STATUSES.index("stale")
         live = order[~stale]
         self._note_times(rows[live], times[live])
@@ -282,8 +282,7 @@ class FleetDetector:
         """
         config, fleet = self.config, self.fleet
         w, rule = config.window_size, config.rule
-        scaled = self.scaler.scale(rows, X)
-        spans = self.scaler.spans(rows)
+        scaled, spans = self.scaler.scale(rows, X)
         encoded = fleet.encode(scaled, rows)
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         sizes = np.diff(np.r_[starts, len(rows)])

@@ -13,10 +13,11 @@ machine, no time, and the same fault reported again and again. Here a fault is a
 * `EpisodeTracker` (after scoring): turns the detector's per-point flags into episode records
   and events: one "opened" event (the alert) and one "resolved" event per episode, with the
   machine, start and end, peak score, the sensor values at the peak and the features that
-  deviated most. A machine that goes silent is resolved once the fleet's data time passes its
-  last anomalous point by `quiet_seconds`. A `cooldown_seconds` after a resolution holds back
-  the next alert for that machine: an episode that ends within the cooldown is recorded
-  without messages (flapping), one still open when the cooldown ends is announced then.
+  deviated most. An episode also resolves ("timeout") once `quiet_seconds` of data time pass
+  without an anomalous point: a gap in the machine's data, or the fleet's data time moving on
+  while the machine is silent. A `cooldown_seconds` after a resolution holds back the next
+  alert for that machine: an episode that ends within the cooldown is recorded without
+  messages (flapping), one still open when the cooldown ends is announced then.
 
 All times are data times (nanoseconds since the epoch): re-running on the same data gives
 the same episodes and ids, whatever the wall clock says.
@@ -168,7 +169,7 @@ class Episode:
     points: int = 0  # anomalous points
     announced: bool = False
     resolved_at: int | None = None
-    resolution: str | None = None  # "quiet", "gap" or "silence"
+    resolution: str | None = None  # "quiet" (enough quiet points) or "timeout" (data time)
 
     def to_dict(self) -> dict:
         """JSON-ready, with ISO-8601 UTC times next to the nanosecond ones."""
@@ -261,8 +262,8 @@ class EpisodeTracker:
             inside = bool(cols["in_episode"][i])
             if episode is not None and (starts[i] or not inside):
                 # The detector closed it before this point: a gap in the data.
-                gap_end = episode.end + quiet_ns if quiet_ns is not None else t
-                self._resolve(episode, min(gap_end, t), "gap", events)
+                timeout = episode.end + quiet_ns if quiet_ns is not None else t
+                self._resolve(episode, min(timeout, t), "timeout", events)
                 episode = None
             if not inside:
                 continue
@@ -278,19 +279,27 @@ class EpisodeTracker:
                 episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
                 episode.top_features = self._top(episode.deviations)
             if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
-                self._announce(episode, t, events)
+                self._announce(episode, events)
             if ends[i]:
                 self._resolve(episode, t, "quiet", events)
 
     def _clock(self, now: int, events: list) -> None:
         quiet_ns = self.rule.quiet_ns
         for episode in list(self.open.values()):
-            if quiet_ns is not None and now >= episode.end + quiet_ns:
-                self._resolve(episode, episode.end + quiet_ns, "silence", events)
-            elif not episode.announced and now >= self.quiet_until.get(episode.machine, NO_TIME):
-                self._announce(episode, max(now, episode.start), events)
+            cooldown_end = self.quiet_until.get(episode.machine, NO_TIME)
+            timeout = None if quiet_ns is None else episode.end + quiet_ns
+            if (
+                not episode.announced
+                and now >= cooldown_end
+                and (timeout is None or cooldown_end < timeout)
+            ):
+                self._announce(episode, events)
+            if timeout is not None and now >= timeout:
+                self._resolve(episode, timeout, "timeout", events)
 
-    def _announce(self, episode: Episode, t: int, events: list) -> None:
+    def _announce(self, episode: Episode, events: list) -> None:
+        """The alert, at the data time it became due: the start, or the cooldown's end."""
+        t = max(episode.start, self.quiet_until.get(episode.machine, NO_TIME))
         episode.announced = True
         events.append(EpisodeEvent("opened", t, _copy(episode), delayed=t > episode.start))
 

@@ -14,17 +14,15 @@ depends on points after it, moves from run to run, and divides by zero on a flat
   flat signal still stands out and nothing divides by zero.
 
 >>> import numpy as np
->>> LimitScaler({"power": (0.0, 600.0)}).scale(np.array([0, 0]), np.array([[150.0], [600.0]]))
-array([[0.25],
-       [1.  ]])
+>>> scaled, spans = LimitScaler({"power": (0.0, 600.0)}).scale(np.array([0, 0]),
+...                                                           np.array([[150.0], [600.0]]))
+>>> scaled.ravel().tolist(), spans.ravel().tolist()
+([0.25, 1.0], [600.0, 600.0])
 >>> online = OnlineMinMaxScaler(1)
 >>> online.add_models(1)
->>> online.scale(np.zeros(5, dtype=np.intp), np.array([[5.0], [5.0], [7.0], [6.0], [9.0]]))
-array([[0.5],
-       [0.5],
-       [1. ],
-       [0.5],
-       [2. ]])
+>>> scaled, spans = online.scale(np.zeros(5, dtype=np.intp), np.array([[5, 5, 7, 6, 9.0]]).T)
+>>> scaled.ravel().tolist(), spans.ravel().tolist()
+([0.5, 0.5, 1.0, 0.5, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0])
 """
 
 from __future__ import annotations
@@ -38,9 +36,11 @@ __all__ = ["LimitScaler", "OnlineMinMaxScaler", "Scaler", "segmented_running_max
 
 
 class Scaler(Protocol):
+    """Maps each machine's raw values onto the unit box; `scale` also returns, per value,
+    the raw width of the unit interval it used (to express deviations in scale units)."""
+
     def add_models(self, count: int) -> None: ...
-    def scale(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray: ...
-    def spans(self, rows: np.ndarray) -> np.ndarray: ...
+    def scale(self, rows: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def state(self) -> dict[str, np.ndarray]: ...
     def restore(self, arrays: Mapping[str, np.ndarray]) -> None: ...
 
@@ -66,12 +66,9 @@ class LimitScaler:
     def add_models(self, count: int) -> None:
         """Nothing per machine: the limits are the same for all."""
 
-    def scale(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return (np.asarray(X, dtype=np.float64) - self.low) / self.span
-
-    def spans(self, rows: np.ndarray) -> np.ndarray:
-        """The raw width of the unit interval for each point and feature."""
-        return np.broadcast_to(self.span, (len(rows), len(self.span)))
+    def scale(self, rows: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=np.float64)
+        return (X - self.low) / self.span, np.broadcast_to(self.span, X.shape)
 
     def state(self) -> dict[str, np.ndarray]:
         return {}
@@ -92,16 +89,17 @@ class OnlineMinMaxScaler:
         self.minimum = np.concatenate([self.minimum, fresh])
         self.maximum = np.concatenate([self.maximum, fresh])
 
-    def scale(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def scale(self, rows: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scale the points (in stream order per machine) and take them into the min/max.
 
-        NaN values are ignored by the running min/max and stay NaN.
+        NaN values are ignored by the running min/max and stay NaN. The spans returned are
+        max - min before each point, 1.0 where there is no spread yet.
         """
         X = np.asarray(X, dtype=np.float64)
         rows = np.asarray(rows, dtype=np.intp)
-        out = np.empty_like(X)
+        out, spans = np.empty_like(X), np.empty_like(X)
         if len(rows) == 0:
-            return out
+            return out, spans
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
@@ -119,14 +117,10 @@ class OnlineMinMaxScaler:
             scaled[np.isnan(low)] = 0.5  # nothing seen before: no scale yet
             scaled[np.isnan(values)] = np.nan
             out[order, f] = scaled
+            spans[order, f] = np.where(span > 0, span, 1.0)
             self.maximum[groups, f] = new_high
             self.minimum[groups, f] = -new_low
-        return out
-
-    def spans(self, rows: np.ndarray) -> np.ndarray:
-        """Current raw width of the scale per point's machine (1.0 where there is none yet)."""
-        span = self.maximum[rows] - self.minimum[rows]
-        return np.where(span > 0, span, 1.0)
+        return out, spans
 
     def state(self) -> dict[str, np.ndarray]:
         return {"minimum": self.minimum, "maximum": self.maximum}

@@ -51,16 +51,16 @@ FILENAME = "fleetwatch-state.zip"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes
 
 
-def _defaults_fingerprint() -> str:
-    defaults = {
-        "detector": DetectorConfig().to_json(),
-        "episodes": EpisodeTracker(DetectorConfig().features).to_json(),
-    }
-    return hashlib.sha256(json.dumps(defaults, sort_keys=True).encode()).hexdigest()[:8]
+def defaults_fingerprint(config: DetectorConfig, episodes: EpisodeTracker) -> str:
+    """A short hash of a configuration and episode settings (applied to the defaults)."""
+    settings = {"detector": config.to_json(), "episodes": episodes.to_json()}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 #: Changes with FORMAT and with any default (detector configuration or episode settings).
-STATE_VERSION = f"{FORMAT}.{_defaults_fingerprint()}"
+STATE_VERSION = (
+    f"{FORMAT}.{defaults_fingerprint(DetectorConfig(), EpisodeTracker(DetectorConfig().features))}"
+)
 
 
 class StateError(Exception):
