@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,14 +30,14 @@ from fleetwatch.evaluate.nab_corpus import (
     read_windows,
 )
 from fleetwatch.evaluate.nab_scorer import PROFILES
-from fleetwatch.settings import REPO_ROOT
+from fleetwatch.settings import REPO_ROOT, path_setting
 
 OUTPUT_DIR = REPO_ROOT / ".local" / "evaluate"
 
 
 def nab_dir() -> Path:
     """Where the labelled NAB subset lives: `$NAB_DIR`, else `../shared/nab` beside the repo."""
-    return Path(os.environ.get("NAB_DIR") or REPO_ROOT.parent / "shared" / "nab")
+    return path_setting("NAB_DIR")
 
 
 def shared_windows(directory: Path) -> Path | None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+from fleetwatch.settings import path_setting
 
 
 def nab_dir() -> Path:
-    return Path(os.environ.get("NAB_DIR") or REPO_ROOT.parent / "shared" / "nab")
+    return path_setting("NAB_DIR")
 
 
 @pytest.fixture(scope="session")
