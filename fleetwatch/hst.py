@@ -36,6 +36,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -45,6 +46,7 @@ __all__ = ["ORDERS", "HalfSpaceTrees", "TreeStructure", "WindowMasses"]
 ORDERS = ("score_then_learn", "learn_then_score")
 PADDING = 0.15  # River's make_padded_tree padding
 LANES = 1 << 16  # (point, tree) pairs routed per chunk: large enough to amortize, fits in cache
+GRID_CELLS = 1 << 16  # largest threshold grid routed by lookup (see TreeStructure._grid)
 TABLE_BUDGET = 1 << 22  # leaf-table cells built per step (x4-8 bytes), bounds a batch's memory
 
 
@@ -143,22 +145,49 @@ class TreeStructure:
     def route(self, X: np.ndarray, models: np.ndarray | None = None) -> np.ndarray:
         """Cell codes `model * cells + tree * n_leaves + leaf` of every point in every tree.
 
-        One level at a time for all (point, tree) pairs: gather the split column and
-        threshold, compare, step to the child. `x < threshold` goes left as in River, so NaN
-        goes right. With `models` (each point's model row) the code addresses that model's
-        cell in a fleet's arrays, so counting and scoring need no more index arithmetic.
+        `x < threshold` goes left as in River, so NaN goes right. With `models` (each point's
+        model row) the code addresses that model's cell in a fleet's arrays, so counting and
+        scoring need no more index arithmetic.
         """
         X = self.check_array(X)
         n, n_trees = X.shape[0], self.n_trees
         out = np.empty((n, n_trees), dtype=np.intp)
         chunk = max(1, LANES // n_trees)
+        grid = self._grid
         for start in range(0, n, chunk):
             stop = start + chunk
-            base = None if models is None else models[start:stop] * self.cells
-            out[start:stop] = self._route_chunk(X[start:stop], base)
+            codes = (
+                self._route_levels(X[start:stop])
+                if grid is None
+                else _route_grid(X[start:stop], *grid)
+            )
+            if models is not None:
+                codes += (models[start:stop] * self.cells)[:, None]
+            out[start:stop] = codes
         return out
 
-    def _route_chunk(self, x: np.ndarray, base: np.ndarray | None) -> np.ndarray:
+    @cached_property
+    def _grid(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
+        """For small forests: every feature's distinct thresholds cut space into a grid whose
+        cells each lie in one leaf of every tree; then routing is counting the thresholds
+        below each value (cheap comparisons) and looking the cell's leaves up. Used when the
+        grid is small and the counting cheaper than walking the levels."""
+        cuts = [
+            np.unique(self.split_threshold[self.split_column == f])
+            for f in range(len(self.features))
+        ]
+        sizes = [len(c) + 1 for c in cuts]
+        if math.prod(sizes) > GRID_CELLS or sum(sizes) > 8 * self.n_trees * self.height:
+            return None
+        strides = np.array([math.prod(sizes[f + 1 :]) for f in range(len(sizes))], dtype=np.intp)
+        # One corner per cell: -inf, then each threshold (a value at a threshold goes right).
+        corners = np.meshgrid(*[np.r_[-np.inf, c] for c in cuts], indexing="ij")
+        table = self._route_levels(np.stack([c.ravel() for c in corners], axis=1))
+        return cuts, strides, table
+
+    def _route_levels(self, x: np.ndarray) -> np.ndarray:
+        """Walk all (point, tree) pairs down one level at a time: gather the split column and
+        threshold, compare, step to the child."""
         n, d = x.shape
         n_split = (1 << self.height) - 1
         tree = np.arange(self.n_trees, dtype=np.intp)
@@ -182,8 +211,6 @@ class TreeStructure:
             node += step
             node -= left
         node += tree - n_split  # == tree * n_leaves + leaf
-        if base is not None:
-            node += base[:, None]
         return node
 
     def check_array(self, X: np.ndarray) -> np.ndarray:
@@ -404,6 +431,21 @@ class WindowMasses:
             raise ValueError("counter out of range for the window size")
         self.counter, self.warm = arrays["counter"].copy(), arrays["warm"].copy()
         self.counts, self.table = arrays["counts"].copy(), arrays["table"].copy()
+
+
+def _route_grid(
+    x: np.ndarray, cuts: list[np.ndarray], strides: np.ndarray, table: np.ndarray
+) -> np.ndarray:
+    """Codes from the grid: per feature, the number of thresholds at or below the value (NaN:
+    all of them, as NaN goes right) gives its cell."""
+    cell = np.zeros(len(x), dtype=np.intp)
+    for f, (thresholds, stride) in enumerate(zip(cuts, strides, strict=True)):
+        below = np.zeros(len(x), dtype=np.uint16)  # thresholds above the value
+        column = x[:, f]
+        for threshold in thresholds:
+            np.add(below, column < threshold, out=below)
+        cell += (len(thresholds) - below.astype(np.intp)) * stride
+    return table[cell]
 
 
 def _tree_sum(values: np.ndarray) -> np.ndarray:

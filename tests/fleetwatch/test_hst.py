@@ -152,3 +152,16 @@ def test_bad_input_is_a_clear_error(kwargs, X, message):
 def test_unknown_order_is_rejected():
     with pytest.raises(ValueError, match="order"):
         HalfSpaceTrees(seed=1).score_learn_many(np.zeros((3, 1)), order="learn_only")
+
+
+@pytest.mark.parametrize(("n_trees", "height", "d"), [(5, 2, 1), (5, 2, 4), (4, 3, 2)])
+def test_grid_routing_equals_walking_the_levels(n_trees, height, d):
+    """Small forests route by a lookup in the grid of thresholds; values exactly at a
+    threshold, NaN and values outside the limits land where the level walk puts them."""
+    structure = TreeStructure.grow([f"f{j}" for j in range(d)], n_trees, height, seed=6)
+    assert structure._grid is not None
+    X = stream(500, d, seed=1)
+    X[::7] = structure.split_threshold.ravel()[structure.split_column.ravel() == 0][0]
+    X[::13, 0] = np.nan
+    X[::17] = -3.0
+    np.testing.assert_array_equal(structure.route(X), structure._route_levels(X))
