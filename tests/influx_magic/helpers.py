@@ -1,0 +1,139 @@
+"""Helpers for the Mage project's tests: seeded telemetry, the blocks by path, `mage run`."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+
+from fleetwatch.influx import FEATURES, write_frame
+from machine_simulator.signals import Fleet
+from tests.support import REPO_ROOT
+
+PROJECT = REPO_ROOT / "influx-magic"
+PIPELINE = "machine_anomaly_detection"
+BLOCKS = {
+    "load_influx_data": "data_loaders/load_influx_data.py",
+    "transform_data": "transformers/transform_data.py",
+    "detect_anomalies": "transformers/detect_anomalies.py",
+    "check_anomalies": "custom/check_anomalies.py",
+    "export_anomaly_scores": "data_exporters/export_anomaly_scores.py",
+}
+MAGE = str(Path(sys.executable).parent / "mage")
+
+
+class Telemetry:
+    """The simulator's fleet, stepped through time and written to InfluxDB like Telegraf does.
+
+    Readings are one second apart and continue where the previous `write` stopped, so a test
+    can add "new data" between pipeline runs.
+    """
+
+    def __init__(self, client: Any, start: float, machines: int = 3, seed: int = 42) -> None:
+        self.client = client
+        self.fleet = Fleet(machines, seed=seed)
+        self.next_time = float(int(start))
+        self.written = 0
+
+    def write(self, seconds: int, *, overload: Iterable[str] = ()) -> pd.DataFrame:
+        """`seconds` readings per machine; machines in `overload` have the overload fault on
+        (switched on at the first reading), the others have it off."""
+        faulty = set(overload)
+        for machine in self.fleet.machine_ids:
+            self.fleet.set_fault(machine, "overload", machine in faulty, at=self.next_time)
+        rows = []
+        for step in range(seconds):
+            for reading in self.fleet.step(self.next_time + step):
+                rows.append(
+                    {
+                        "time": pd.Timestamp(reading.time_ms, unit="ms", tz="UTC"),
+                        "machineID": reading.machine_id,
+                        "provider": reading.provider,
+                        **reading.values(),
+                    }
+                )
+        self.next_time += seconds
+        frame = pd.DataFrame(rows)
+        self.written += write_frame(
+            self.client,
+            frame,
+            table="machine_data",
+            tags=["machineID", "provider"],
+            fields=FEATURES,
+        )
+        return frame
+
+    def provider(self, machine: str) -> str:
+        return self.fleet.machine(machine).provider
+
+
+def count_rows(client: Any, table: str, where: str = "") -> int:
+    """Rows in `table` (0 when it does not exist yet)."""
+    try:
+        result = client.query(f'SELECT count(*) AS n FROM "{table}" {where}', language="sql")
+    except Exception as error:  # the table does not exist before the first write
+        if "not found" in str(error).lower() or "not exist" in str(error).lower():
+            return 0
+        raise
+    return int(result.column("n")[0].as_py())
+
+
+def load_block(name: str) -> ModuleType:
+    """A block file loaded by path, as Mage does (never via the project's folders on sys.path:
+    `transformers/` would shadow the HuggingFace package)."""
+    path = PROJECT / BLOCKS[name]
+    spec = importlib.util.spec_from_file_location(f"influx_magic_block_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def through_parquet(frame: pd.DataFrame, tmp: Path) -> pd.DataFrame:
+    """What Mage hands the next block: the frame after a Parquet round trip."""
+    path = tmp / "handoff.parquet"
+    frame.to_parquet(path)
+    return pd.read_parquet(path)
+
+
+def run_blocks(tmp: Path, **variables: Any) -> dict[str, Any]:
+    """The five blocks in order, in this process, outputs passed on as Mage passes them."""
+    kwargs = {"pipeline_uuid": PIPELINE, **variables}
+    output: Any = load_block("load_influx_data").load_influx_data(**kwargs)
+    for name in ("transform_data", "detect_anomalies", "check_anomalies"):
+        output = getattr(load_block(name), name)(through_parquet(output, tmp), **kwargs)
+    return load_block("export_anomaly_scores").export_anomaly_scores(
+        through_parquet(output, tmp), **kwargs
+    )
+
+
+def mage_run(
+    cwd: Path, runtime_vars: Mapping[str, Any] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`mage run influx-magic machine_anomaly_detection` with the test's environment."""
+    command = [MAGE, "run", str(PROJECT), PIPELINE]
+    if runtime_vars:
+        command += ["--runtime-vars", json.dumps(dict(runtime_vars))]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def messages(receiver: Any, word: str, machine: str | None = None) -> list[dict]:
+    """Slack bodies whose text starts with `word` (and names `machine`, when given)."""
+    found = []
+    for body in receiver.payloads():
+        text = str(body.get("text", ""))
+        if text.startswith(word) and (machine is None or f"{machine} (" in text):
+            found.append(body)
+    return found

@@ -1,0 +1,288 @@
+"""The five blocks loaded by path and called in order, in this process, against a real
+localflux and a local Slack receiver: what each block hands on, when state is committed, how a
+failed run is redone, alert delivery faults, the run lock and the runtime variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fleetwatch.alerts import RetryPolicy
+from fleetwatch.influx import InfluxUnavailable
+from fleetwatch.pipeline import PipelineError, RunContext, prepare_telemetry, unique_ids
+from fleetwatch.runlock import RunLock, RunLockBusy
+from fleetwatch.state import FleetState
+from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from tests.influx_magic.helpers import (
+    count_rows,
+    file_digest,
+    load_block,
+    messages,
+    run_blocks,
+    through_parquet,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_runtime_variables_are_parsed_and_bad_ones_named(local_dirs) -> None:
+    ctx = RunContext.from_kwargs(
+        {"lookback_minutes": "15", "threshold": 0.75, "features": ["power", "load"]}
+    )
+    assert ctx.lookback.total_seconds() == 15 * 60
+    assert ctx.config.threshold == 0.75 and ctx.features == ("load", "power")
+    assert ctx.state_path.parent == local_dirs["FLEETWATCH_STATE_DIR"]
+    assert ctx.state_path.name != "fleetwatch-state.zip"  # not the default configuration
+    assert RunContext.from_kwargs({}).state_path.name == "fleetwatch-state.zip"
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        RunContext.from_kwargs({"threshold": "high"})
+    with pytest.raises(ValueError, match="threshold"):
+        RunContext.from_kwargs({"threshold": 1.5})
+    with pytest.raises(ValueError, match="lookback_minutes must be > 0"):
+        RunContext.from_kwargs({"lookback_minutes": 0})
+    with pytest.raises(ValueError, match="features"):
+        RunContext.from_kwargs({"features": 42})
+
+
+def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys) -> None:
+    t = pd.Timestamp("2024-05-01 10:00:00", tz="UTC")
+    second = pd.Timedelta(seconds=1)
+    rows = [
+        (t + 2 * second, "machine2", "Nordhoff, Weiss & Partner", 80.0, "210"),
+        (t, "machine1", "Tanaka Seiki", 75.0, 200.0),
+        (t, "machine2", "Nordhoff, Weiss & Partner", 79.0, 205.0),
+        (t, "machine2", "Nordhoff, Weiss & Partner", 81.0, 206.0),  # duplicate: kept (last)
+        (pd.NaT, "machine1", "Tanaka Seiki", 75.0, 200.0),  # no time
+        (t + second, None, "Tanaka Seiki", 75.0, 200.0),  # no machineID
+        (t + second, "machine3", "  ", 75.0, 200.0),  # blank provider
+        (t + second, "machine1", "Tanaka Seiki", np.inf, "n/a"),  # no finite value
+        (t + second, "machine1", "Tanaka Seiki", 76.0, "n/a"),  # one value missing: kept
+    ]
+    frame = pd.DataFrame(rows, columns=["time", "machineID", "provider", "load", "power"])
+    frame["power"] = frame["power"].astype(object)
+    block = load_block("transform_data")
+
+    out = block.transform_data(frame, features=["load", "power"])
+
+    assert list(out.columns) == ["time", "machineID", "provider", "unique_id", "load", "power"]
+    assert out["unique_id"].tolist() == [
+        "nordhoff-weiss-partner-machine2",
+        "tanaka-seiki-machine1",
+        "tanaka-seiki-machine1",
+        "nordhoff-weiss-partner-machine2",
+    ]
+    assert out["load"].tolist() == [81.0, 75.0, 76.0, 80.0]
+    assert out["power"].dtype == np.float64
+    np.testing.assert_array_equal(out["power"], [206.0, 200.0, np.nan, 210.0])
+    assert out["time"].is_monotonic_increasing
+    block.test_output(out)
+    printed = capsys.readouterr().out
+    for count in ("1 no time", "1 no machineID", "1 no provider", "1 no finite feature value"):
+        assert count in printed
+    assert "1 duplicate" in printed
+
+
+def test_transform_rejects_a_frame_without_the_key_columns(local_dirs) -> None:
+    ctx = RunContext.from_kwargs({})
+    with pytest.raises(PipelineError, match="lacks column"):
+        prepare_telemetry(pd.DataFrame({"time": [], "load": []}), ctx)
+
+
+def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    kwargs = {"pipeline_uuid": "machine_anomaly_detection", "pipeline_run_id": 7}
+
+    loaded = load_block("load_influx_data").load_influx_data(**kwargs)
+    assert len(loaded) == world.telemetry.written
+    data = load_block("transform_data").transform_data(through_parquet(loaded, tmp_path), **kwargs)
+    scored = load_block("detect_anomalies").detect_anomalies(
+        through_parquet(data, tmp_path), **kwargs
+    )
+    checked = load_block("check_anomalies").check_anomalies(
+        through_parquet(scored, tmp_path), **kwargs
+    )
+
+    # Alerts went out, but nothing is committed before the exporter ran.
+    assert not world.state_file.exists()
+    anomalies = messages(world.receiver, "Anomaly")
+    assert [m["text"].split()[2] for m in anomalies] == ["machine2"]
+    assert (
+        unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
+        in anomalies[0]["text"]
+    )
+    body = json.dumps(anomalies[0])
+    assert "http://plots.example/plots/" in body and ".png" in body
+    assert "/pipelines/machine_anomaly_detection/runs/7" in body
+    headers = world.receiver.requests[0].headers
+    assert headers["Idempotency-Key"].endswith(":opened")
+
+    plots = sorted(world.plots.glob("*.png"))
+    assert [p.name.split("-")[-1] for p in plots] == ["machine2.png"]
+    assert plots[0].read_bytes().startswith(PNG_MAGIC)
+    inside = checked[checked["in_episode"].astype(bool)]
+    assert len(inside) and inside["episode_id"].nunique() == 1
+    assert set(inside["machineID"]) == {"machine2"}
+
+    summary = load_block("export_anomaly_scores").export_anomaly_scores(
+        through_parquet(checked, tmp_path), **kwargs
+    )
+    assert world.state_file.exists()
+    assert summary["scores_written"] == world.telemetry.written
+    assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+    assert count_rows(world.client, "anomaly_episodes") == 1
+    flagged = count_rows(world.client, "anomaly_scores", "WHERE is_anomaly = true")
+    assert flagged == int(checked["is_anomaly"].sum()) > 0
+    assert not list((world.state_dir / "pending").glob("*.state"))
+
+
+def test_a_run_with_no_new_data_posts_nothing_and_scores_nothing_twice(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    run_blocks(tmp_path)
+    assert len(world.receiver.requests) == 1
+    before = FleetState.load(world.state_file)
+
+    summary = run_blocks(tmp_path)
+
+    assert summary["scores_written"] == 0
+    assert len(world.receiver.requests) == 1
+    after = FleetState.load(world.state_file)
+    assert_same_models(after, before)
+    assert after.watermark == before.watermark
+    assert after.episodes.to_json() == before.episodes.to_json()
+
+    world.telemetry.write(180)  # the fault is cleared: quiet data
+    run_blocks(tmp_path)
+    resolved = messages(world.receiver, "Resolved")
+    assert [m["text"].split()[2] for m in resolved] == ["machine2"]
+    assert len(world.receiver.requests) == 2
+    assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+    assert count_rows(world.client, "anomaly_episodes") == 1  # one row per episode, updated
+
+
+def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_up(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    history = world.telemetry.write(540)
+    run_blocks(tmp_path)
+    committed = file_digest(world.state_file)
+    fault = world.telemetry.write(180, overload=["machine2"])
+    output = load_block("load_influx_data").load_influx_data()
+    for name in ("transform_data", "detect_anomalies", "check_anomalies"):
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+    assert len(messages(world.receiver, "Anomaly")) == 1
+    world.influx.kill()
+
+    with pytest.raises(InfluxUnavailable, match="not reachable while writing"):
+        load_block("export_anomaly_scores").export_anomaly_scores(output)
+
+    assert file_digest(world.state_file) == committed  # models, episodes, watermark unchanged
+    with RunLock(world.state_dir).hold(timeout=0):  # the failed block let go of the lock
+        pass
+
+    world.influx.start()
+    more = world.telemetry.write(60, overload=["machine2"])
+    summary = run_blocks(tmp_path)
+
+    assert len(messages(world.receiver, "Anomaly")) == 1  # not sent again
+    assert summary["scores_written"] == len(fault) + len(more)  # nothing lost
+    assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+    # Nothing was learned twice: the models equal those of the two successful runs' batches.
+    reference = FleetState.new()
+    for batch in (history, pd.concat([fault, more], ignore_index=True)):
+        keyed = batch.assign(unique_id=unique_ids(batch["provider"], batch["machineID"]))
+        reference.detector.score_frame(keyed.sort_values(["time", "unique_id"], kind="stable"))
+    assert_same_models(FleetState.load(world.state_file), reference)
+
+
+def assert_same_models(state: FleetState, reference: FleetState) -> None:
+    saved = state.detector.arrays()
+    arrays = reference.detector.arrays()
+    assert sorted(saved) == sorted(arrays)
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(saved[name], array, err_msg=name)
+
+
+def test_a_failing_webhook_leaves_the_alert_in_the_outbox_for_the_next_run(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    attempts = RetryPolicy().attempts
+    world.receiver.respond_with(500, "server error", times=attempts)
+    run_blocks(tmp_path)
+    assert len(world.receiver.requests) == attempts  # retried within the run, then queued
+    assert {r.headers["Idempotency-Key"] for r in world.receiver.requests} == {
+        world.receiver.requests[0].headers["Idempotency-Key"]
+    }
+    outbox = json.loads((world.state_dir / "alerts" / "slack" / "outbox.json").read_text())
+    assert len(outbox["messages"]) == 1
+    assert world.state_file.exists()  # the run itself succeeded
+
+    run_blocks(tmp_path)
+    run_blocks(tmp_path)
+
+    delivered = world.receiver.requests[attempts:]
+    assert len(delivered) == 1 and delivered[0].json()["text"].startswith("Anomaly on machine2")
+
+
+def test_a_429_with_retry_after_is_honoured_and_the_alert_arrives_once(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    world.receiver.respond_with(429, "rate limited", {"Retry-After": "2"})
+    run_blocks(tmp_path)
+    first, second = world.receiver.requests  # the refused try and the delivery
+    assert second.received_at - first.received_at >= 2.0
+    assert second.body == first.body and second.json()["text"].startswith("Anomaly on machine2")
+    outbox = json.loads((world.state_dir / "alerts" / "slack" / "outbox.json").read_text())
+    assert outbox["messages"] == []
+
+
+def test_a_second_run_waits_for_the_lock_and_then_stops_without_changing_anything(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    holder = RunLock(world.state_dir).hold(timeout=0, what="scheduled run 41")
+    with holder, pytest.raises(RunLockBusy, match="scheduled run 41"):
+        load_block("load_influx_data").load_influx_data(lock_timeout_seconds=0.3)
+    assert not (world.state_dir / "pending" / "current.json").exists()
+    run_blocks(tmp_path)
+    assert world.state_file.exists()
+
+
+def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path: Path) -> None:
+    seed_fault(world)
+    summary = run_blocks(tmp_path, features=["power", "load"], threshold=0.7)
+    assert not world.state_file.exists()
+    custom = Path(summary["state"])
+    assert custom.exists() and custom.parent == world.state_dir
+    assert FleetState.load(custom).detector.config.features == ("load", "power")
+    run_blocks(tmp_path)
+    assert world.state_file.exists() and custom.exists()
+
+
+def test_later_blocks_need_the_run_the_loader_started(local_dirs) -> None:
+    scored = pd.DataFrame({"status": pd.Series([], dtype=object)})
+    with pytest.raises(PipelineError, match="run the pipeline from load_influx_data"):
+        load_block("export_anomaly_scores").export_anomaly_scores(scored)
+
+
+def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    world.telemetry.write(300)
+    output = load_block("load_influx_data").load_influx_data()
+    for name in ("transform_data", "detect_anomalies", "check_anomalies"):
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+    FleetState.new().save(world.state_file)  # someone else committed
+
+    with pytest.raises(PipelineError, match="changed while this run was in progress"):
+        load_block("export_anomaly_scores").export_anomaly_scores(output)
+    assert FleetState.load(world.state_file).watermark is None
