@@ -186,18 +186,17 @@ class FleetDetector:
             if name not in out.columns:
                 out[name] = np.nan
         try:
-            X = out[features].apply(pd.to_numeric).to_numpy(np.float64)
+            X = np.column_stack(
+                [pd.to_numeric(out[name]).to_numpy(np.float64) for name in features]
+            )
         except (ValueError, TypeError) as error:
             raise ValueError(f"feature columns {features} must be numeric: {error}") from None
         n = len(out)
         status = np.zeros(n, np.int8)  # index into STATUSES
-        times = np.full(n, NO_TIME, np.int64)
-        stamps = pd.to_datetime(out[time], utc=True, errors="coerce")
-        status[stamps.isna().to_numpy()] = STATUSES.index("bad_time")
-        ok_time = status == 0
-        times[ok_time] = _ns(stamps[ok_time])
+        times = _ns(pd.to_datetime(out[time], utc=True, errors="coerce"))
+        status[times == NO_TIME] = STATUSES.index("bad_time")
         keys = out[key]
-        status[(keys.isna().to_numpy()) & ok_time] = STATUSES.index("bad_key")
+        status[keys.isna().to_numpy() & (status == 0)] = STATUSES.index("bad_key")
         valid = np.flatnonzero(status == 0)
         rows = np.full(n, -1, np.intp)
         rows[valid] = self.fleet.rows(keys.iloc[valid])
@@ -325,9 +324,14 @@ class FleetDetector:
             done[active] += keep_len
 
     def _deviation(self, rows: np.ndarray, X: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        low, high = self.usual_low[rows], self.usual_high[rows]
-        with np.errstate(invalid="ignore"):
-            return (X - np.clip(X, low, high)) / spans
+        """(x - clip(x, usual low, usual high)) / span; NaN without a usual range yet."""
+        above = X - self.usual_high[rows]
+        np.maximum(above, 0.0, out=above)
+        below = X - self.usual_low[rows]
+        np.minimum(below, 0.0, out=below)
+        above += below
+        above /= spans
+        return above
 
     def _note_window(self, rows: np.ndarray, X: np.ndarray, pivoted: np.ndarray) -> None:
         """Track each window's value range; at a pivot it becomes the usual range."""

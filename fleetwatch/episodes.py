@@ -354,8 +354,5 @@ def _copy(episode: Episode) -> Episode:
 
 def _ns(values: pd.Series | Sequence) -> np.ndarray:
     """Times as int64 nanoseconds since the epoch (naive times are taken as UTC; integers are
-    nanoseconds)."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True)
-    return (
-        stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").astype(np.int64)
-    )
+    nanoseconds; NaT is NO_TIME)."""
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8

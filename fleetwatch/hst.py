@@ -156,14 +156,14 @@ class TreeStructure:
         grid = self._grid
         for start in range(0, n, chunk):
             stop = start + chunk
-            codes = (
-                self._route_levels(X[start:stop])
-                if grid is None
-                else _route_grid(X[start:stop], *grid)
-            )
+            codes = out[start:stop]
+            if grid is None:
+                codes[...] = self._route_levels(X[start:stop])
+            else:
+                cuts, strides, table = grid
+                np.take(table, _grid_cells(X[start:stop], cuts, strides), axis=0, out=codes)
             if models is not None:
                 codes += (models[start:stop] * self.cells)[:, None]
-            out[start:stop] = codes
         return out
 
     @cached_property
@@ -433,19 +433,17 @@ class WindowMasses:
         self.counts, self.table = arrays["counts"].copy(), arrays["table"].copy()
 
 
-def _route_grid(
-    x: np.ndarray, cuts: list[np.ndarray], strides: np.ndarray, table: np.ndarray
-) -> np.ndarray:
-    """Codes from the grid: per feature, the number of thresholds at or below the value (NaN:
-    all of them, as NaN goes right) gives its cell."""
-    cell = np.zeros(len(x), dtype=np.intp)
+def _grid_cells(x: np.ndarray, cuts: list[np.ndarray], strides: np.ndarray) -> np.ndarray:
+    """Each point's grid cell: per feature, the number of thresholds at or below the value
+    (NaN: all of them, as NaN goes right)."""
+    cell = np.full(len(x), sum(len(c) * s for c, s in zip(cuts, strides, strict=True)), np.intp)
     for f, (thresholds, stride) in enumerate(zip(cuts, strides, strict=True)):
-        below = np.zeros(len(x), dtype=np.uint16)  # thresholds above the value
+        above = np.zeros(len(x), dtype=np.uint16)  # thresholds above the value
         column = x[:, f]
         for threshold in thresholds:
-            np.add(below, column < threshold, out=below)
-        cell += (len(thresholds) - below.astype(np.intp)) * stride
-    return table[cell]
+            np.add(above, column < threshold, out=above)
+        cell -= np.multiply(above, stride, dtype=np.intp)
+    return cell
 
 
 def _tree_sum(values: np.ndarray) -> np.ndarray:

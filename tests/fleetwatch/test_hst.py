@@ -154,7 +154,7 @@ def test_unknown_order_is_rejected():
         HalfSpaceTrees(seed=1).score_learn_many(np.zeros((3, 1)), order="learn_only")
 
 
-@pytest.mark.parametrize(("n_trees", "height", "d"), [(5, 2, 1), (5, 2, 4), (4, 3, 2)])
+@pytest.mark.parametrize(("n_trees", "height", "d"), [(5, 2, 1), (5, 2, 4), (4, 3, 2), (6, 3, 3)])
 def test_grid_routing_equals_walking_the_levels(n_trees, height, d):
     """Small forests route by a lookup in the grid of thresholds; values exactly at a
     threshold, NaN and values outside the limits land where the level walk puts them."""
