@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -146,20 +145,3 @@ def test_mage_project_opts_out_of_telemetry_and_has_no_example_pipeline() -> Non
     assert "MAGE_SLACK_WEBHOOK_URL" in meta["notification_config"]["slack_config"]["webhook_url"]
     pipelines = sorted(p.name for p in (project / "pipelines").iterdir() if p.is_dir())
     assert pipelines == ["machine_anomaly_detection"]
-
-
-def test_mage_run_executes_the_pipeline_headless(local_dirs) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mage"),
-            "run",
-            str(REPO_ROOT / "influx-magic"),
-            "machine_anomaly_detection",
-        ],
-        cwd=local_dirs["HOME"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Pipeline run completed." in result.stdout
