@@ -198,16 +198,24 @@ def iter_machine_data(
 ) -> Iterator[pd.DataFrame]:
     """Telemetry in `[since, until)` as one frame per time slice of at most `chunk`.
 
+    Slices without data are not yielded, and a cheap `min(time)` query skips over them, so a
+    window that starts long before the data (a large first-run lookback, an old watermark) or
+    spans an outage costs one query per gap, not one per empty slice.
     `until=None` reads up to now and leaves the last slice open-ended, so points stamped a
     little ahead of this machine's clock are not skipped. Raises `InfluxNotFound` when the
     database or table does not exist, `InfluxUnavailable` when the server does not answer.
     """
     if chunk <= timedelta(0):
         raise ValueError(f"chunk must be positive, got {chunk}")
-    start = _utc(since)
     end = _utc(until) if until is not None else None
-    stop = end if end is not None else pd.Timestamp.now(tz="UTC")
-    while True:
+    start: pd.Timestamp | None = _utc(since)
+    probe = True
+    while start is not None:
+        if probe:  # jump over a stretch without data instead of querying it slice by slice
+            start = _first_time(client, table, start, end)
+            if start is None:
+                return
+        stop = end if end is not None else max(start, pd.Timestamp.now(tz="UTC"))
         slice_end = min(start + chunk, stop)
         last = slice_end >= stop
         bounded = not (last and end is None)
@@ -215,11 +223,28 @@ def iter_machine_data(
         if bounded:
             params["until"] = time_param(slice_end)
         sql = machine_data_sql(features, bounded=bounded, table=table)
-        table_ = _query(client, sql, params, what=f"reading {table}")
-        yield _machine_frame(table_, features)
+        frame = _machine_frame(_query(client, sql, params, what=f"reading {table}"), features)
+        if len(frame):
+            yield frame
         if last:
             return
-        start = slice_end
+        start, probe = slice_end, len(frame) == 0
+
+
+def _first_time(
+    client: InfluxDBClient3, table: str, since: pd.Timestamp, until: pd.Timestamp | None
+) -> pd.Timestamp | None:
+    """The earliest point time in the window, or None when the window is empty."""
+    where = "time >= $since" + (" AND time < $until" if until is not None else "")
+    params = {"since": time_param(since)}
+    if until is not None:
+        params["until"] = time_param(until)
+    sql = f"SELECT min(time) AS first FROM {sql_ident(table)} WHERE {where}"
+    result = _query(client, sql, params, what=f"reading {table}")
+    if result.num_rows == 0:
+        return None
+    first = result.column("first")[0].as_py()
+    return None if first is None else _utc(first)
 
 
 def load_machine_data(
@@ -268,16 +293,20 @@ def empty_machine_frame(features: Sequence[str] = FEATURES) -> pd.DataFrame:
 
 
 def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
+    """Arrow result -> the loader's frame. Types are settled in Arrow: tags arrive
+    dictionary-encoded (possibly with repeated dictionary values across batches, which pandas'
+    Categorical rejects), time without a zone, integer fields as Int64."""
     if table.num_rows == 0:
         return empty_machine_frame(features)
-    frame = table.to_pandas()
-    time = pd.to_datetime(frame["time"])
-    frame["time"] = time.dt.tz_localize("UTC") if time.dt.tz is None else time.dt.tz_convert("UTC")
+    columns = {
+        "time": table.column("time").cast(pa.timestamp("ns", tz="UTC")),
+        **{tag: table.column(tag).cast(pa.string()) for tag in TAGS},
+        **{name: table.column(name).cast(pa.float64()) for name in features},
+    }
+    frame = pa.table(columns).to_pandas()
     for tag in TAGS:
-        frame[tag] = frame[tag].astype(object).where(frame[tag].notna(), None)
-    for name in features:
-        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-    return frame[["time", *TAGS, *features]]
+        frame[tag] = frame[tag].astype(object)
+    return frame
 
 
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
@@ -291,7 +320,9 @@ def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: s
 
 def _query_error(client: InfluxDBClient3, error: Exception, what: str) -> InfluxError:
     cause = error.__context__ if error.__context__ is not None else error
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    # gRPC appends pages of debug context; the first sentence says what happened.
+    lines = str(cause).strip().split(". gRPC client debug context")[0].splitlines()
+    text = lines[0] if lines else type(cause).__name__
     where = f"InfluxDB at {client.base_url} (database {getattr(client, '_database', '?')!r})"
     lowered = str(cause).lower()
     if isinstance(cause, flight.FlightUnavailableError) or "failed to connect" in lowered:
