@@ -73,3 +73,23 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
         render_machine_plots(
             scores("m").drop(columns=["score", "is_anomaly"]), tmp_path, threshold=0.8
         )
+
+
+def test_nothing_to_plot_writes_nothing(tmp_path: Path) -> None:
+    empty = scores("machine1").iloc[0:0]
+    assert render_machine_plots(empty, tmp_path, threshold=0.8) == {}
+    assert render_machine_plots(scores("machine1"), tmp_path, threshold=0.8) == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_subset_of_features_gets_one_panel_each(tmp_path: Path) -> None:
+    frame = scores("machine2", anomalous=slice(10, 20)).drop(columns=["temperature"])
+    (path,) = render_machine_plots(
+        frame, tmp_path, threshold=0.7, features=("load", "power")
+    ).values()
+    with Image.open(path) as image:
+        two_panels = image.size[1]
+    (path,) = render_machine_plots(scores("machine2", anomalous=slice(10, 20)), tmp_path / "all",
+                                   threshold=0.7).values()  # fmt: skip
+    with Image.open(path) as image:
+        assert image.size[1] > two_panels
