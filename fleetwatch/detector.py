@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, _ns
+from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import Fleet
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
 
@@ -193,7 +193,7 @@ class FleetDetector:
             raise ValueError(f"feature columns {features} must be numeric: {error}") from None
         n = len(out)
         status = np.zeros(n, np.int8)  # index into STATUSES
-        times = _ns(pd.to_datetime(out[time], utc=True, errors="coerce"))
+        times = as_nanoseconds(pd.to_datetime(out[time], utc=True, errors="coerce"))
         status[times == NO_TIME] = STATUSES.index("bad_time")
         keys = out[key]
         status[keys.isna().to_numpy() & (status == 0)] = STATUSES.index("bad_key")

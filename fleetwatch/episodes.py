@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["AlarmRule", "AlarmState", "Episode", "EpisodeEvent", "EpisodeTracker"]
+__all__ = ["AlarmRule", "AlarmState", "Episode", "EpisodeEvent", "EpisodeTracker", "as_nanoseconds"]
 
 NO_TIME = np.iinfo(np.int64).min  # "never": no anomalous point yet
 
@@ -230,7 +230,7 @@ class EpisodeTracker:
         """
         events: list[EpisodeEvent] = []
         frame = scored[scored["status"] == "scored"] if len(scored) else scored
-        times = _ns(frame[time]) if len(frame) else np.zeros(0, np.int64)
+        times = as_nanoseconds(frame[time]) if len(frame) else np.zeros(0, np.int64)
         if len(frame):
             machines = frame[key].astype(str).to_numpy()
             flags = frame["in_episode"].to_numpy(bool) | frame["episode_end"].to_numpy(bool)
@@ -241,7 +241,7 @@ class EpisodeTracker:
                 order = np.lexsort((times[picked], machines[picked]))
                 self._walk(sub.iloc[order], machines[picked][order], times[picked][order], events)
         if now is not None:
-            self._clock(int(_ns([now])[0]), events)
+            self._clock(int(as_nanoseconds([now])[0]), events)
         elif len(times):
             self._clock(int(times.max()), events)
         events.sort(key=lambda e: (e.time, e.episode.machine, e.kind != "resolved"))
@@ -352,7 +352,7 @@ def _copy(episode: Episode) -> Episode:
     return Episode(**{**asdict(episode)})
 
 
-def _ns(values: pd.Series | Sequence) -> np.ndarray:
+def as_nanoseconds(values: pd.Series | Sequence) -> np.ndarray:
     """Times as int64 nanoseconds since the epoch (naive times are taken as UTC; integers are
     nanoseconds; NaT is NO_TIME)."""
     return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
