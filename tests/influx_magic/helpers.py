@@ -137,3 +137,16 @@ def messages(receiver: Any, word: str, machine: str | None = None) -> list[dict]
         if text.startswith(word) and (machine is None or f"{machine} (" in text):
             found.append(body)
     return found
+
+
+def project_files() -> dict[str, str | None]:
+    """Every file of the Mage project that git would report (tracked, or untracked and not
+    ignored), with its content hash: equal before and after means `git status` unchanged."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", str(PROJECT)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {name: file_digest(REPO_ROOT / name) for name in listed}

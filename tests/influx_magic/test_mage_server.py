@@ -1,0 +1,167 @@
+"""`python -m fleetwatch.mage_server`: the scheduler runs the pipeline every minute, the API
+trigger is created from MAGE_API_TRIGGER_TOKEN, the GUI shows the pipeline, nothing in the
+project changes, and SIGTERM stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import signal
+import urllib.error
+import urllib.request
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from tests.influx_magic.helpers import PIPELINE, messages, project_files
+from tests.support import PYTHON, ManagedProcess, wait_until
+
+pytestmark = pytest.mark.slow
+BLOCK_ORDER = [
+    "load_influx_data",
+    "transform_data",
+    "detect_anomalies",
+    "check_anomalies",
+    "export_anomaly_scores",
+]
+
+
+def api(port: int, path: str, body: dict | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:  # Mage answers some refusals with a status too
+        return {"error": {"code": error.code, "body": error.read().decode(errors="replace")}}
+
+
+def start_mage(start_process, port: int, env: dict[str, str]) -> ManagedProcess:
+    return start_process(
+        "mage_server",
+        [PYTHON, "-m", "fleetwatch.mage_server", "--port", str(port)],
+        env=env,
+        url=f"http://127.0.0.1:{port}/api/status",
+        timeout=240,
+    )
+
+
+def stop_and_check_nothing_is_left(server: ManagedProcess) -> None:
+    family = psutil.Process(server.popen.pid).children(recursive=True)
+    assert family  # mage start, its scheduler and server processes, its kernel
+    server.popen.send_signal(signal.SIGTERM)
+    assert server.popen.wait(timeout=60) == 0
+    assert wait_until(
+        lambda: not any(p.is_running() and p.status() != "zombie" for p in family), 10
+    )
+
+
+def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
+    world: PipelineWorld, start_process, port_factory
+) -> None:
+    seed_fault(world)
+    before = project_files()
+    port = port_factory()
+    token = secrets.token_hex(12)
+    server = start_mage(start_process, port, {"MAGE_API_TRIGGER_TOKEN": token})
+
+    # The every-minute trigger fires within a minute; the run takes some seconds.
+    assert wait_until(lambda: messages(world.receiver, "Anomaly"), timeout=120, interval=1)
+    alert = messages(world.receiver, "Anomaly", "machine2")
+    assert len(alert) == 1
+    link = re.search(
+        rf"http://127\.0\.0\.1:{port}/pipelines/{PIPELINE}/runs/(\d+)", json.dumps(alert)
+    )
+    assert link, alert
+    run = api(port, f"/api/pipeline_runs/{link.group(1)}")["pipeline_run"]
+    assert wait_until(
+        lambda: (
+            api(port, f"/api/pipeline_runs/{link.group(1)}")["pipeline_run"]["status"]
+            == "completed"
+        ),
+        timeout=60,
+    ), run
+
+    def api_trigger() -> dict | None:
+        schedules = api(port, f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+        found = [s for s in schedules["pipeline_schedules"] if s["schedule_type"] == "api"]
+        return found[0] if found else None
+
+    assert wait_until(lambda: api_trigger() is not None, timeout=30)
+    schedule_id = api_trigger()["id"]
+    trigger = f"/api/pipeline_schedules/{schedule_id}/pipeline_runs"
+    no_variables = {"pipeline_run": {"variables": {}}}
+    assert "error" in api(port, f"{trigger}/not-{token}", no_variables)
+    started = api(port, f"{trigger}/{token}", no_variables)["pipeline_run"]
+    assert wait_until(
+        lambda: (
+            api(port, f"/api/pipeline_runs/{started['id']}")["pipeline_run"]["status"]
+            in ("completed", "failed")
+        ),
+        timeout=90,
+        interval=1,
+    )
+    assert api(port, f"/api/pipeline_runs/{started['id']}")["pipeline_run"]["status"] == "completed"
+    assert len(world.receiver.requests) == 1  # no new data, no new alert
+    assert token not in server.log()
+
+    stop_and_check_nothing_is_left(server)
+    assert project_files() == before  # `mage start` left `git status` as it was
+
+
+@pytest.mark.browser
+def test_the_pipeline_page_shows_the_five_blocks_in_order(
+    local_dirs, start_process, port_factory, tmp_path
+) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    before = project_files()
+    port = port_factory()
+    # Scheduled runs fail fast and quietly here: no InfluxDB, no webhook.
+    env = {
+        "MAGE_API_TRIGGER_TOKEN": "",
+        "INFLUX_HOST": "http://127.0.0.1:9",
+        "SLACK_WEBHOOK_URL": "",
+    }
+    server = start_mage(start_process, port, env)
+
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(f"http://127.0.0.1:{port}/pipelines/{PIPELINE}/edit", timeout=120_000)
+            page.get_by_text(BLOCK_ORDER[-1], exact=True).first.wait_for(timeout=120_000)
+            shown = page.evaluate(
+                """names => {
+                    const wanted = new Set(names), found = [];
+                    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+                    while (walker.nextNode()) {
+                        const text = walker.currentNode.nodeValue.trim();
+                        if (wanted.has(text)) found.push(text);
+                    }
+                    return found;
+                }""",
+                BLOCK_ORDER,
+            )
+            page.screenshot(path=str(tmp_path / "pipeline.png"))
+        finally:
+            browser.close()
+
+    assert list(dict.fromkeys(shown)) == BLOCK_ORDER
+    stop_and_check_nothing_is_left(server)
+    assert project_files() == before
