@@ -405,25 +405,25 @@ def split_lines(body: str) -> list[str]:
 
 def _split_body(body: bytes) -> pa.Array:
     """All lines of the body (as a string array), split as Core splits them."""
+    # One string over the body's own memory (no copy); full validation checks the UTF-8.
+    offsets = pa.py_buffer(np.array([0, len(body)], dtype=np.int64))
+    text_array = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(body)])
     try:
-        text_array = pa.array([body], pa.binary()).cast(pa.string())
+        text_array.validate(full=True)
     except pa.ArrowInvalid:
         try:
             body.decode()
         except UnicodeDecodeError as error:
             raise BodyError(f"body content is not valid utf8: {error}") from None
         raise
-    lines = pc.split_pattern(text_array, "\n").flatten()
+    lines = pc.split_pattern(text_array, "\n").flatten().cast(pa.string())
     if b'"' not in body and b"\\\n" not in body:
         return lines
     if b"\\\n" not in body:
         # Quoted newlines are the only way the plain split can be wrong; a line that is
         # well-formed on its own never ends inside a quoted string.
-        suspicious = pc.and_(
-            pc.match_substring(lines, '"'),
-            pc.invert(pc.match_substring_regex(lines, _WELL_FORMED_LINE.pattern)),
-        )
-        if not pc.any(suspicious).as_py():
+        quoted = lines.filter(pc.match_substring(lines, '"'))
+        if pc.all(pc.match_substring_regex(quoted, _WELL_FORMED_LINE.pattern)).as_py():
             return lines
     return pa.array(split_lines(body.decode()), pa.string())
 
@@ -446,19 +446,24 @@ def _literal(text: str) -> str:
     return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
 
 
-def _shape_pattern(line: ParsedLine) -> str:
-    """A regex matching exactly the lines spelled like `line` apart from values."""
+def _shape_pattern(line: ParsedLine, *, strict: bool = False) -> str:
+    """A regex matching exactly the lines spelled like `line` apart from values.
+
+    `strict` (for the split path) wants single spaces and a timestamp, and captures nothing.
+    """
+    space = " " if strict else " +"
     parts = ["^", _literal(line.raw_table)]
     for index, raw_key in enumerate(line.raw_tag_keys):
         parts += [",", _literal(raw_key), "=", _TAG_VALUE_PATTERN.format(name=f"t{index}")]
-    parts.append(" +")
+    parts.append(space)
     for index, (raw_key, (_, kind, _)) in enumerate(
         zip(line.raw_field_keys, line.fields, strict=True)
     ):
         parts += ["," if index else "", _literal(raw_key), "="]
         parts.append(_VALUE_PATTERNS[kind].format(name=f"f{index}"))
-    parts.append(r"(?: +(?P<ts>-?\d+) *)?$")
-    return "".join(parts)
+    parts.append(" -?[0-9]+$" if strict else r"(?: +(?P<ts>-?\d+) *)?$")
+    pattern = "".join(parts)
+    return re.sub(r"\(\?P<\w+>", "(?:", pattern) if strict else pattern
 
 
 def _convert_field(kind: Kind, text: pa.Array) -> pa.Array:
@@ -479,23 +484,77 @@ def _convert_field(kind: Kind, text: pa.Array) -> pa.Array:
 
 def _columnar_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineGroup | None:
     """The lines matching `line`'s shape as one group (None if a value did not convert)."""
+    try:
+        if _splittable(line):
+            group = _split_group(line, lines, rows)
+            if group is not None:
+                return group
+        return _extract_group(line, lines, rows)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Overflow or an over-long string somewhere: the per-line parser reports which line.
+        return None
+
+
+def _splittable(line: ParsedLine) -> bool:
+    """Whether values can be cut out by splitting at commas and spaces (the common case):
+    no string fields, a timestamp, and names without commas or escapes."""
+    names = [line.raw_table, *line.raw_tag_keys, *line.raw_field_keys]
+    return (
+        line.timestamp is not None
+        and all(kind is not Kind.STRING for _, kind, _ in line.fields)
+        and not any("," in name or "\\" in name for name in names)
+    )
+
+
+def _split_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineGroup | None:
+    """Match without captures (a fast DFA pass), then split every line into its tokens."""
+    matched = pc.match_substring_regex(lines, _shape_pattern(line, strict=True))
+    mask = matched.to_numpy(zero_copy_only=False)
+    count = int(mask.sum())
+    if count == 0:
+        return None
+    chosen = lines if count == len(lines) else lines.filter(matched)
+    width = 2 + len(line.tags) + len(line.fields)
+    tokens = pc.split_pattern(pc.replace_substring(chosen, " ", ","), ",").flatten()
+
+    def token(position: int, key: str, kind: Kind | None = None) -> pa.Array:
+        values = tokens.take(pa.array(np.arange(position, count * width, width)))
+        if not key:
+            return values
+        # Cut off "key=" (the slice counts code points, as len() does) and an i/u suffix.
+        suffixed = kind in (Kind.INTEGER, Kind.UINTEGER)
+        return pc.utf8_slice_codeunits(values, len(key) + 1, -1 if suffixed else 2**31 - 1)
+
+    tags = {
+        key: token(1 + i, raw)
+        for i, ((key, _), raw) in enumerate(zip(line.tags, line.raw_tag_keys, strict=True))
+    }
+    offset = 1 + len(line.tags)
+    fields = {
+        key: (kind, _convert_field(kind, token(offset + i, raw, kind)))
+        for i, ((key, kind, _), raw) in enumerate(
+            zip(line.fields, line.raw_field_keys, strict=True)
+        )
+    }
+    timestamps = token(width - 1, "").cast(pa.int64())
+    return LineGroup(line.table, rows[mask], tags, fields, timestamps)
+
+
+def _extract_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineGroup:
+    """One regex pass with a capture group per value."""
     captured = pc.extract_regex(lines, _shape_pattern(line))
     matched = captured.is_valid()
     if captured.null_count:
         captured = captured.filter(matched)
-    try:
-        tags = {key: captured.field(f"t{i}") for i, (key, _) in enumerate(line.tags)}
-        fields = {
-            key: (kind, _convert_field(kind, captured.field(f"f{i}")))
-            for i, (key, kind, _) in enumerate(line.fields)
-        }
-        raw_ts = captured.field("ts")
-        # An absent timestamp captures as an empty string, not null.
-        raw_ts = pc.if_else(pc.equal(raw_ts, ""), pa.scalar(None, pa.string()), raw_ts)
-        timestamps = raw_ts.cast(pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Overflow or an over-long string somewhere: the per-line parser reports which line.
-        return None
+    tags = {key: captured.field(f"t{i}") for i, (key, _) in enumerate(line.tags)}
+    fields = {
+        key: (kind, _convert_field(kind, captured.field(f"f{i}")))
+        for i, (key, kind, _) in enumerate(line.fields)
+    }
+    raw_ts = captured.field("ts")
+    # An absent timestamp captures as an empty string, not null.
+    raw_ts = pc.if_else(pc.equal(raw_ts, ""), pa.scalar(None, pa.string()), raw_ts)
+    timestamps = raw_ts.cast(pa.int64())
     return LineGroup(
         line.table, rows[matched.to_numpy(zero_copy_only=False)], tags, fields, timestamps
     )
@@ -546,7 +605,8 @@ def _groups_from_lines(parsed: Iterable[tuple[int, ParsedLine]]) -> list[LineGro
 def parse(body: bytes) -> Parsed:
     """Parse a whole request body into shape groups and per-line errors."""
     lines = _split_body(body)
-    stripped = pc.utf8_ltrim(lines, characters=" \t\n")
+    indented = pc.or_(pc.starts_with(lines, " "), pc.starts_with(lines, "\t"))
+    stripped = pc.utf8_ltrim(lines, characters=" \t\n") if pc.any(indented).as_py() else lines
     content = pc.and_(
         pc.greater(pc.binary_length(stripped), 0),
         pc.invert(pc.starts_with(stripped, "#")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -81,6 +82,7 @@ def _quiet_dependencies() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; returns 1 if it cannot start (exits the process when done)."""
     _hide_tracebacks_from_clients()
     _quiet_dependencies()
     data_dir = args.data_dir or path_setting("LOCALFLUX_DATA_DIR")
@@ -119,7 +121,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         front.serve_forever()
     finally:
+        log.debug("stopping: Flight server")
         flight_service.shutdown()
+        log.debug("stopping: compacting and closing the store")
         store.close()
     log.info("localflux stopped")
-    return 0
+    # Everything is on disk and closed. Skip interpreter finalisation: it would wait for a
+    # daemon thread still importing datafusion, or for native threads, for seconds.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,279 @@
+"""localflux serve: ingest, Flight reads and time pruning, as ratios to references in the same run.
+
+1. Writes: 1M rows of machine telemetry (100 machines, 2 tags, 5 fields) in 50k-row chunks.
+   References: the client's DataFrame -> line protocol conversion (DataframeSerializer), and
+   the client's whole write path against a null server that accepts every body unread
+   (serialisation + the client's own encoding and HTTP). Measured: the same writes through
+   localflux. Goal: end-to-end >= 50% of the client's serialisation rate.
+2. Reads: `SELECT *` over those 1M rows via Flight, against pyarrow reading the same rows from
+   one local Parquet file. Goal: <= 3x.
+3. Pruning: a last-minute query after 1 h and after 24 h of history (100 series at 1 Hz,
+   360k and 8.64M rows). Goal: 24 h / 1 h <= 1.2. The history is written through the storage
+   layer (Store.write with Arrow columns: the same validation, WAL and compaction as an HTTP
+   write, minus text parsing), because 8.64M rows over HTTP would take minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from influxdb_client_3 import InfluxDBClient3
+from influxdb_client_3.write_client.client.write.dataframe_serializer import DataframeSerializer
+from influxdb_client_3.write_client.client.write_api import PointSettings
+from influxdb_client_3.write_client.domain.write_precision import WritePrecision
+
+from localflux.lineprotocol import LineGroup, Parsed
+from localflux.model import Kind
+from localflux.storage import Store
+
+ROWS = 1_000_000
+CHUNK = 50_000
+MACHINES = 100
+TAGS = ["machineID", "provider"]
+WRITE_OPTIONS = {
+    "data_frame_measurement_name": "machine_data",
+    "data_frame_tag_columns": TAGS,
+    "data_frame_timestamp_column": "time",
+}
+LAST_MINUTE = "SELECT * FROM machine_data WHERE time >= now() - interval '1 minute'"
+
+
+def telemetry(rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(42)
+    return pd.DataFrame(
+        {
+            "time": pd.date_range("2024-01-01", periods=rows, freq="10ms"),
+            "machineID": [f"machine{i % MACHINES:03d}" for i in range(rows)],
+            "provider": [f"provider{i % 4}" for i in range(rows)],
+            "volt": rng.normal(170, 10, rows),
+            "rotate": rng.normal(450, 50, rows),
+            "pressure": rng.normal(100, 10, rows),
+            "vibration": rng.normal(40, 5, rows),
+            "cycles": rng.integers(0, 10_000, rows),
+        }
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median_seconds(work: Callable[[], object], runs: int) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+class NullServer:
+    """Accepts every write unread: the client's own cost, with no server work at all."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                remaining = int(self.headers.get("Content-Length") or 0)
+                while remaining:
+                    remaining -= len(self.rfile.read(min(remaining, 1 << 20)))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Server:
+    """`python -m localflux serve` in its own process group."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "localflux",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("localflux did not start")
+
+    def client(self) -> InfluxDBClient3:
+        return InfluxDBClient3(host=self.url, token="", database="machines")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def write_rates(frame: pd.DataFrame, data_dir: Path) -> Server:
+    """Serialise, write to a null server and write to localflux chunk by chunk, interleaved,
+    so that load from other processes on the machine spreads evenly over the three."""
+    chunks = [frame.iloc[i : i + CHUNK] for i in range(0, len(frame), CHUNK)]
+    null = NullServer()
+    null_client = InfluxDBClient3(host=null.url, token="", database="machines")
+    server = Server(data_dir)
+    client = server.client()
+    spent = {"serialize": 0.0, "null": 0.0, "localflux": 0.0}
+    steps = {
+        "serialize": lambda chunk: DataframeSerializer(
+            chunk, PointSettings(), WritePrecision.NS, **WRITE_OPTIONS
+        ).serialize(),
+        "null": lambda chunk: null_client.write(chunk, **WRITE_OPTIONS),
+        "localflux": lambda chunk: client.write(chunk, **WRITE_OPTIONS),
+    }
+    for number, chunk in enumerate(chunks):
+        names = list(steps)
+        for name in names[number % 3 :] + names[: number % 3]:
+            started = time.perf_counter()
+            steps[name](chunk)
+            spent[name] += time.perf_counter() - started
+    null.close()
+    serialize_rate, client_rate, e2e_rate = (len(frame) / spent[name] for name in steps)
+    ratio = e2e_rate / serialize_rate
+    print(f"client DataFrame -> line protocol (DataframeSerializer): {serialize_rate:,.0f} rows/s")
+    print(f"client write() to a null server (all client-side work): {client_rate:,.0f} rows/s")
+    print(f"end-to-end write() through localflux, 1M rows in 50k chunks: {e2e_rate:,.0f} rows/s")
+    print(
+        f"  e2e / serialization = {ratio:.2f} (goal >= 0.50) {'OK' if ratio >= 0.5 else 'MISSED'}"
+    )
+    print(
+        f"  e2e / client alone = {e2e_rate / client_rate:.2f} "
+        "(the share of write time the client spends on its own work)"
+    )
+    return server
+
+
+def read_rates(server: Server, scratch: Path) -> None:
+    client = server.client()
+    table = client.query("SELECT * FROM machine_data")
+    assert table.num_rows == ROWS, table.num_rows
+    flight = median_seconds(lambda: client.query("SELECT * FROM machine_data"), runs=5)
+    path = scratch / "reference.parquet"
+    pq.write_table(table, path)
+    local = median_seconds(lambda: pq.read_table(path), runs=5)
+    ratio = flight / local
+    print(f"Flight SELECT * over 1M rows: {flight * 1000:.0f} ms (median of 5)")
+    print(f"pyarrow reading the same rows from one local Parquet file: {local * 1000:.0f} ms")
+    print(f"  Flight / Parquet = {ratio:.2f} (goal <= 3) {'OK' if ratio <= 3 else 'MISSED'}")
+
+
+def write_history(data_dir: Path, hours: int) -> int:
+    """`hours` of 100 series at 1 Hz ending now, one Store.write per hour, compacted."""
+    store = Store(data_dir)
+    end = time.time_ns() // 10**9 * 10**9
+    machines = np.array([f"machine{i:03d}" for i in range(MACHINES)], dtype=object)
+    rng = np.random.default_rng(1)
+    per_hour = 3600 * MACHINES
+    for hour in range(hours):
+        seconds = np.repeat(np.arange(hour * 3600, (hour + 1) * 3600), MACHINES)
+        times = end - (hours * 3600 - 1 - seconds) * 10**9
+        group = LineGroup(
+            "machine_data",
+            np.arange(per_hour),
+            {"machineID": pa.array(np.tile(machines, 3600), pa.string())},
+            {
+                "volt": (Kind.FLOAT, pa.array(rng.normal(170, 10, per_hour))),
+                "rotate": (Kind.FLOAT, pa.array(rng.normal(450, 50, per_hour))),
+                "vibration": (Kind.FLOAT, pa.array(rng.normal(40, 5, per_hour))),
+            },
+            pa.array(times, pa.int64()),
+        )
+        parsed = Parsed(pa.array([], pa.string()), [group], [])
+        store.write(
+            "machines", parsed, precision="ns", now_ns=end, accept_partial=False, no_sync=True
+        )
+        store.compact()
+    store.close()
+    return hours * per_hour
+
+
+def pruning(scratch: Path) -> None:
+    medians = {}
+    for hours in (1, 24):
+        data_dir = scratch / f"history-{hours}h"
+        started = time.perf_counter()
+        rows = write_history(data_dir, hours)
+        print(
+            f"{hours:>2} h of history: {rows:,} rows written in {time.perf_counter() - started:.0f} s"
+        )
+        server = Server(data_dir)
+        try:
+            client = server.client()
+            result = client.query(LAST_MINUTE)
+            assert 5_000 <= result.num_rows <= 6_100, result.num_rows
+            medians[hours] = median_seconds(lambda c=client: c.query(LAST_MINUTE), runs=30)
+        finally:
+            server.stop()
+    ratio = medians[24] / medians[1]
+    print(
+        f"last-minute query via Flight: after 1 h {medians[1] * 1000:.1f} ms, "
+        f"after 24 h {medians[24] * 1000:.1f} ms (median of 30)"
+    )
+    print(f"  24 h / 1 h = {ratio:.2f} (goal <= 1.2) {'OK' if ratio <= 1.2 else 'MISSED'}")
+    print("  (history written through the storage layer, not over HTTP; see the module docstring)")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-localflux-") as tmp:
+        scratch = Path(tmp)
+        frame = telemetry(ROWS)
+        server = write_rates(frame, scratch / "writes")
+        try:
+            read_rates(server, scratch)
+        finally:
+            server.stop()
+        pruning(scratch)
+
+
+if __name__ == "__main__":
+    main()
