@@ -233,7 +233,9 @@ def _check_names(line: ParsedLine) -> None:
         fields.add(key)
         if key in seen:
             raise LineProtocolError(type_conflict(key, Kind.TAG, kind))
-    for key, kind in [(k, Kind.TAG) for k, _ in line.tags] + [(k, c) for k, c, _ in line.fields]:
+    if TIME in seen:
+        raise LineProtocolError(type_conflict(TIME, Kind.TIME, Kind.TAG))
+    for key, kind, _ in line.fields:
         if key == TIME:
             raise LineProtocolError(type_conflict(TIME, Kind.TIME, kind))
 
@@ -570,10 +572,11 @@ def _fast_shape(text: str) -> ParsedLine | None:
 
 
 def _shape_key(line: ParsedLine) -> tuple[object, ...]:
+    """Lines with equal keys (in the same order) and kinds form one group."""
     return (
         line.table,
-        tuple(sorted(key for key, _ in line.tags)),
-        tuple(sorted((key, kind.value) for key, kind, _ in line.fields)),
+        tuple(key for key, _ in line.tags),
+        tuple((key, kind) for key, kind, _ in line.fields),
     )
 
 
@@ -583,18 +586,22 @@ def _groups_from_lines(parsed: Iterable[tuple[int, ParsedLine]]) -> list[LineGro
     for row, line in parsed:
         by_shape.setdefault(_shape_key(line), []).append((row, line))
     groups = []
-    for members in by_shape.values():
-        first = members[0][1]
-        tag_values = [dict(line.tags) for _, line in members]
-        field_values = [{k: v for k, _, v in line.fields} for _, line in members]
+    for (table, tag_keys, field_kinds), members in by_shape.items():
+        tag_columns: dict[str, list[str]] = {key: [] for key in tag_keys}
+        field_columns: dict[str, list[object]] = {key: [] for key, _ in field_kinds}
+        for _, line in members:
+            for key, value in line.tags:
+                tag_columns[key].append(value)
+            for key, _, value in line.fields:
+                field_columns[key].append(value)
         groups.append(
             LineGroup(
-                first.table,
+                table,
                 np.array([row for row, _ in members], dtype=np.int64),
-                {key: pa.array([t[key] for t in tag_values], pa.string()) for key, _ in first.tags},
+                {key: pa.array(values, pa.string()) for key, values in tag_columns.items()},
                 {
-                    key: (kind, pa.array([f[key] for f in field_values], kind.arrow_type))
-                    for key, kind, _ in first.fields
+                    key: (kind, pa.array(field_columns[key], kind.arrow_type))
+                    for key, kind in field_kinds
                 },
                 pa.array([line.timestamp for _, line in members], pa.int64()),
             )
