@@ -29,7 +29,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,7 +299,17 @@ class Store:
         timed = to_nanoseconds(parsed, precision, now_ns)
         while True:
             with self._lock:
-                db = self._dbs.get(db_name) or self._create_database(db_name)
+                db = self._dbs.get(db_name)
+            if db is None:
+                # Validate before creating the database: a write that stores nothing creates
+                # nothing.
+                errors, valid, _ = _resolve({}, parsed, timed)
+                if errors and not accept_partial:
+                    raise WriteRejected(errors[0])
+                if not valid:
+                    return errors
+                with self._lock:
+                    db = self._dbs.get(db_name) or self._create_database(db_name)
             with db.write_lock:
                 if not db.deleted:
                     return self._write_locked(db, parsed, timed, accept_partial, no_sync)
@@ -314,28 +324,7 @@ class Store:
     ) -> list[LineError]:
         with self._lock:
             existing = {name: t.columns for name, t in db.definition.tables.items()}
-        added: dict[str, dict[str, Kind]] = {}
-        valid: dict[str, list[tuple[LineGroup, np.ndarray]]] = {}
-        errors = list(parsed.errors)
-        # Groups in order of their first line: a group's lines all agree on kinds, so the
-        # first line decides for the whole group exactly as line-by-line validation would.
-        for group, times in sorted(timed, key=lambda item: int(item[0].rows[0])):
-            table_columns = existing.get(group.table, {})
-            new_columns = added.setdefault(group.table, {})
-            conflict = None
-            for name, kind in group.kinds().items():
-                have = table_columns.get(name) or new_columns.get(name)
-                if have is not None and have is not kind:
-                    conflict = type_conflict(name, have, kind)
-                    break
-            if conflict is not None:
-                errors.extend(parsed.error_for(int(row), conflict) for row in group.rows)
-                continue
-            for name, kind in group.kinds().items():
-                if name not in table_columns:
-                    new_columns.setdefault(name, kind)
-            valid.setdefault(group.table, []).append((group, times))
-        errors.sort(key=lambda error: error.line_number)
+        errors, valid, added = _resolve(existing, parsed, timed)
         if errors and not accept_partial:
             raise WriteRejected(errors[0])
         if not valid:
@@ -644,6 +633,42 @@ class Store:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _resolve(
+    existing: Mapping[str, Mapping[str, Kind]],
+    parsed: Parsed,
+    timed: list[tuple[LineGroup, np.ndarray]],
+) -> tuple[
+    list[LineError], dict[str, list[tuple[LineGroup, np.ndarray]]], dict[str, dict[str, Kind]]
+]:
+    """Check every group's column kinds against the tables; return the errors (by line), the
+    accepted groups per table, and the columns they add per table.
+
+    Groups go in order of their first line: a group's lines all agree on kinds, so its first
+    line decides for all of them exactly as line-by-line validation would.
+    """
+    added: dict[str, dict[str, Kind]] = {}
+    valid: dict[str, list[tuple[LineGroup, np.ndarray]]] = {}
+    errors = list(parsed.errors)
+    for group, times in sorted(timed, key=lambda item: int(item[0].rows[0])):
+        table_columns = existing.get(group.table, {})
+        new_columns = added.setdefault(group.table, {})
+        conflict = None
+        for name, kind in group.kinds().items():
+            have = table_columns.get(name) or new_columns.get(name)
+            if have is not None and have is not kind:
+                conflict = type_conflict(name, have, kind)
+                break
+        if conflict is not None:
+            errors.extend(parsed.error_for(int(row), conflict) for row in group.rows)
+            continue
+        for name, kind in group.kinds().items():
+            if name not in table_columns:
+                new_columns.setdefault(name, kind)
+        valid.setdefault(group.table, []).append((group, times))
+    errors.sort(key=lambda error: error.line_number)
+    return errors, valid, added
 
 
 def build_table(groups: list[tuple[LineGroup, np.ndarray]]) -> pa.Table:

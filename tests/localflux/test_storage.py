@@ -136,3 +136,14 @@ def test_one_store_per_data_dir(tmp_path: Path):
     with pytest.raises(DataDirLocked):
         Store(tmp_path)
     store.close()
+
+
+def test_a_write_that_stores_nothing_creates_no_database(tmp_path: Path):
+    store = Store(tmp_path)
+    assert [e.line_number for e in write(store, "m f=NaN 1")] == [1]
+    with pytest.raises(WriteRejected):
+        write(store, "m f=1 1\nm f=NaN 2", accept_partial=False)
+    assert store.database_names() == []
+    write(store, "m f=1 1")
+    assert store.database_names() == [DB]
+    store.close()
