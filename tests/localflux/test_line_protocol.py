@@ -285,14 +285,17 @@ def test_v2_and_v1_reject_the_whole_batch(localflux_server):
     db = _db(localflux_server, "strict_v2")
     response = write_lp(localflux_server, BAD_BODY, api="v2", db=db)
     assert response.status_code == 400
-    assert response.json()["code"] == "invalid"
-    assert "line 2" in response.json()["message"]
+    v2_error = response.json()
+    assert v2_error["code"] == "invalid"
     assert _nothing_stored(localflux_server, db)
     db = _db(localflux_server, "strict_v1")
     response = write_lp(localflux_server, BAD_BODY, api="v1", db=db)
     assert response.status_code == 400
-    assert "line 2" in response.json()["error"]
+    v1_error = response.json()
     assert _nothing_stored(localflux_server, db)
+    if not contract_host():  # the wording of these messages is localflux's own
+        assert "line 2" in v2_error["message"]
+        assert "line 2" in v1_error["error"]
 
 
 def test_databases_and_tables_are_created_on_write(localflux_server):
