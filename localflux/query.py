@@ -135,6 +135,16 @@ def _timestamp_ns(literal: object) -> int | None:
     return None if value is None else int(value) * _UNIT_NS[match.group(1)]
 
 
+def _quoted(table: str) -> str:
+    """A table name as one quoted SQL identifier: registration parses names, and a
+    measurement may hold dots, quotes or capitals.
+
+    >>> _quoted('sys.cpu'), _quoted('my"q')
+    ('"sys.cpu"', '"my""q"')
+    """
+    return '"' + table.replace('"', '""') + '"'
+
+
 def _message(error: Exception) -> str:
     return str(error).removeprefix("DataFusion error: ").strip()
 
@@ -180,7 +190,7 @@ class QueryEngine:
         ctx = self._session()
         for name, definition in definitions.items():
             schema = definition.schema()
-            ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema)]])
+            ctx.register_record_batches(_quoted(name), [[pa.RecordBatch.from_pylist([], schema)]])
         values = dict(params) if params else None
         try:
             scans = plan_scans(
@@ -192,8 +202,8 @@ class QueryEngine:
             raise QueryError(_message(error)) from None
         snapshot = self.store.snapshot(database, {name: (s.lo, s.hi) for name, s in scans.items()})
         for name, table in snapshot.items():
-            ctx.deregister_table(name)
-            ctx.register_record_batches(name, self._partitions(table, scans[name]))
+            ctx.deregister_table(_quoted(name))
+            ctx.register_record_batches(_quoted(name), self._partitions(table, scans[name]))
         try:
             result = ctx.sql_with_options(sql, _read_only(), param_values=values).to_arrow_table()
         except Exception as error:

@@ -35,6 +35,12 @@ ROW_CASES = [
     ),
     ("measurement comma", r"m\,x,t=v f=1 1000000000000000000", "m,x", [{"t": "v", "f": 1.0}]),
     (
+        "dots and capitals",
+        "Sys.CPU,Host=A f=1 1000000000000000000",
+        "Sys.CPU",
+        [{"Host": "A", "f": 1.0}],
+    ),
+    (
         "backslashes",
         r"m\\x,t=a\\b,u=c\d f=1 1000000000000000000",
         "m\\x",
