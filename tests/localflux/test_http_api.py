@@ -39,6 +39,12 @@ def test_gzip_bodies_are_accepted(localflux_server):
     assert len(rows(localflux_server, "SELECT * FROM m")) == 2
 
 
+def test_no_sync_writes_are_acknowledged_and_visible(localflux_server):
+    assert write_lp(localflux_server, LINES, no_sync="true").status_code == 204
+    assert len(rows(localflux_server, "SELECT * FROM m")) == 2
+    assert write_lp(localflux_server, LINES, no_sync="maybe").status_code == 400
+
+
 def test_chunked_bodies_are_accepted(localflux_server):
     def pieces():
         for line in LINES.splitlines(keepends=True):
