@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -165,6 +165,17 @@ def reading_times(system: LocalSystem) -> list[float]:
     )
     rows = get_json(system.url("LOCALFLUX_PORT", f"/api/v3/query_sql?{query}"))
     return [datetime.fromisoformat(row["time"]).timestamp() for row in rows]
+
+
+def completed_run_after(system: LocalSystem, moment: datetime) -> bool:
+    """Whether a scheduled pipeline run due after `moment` has completed (Mage's times: UTC)."""
+    query = urllib.parse.urlencode({"pipeline_uuid": "machine_anomaly_detection", "_limit": 10})
+    runs = get_json(system.url("MAGE_PORT", f"/api/pipeline_runs?{query}"))["pipeline_runs"]
+    return any(
+        run["status"] == "completed"
+        and datetime.fromisoformat(run["execution_date"]).replace(tzinfo=UTC) > moment
+        for run in runs
+    )
 
 
 @pytest.fixture
@@ -386,23 +397,27 @@ def test_a_fault_toggled_in_the_browser_alerts_once_for_that_machine(
             card.locator("[data-role=kind]").select_option("overload")
             card.locator("[data-role=toggle]").click()
             expect(card).to_have_attribute("data-fault-active", "true")
+            toggled_at = time.time()
         finally:
             browser.close()
-    toggled_at = time.time()
 
     def alerts() -> list[dict]:
         return get_json(system.url("INBOX_PORT", "/api/messages"))
 
-    def about(message: dict, machine: str) -> bool:
+    def mentions(message: dict, machine: str) -> bool:
         return machine in message["text"]
 
     arrived = wait_until(
-        lambda: any(about(m, "machine2") for m in alerts()), 150 - (time.time() - toggled_at), 2
+        lambda: any(mentions(m, "machine2") for m in alerts()),
+        150 - (time.time() - toggled_at),
+        interval=2,
     )
+    assert arrived, f"no alert for machine2 within 150 s: {alerts()}\n{system.log()[-8000:]}"
+    # Exactly once: a scheduled run that starts after the alert must not repeat it.
+    alerted_at = datetime.fromisoformat(alerts()[-1]["received_at"])
+    assert wait_until(lambda: completed_run_after(system, alerted_at), 150, interval=2)
     messages = alerts()
-    assert arrived, f"no alert for machine2 within 150 s; inbox: {messages}\n{system.log()[-8000:]}"
-    anomalies = [m for m in messages if m["text"].startswith("Anomaly")]
-    assert [m for m in anomalies if about(m, "machine2")] == anomalies[:1] == anomalies, messages
-    for healthy in ("machine1", "machine3"):
-        assert not [m for m in messages if about(m, healthy)], messages
+    assert len(messages) == 1, messages
+    assert messages[0]["text"].startswith("Anomaly") and mentions(messages[0], "machine2")
+    assert not [m for m in messages if mentions(m, "machine1") or mentions(m, "machine3")]
     stop_and_check_nothing_is_left(system)
