@@ -8,6 +8,8 @@
   unless the environment says otherwise (the Docker stack keeps it on).
 * Links to a run (in our alerts and in Mage's own failure notices) use `MAGE_PUBLIC_HOST`,
   which defaults to `http://localhost:6789` whatever the port: set from `--port` unless given.
+* Mage's own failure notice goes to `MAGE_SLACK_WEBHOOK_URL`, or to `SLACK_WEBHOOK_URL` when
+  that is empty (as `.env.example` documents); Mage cannot express that fallback itself.
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
   `triggers.yaml`; so the trigger is created (or its token updated) through Mage's REST API
   once the server answers, when `MAGE_API_TRIGGER_TOKEN` is set. No tracked file holds it.
@@ -29,10 +31,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +66,17 @@ def mage_environment(
     ('sqlite:////data/mage/mage-ai.db', 'http://127.0.0.1:7000')
     >>> env["REQUIRE_USER_AUTHENTICATION"]
     '0'
+    >>> mage_environment({"SLACK_WEBHOOK_URL": "http://hook"}, host="127.0.0.1", port=1)[
+    ...     "MAGE_SLACK_WEBHOOK_URL"]
+    'http://hook'
     """
     result = dict(env)
     data_dir = path_setting("MAGE_DATA_DIR", env)
     result["MAGE_DATA_DIR"] = str(data_dir)
     result.setdefault("MAGE_DATABASE_CONNECTION_URL", f"sqlite:///{data_dir / 'mage-ai.db'}")
     result.setdefault("REQUIRE_USER_AUTHENTICATION", "0")
+    # metadata.yaml reads MAGE_SLACK_WEBHOOK_URL itself; empty means SLACK_WEBHOOK_URL.
+    result["MAGE_SLACK_WEBHOOK_URL"] = setting("MAGE_SLACK_WEBHOOK_URL", env)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     result.setdefault("MAGE_PUBLIC_HOST", f"http://{public_host}:{port}")
     if home is not None:
@@ -106,7 +114,8 @@ class MageApi:
             login = {"session": {"email": OWNER_EMAIL, "password": self.password}}
             answer = self._request("POST", "/api/sessions", login, headers)
             self._token = str(answer["session"]["token"])
-        return {**headers, "OAUTH-TOKEN": self._token}
+        # The session token is the encoded form Mage's UI keeps in its `oauth_token` cookie.
+        return {**headers, "Cookie": f"oauth_token={self._token}"}
 
     def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None, headers: Mapping[str, str]
@@ -163,17 +172,42 @@ def ensure_api_trigger(api: MageApi, token: str, pipeline: str = PIPELINE) -> in
 
 
 class MageServer:
-    """`mage start` in its own process group, stopped as a whole."""
+    """`mage start` in its own process group, stopped as a whole.
 
-    def __init__(self, command: list[str], env: Mapping[str, str]) -> None:
+    Its output is passed through with `secrets` masked: Tornado's access log prints request
+    paths, and the API trigger's path carries its token.
+    """
+
+    def __init__(
+        self, command: list[str], env: Mapping[str, str], secrets: Sequence[str] = ()
+    ) -> None:
         self.command = command
         self.env = dict(env)
+        self.secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
         self.process: subprocess.Popen | None = None
+        self._pump: threading.Thread | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.command, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
+            self.command,
+            env=self.env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        self._pump = threading.Thread(target=self._forward, name="mage-output", daemon=True)
+        self._pump.start()
+
+    def _forward(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        out = sys.stdout.buffer
+        for line in self.process.stdout:
+            for secret in self.secrets:
+                line = line.replace(secret, b"***")
+            with contextlib.suppress(OSError, ValueError):
+                out.write(line)
+                out.flush()
 
     def wait_ready(self, url: str, timeout: float) -> None:
         """Wait until `url` answers, or fail when Mage exits or `timeout` passes."""
@@ -201,6 +235,8 @@ class MageServer:
         self._signal(family, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
+        if self._pump is not None:
+            self._pump.join(timeout=5)
 
     def _descendants(self) -> list[int]:
         assert self.process is not None
@@ -255,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     env = mage_environment(os.environ, host=args.host, port=port, home=args.home)
     Path(env["MAGE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
 
-    server = MageServer(mage_command(args.project.resolve(), args.host, port), env)
+    secrets = [
+        setting(name, env)
+        for name in ("MAGE_API_TRIGGER_TOKEN", "SLACK_WEBHOOK_URL", "MAGE_SLACK_WEBHOOK_URL")
+    ]
+    server = MageServer(mage_command(args.project.resolve(), args.host, port), env, secrets)
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -297,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
+        log.info("Mage stopped")
 
 
 if __name__ == "__main__":

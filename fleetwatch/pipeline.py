@@ -672,8 +672,8 @@ def export(checked: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def run_all(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """All five steps in one process, as `mage run` does (benchmarks, quick checks)."""
-    ctx = RunContext.from_kwargs(kwargs)
+def run_all(kwargs: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """All five steps in one process, as `mage run` calls them (benchmarks, quick checks)."""
+    ctx = RunContext.from_kwargs(kwargs, env)
     frame = prepare_telemetry(load_telemetry(ctx), ctx)
     return export(check(detect(frame, ctx), ctx), ctx)
