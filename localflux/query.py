@@ -179,6 +179,8 @@ class QueryEngine:
             .with_default_catalog_and_schema("public", "iox")
             .with_information_schema(True)
             .with_target_partitions(2)
+            # Few, large batches: less per-batch work in DataFusion and in the Flight stream.
+            .with_batch_size(65536)
         )
         return SessionContext(config)
 

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="buffered rows that trigger compaction sooner (default 1000000)",
     )
     parser.add_argument(
+        "--cache-mb",
+        type=int,
+        default=512,
+        help="memory for decoded Parquet files, so repeated queries skip reading them (default 512)",
+    )
+    parser.add_argument(
         "--max-request-size",
         type=int,
         default=MAX_REQUEST_BYTES,
@@ -91,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     token = token or None
     try:
         store = Store(
-            data_dir, compact_rows=args.compact_rows, compact_interval=args.compact_interval
+            data_dir,
+            compact_rows=args.compact_rows,
+            compact_interval=args.compact_interval,
+            cache_bytes=args.cache_mb * 1024 * 1024,
         )
     except DataDirLocked as error:
         log.error("%s", error)

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from localflux.catalog import Catalog, DatabaseDef, TableDef, fsync_dir, write_atomically
+from localflux.filecache import CachedFile, FileCache
 from localflux.lineprotocol import LineError, LineGroup, Parsed, to_nanoseconds
 from localflux.model import TAG_TYPE, TIME, TIME_TYPE, Kind, type_conflict
 from localflux.series import SeriesClock, deduplicate, series_ids, time_values
@@ -152,10 +153,17 @@ class Database:
 
 
 @dataclass
+class SnapshotFile:
+    data_file: DataFile
+    path: Path
+    source: pa.NativeFile | None = None  # opened at snapshot time, so deletion cannot hurt
+
+
+@dataclass
 class PartitionSnapshot:
     partition: Partition
     version: int
-    files: list[tuple[DataFile, Path]]
+    files: list[SnapshotFile]
     buffer: list[pa.Table]
     dirty: bool
     deduplicated: pa.Table | None
@@ -183,11 +191,17 @@ class Store:
     """All databases in one data dir. Thread-safe; one Store per data dir (a lock file)."""
 
     def __init__(
-        self, data_dir: Path, *, compact_rows: int = 1_000_000, compact_interval: float = 60.0
+        self,
+        data_dir: Path,
+        *,
+        compact_rows: int = 1_000_000,
+        compact_interval: float = 60.0,
+        cache_bytes: int = 512 * 1024 * 1024,
     ) -> None:
         self.data_dir = data_dir
         self.compact_rows = compact_rows
         self.compact_interval = compact_interval
+        self.files = FileCache(cache_bytes)
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(data_dir / "lock", "a+b")  # noqa: SIM115 - held for our lifetime
         try:
@@ -425,7 +439,7 @@ class Store:
                         PartitionSnapshot(
                             partition,
                             partition.version,
-                            [(f, db.directory / f.path) for f in partition.files],
+                            [SnapshotFile(f, db.directory / f.path) for f in partition.files],
                             list(partition.buffer),
                             partition.dirty,
                             cached[1] if cached and cached[0] == partition.version else None,
@@ -436,7 +450,8 @@ class Store:
             # Open the files now: compaction may delete them later, an open file stays readable.
             for table in result.values():
                 for part in table.partitions:
-                    part.files = [(f, _open(path)) for f, path in part.files]
+                    for snapshot_file in part.files:
+                        snapshot_file.source = pa.memory_map(str(snapshot_file.path))
             return result
 
     def read(
@@ -457,7 +472,8 @@ class Store:
                         part.partition.deduplicated = (part.version, full)
             yield full.select([c for c in columns if c in full.column_names])
             return
-        for data_file, source in part.files:
+        for snapshot_file in part.files:
+            data_file = snapshot_file.data_file
             if (
                 lo is not None
                 and data_file.max_time < lo
@@ -465,13 +481,19 @@ class Store:
                 and data_file.min_time > hi
             ):
                 continue
-            wanted = [c for c in columns if c in data_file.columns]
-            yield _read_parquet(source, wanted or [TIME], lo, hi)
+            rows = self._cached(snapshot_file).between(lo, hi)
+            yield rows.select([c for c in columns if c in data_file.columns] or [TIME])
         for rows in part.buffer:
             yield rows.select([c for c in columns if c in rows.column_names])
 
+    def _cached(self, snapshot_file: SnapshotFile) -> CachedFile:
+        source = snapshot_file.source
+        return self.files.get(
+            str(snapshot_file.path), lambda: pq.read_table(source or snapshot_file.path)
+        )
+
     def _all_rows(self, part: PartitionSnapshot) -> list[pa.Table]:
-        return [pq.read_table(source) for _, source in part.files] + part.buffer
+        return [self._cached(f).table for f in part.files] + part.buffer
 
     # --- compaction --------------------------------------------------------------------------
 
@@ -528,6 +550,7 @@ class Store:
                 db.wal_through = through
                 self._save_manifest(db)
             for data_file in replaced:
+                self.files.evict(str(db.directory / data_file.path))
                 (db.directory / data_file.path).unlink(missing_ok=True)
             db.wal.delete_through(through)
             log.info(
@@ -543,7 +566,9 @@ class Store:
         merge = job.dirty or len(job.files) + 1 > MAX_FILES_PER_PARTITION
         pieces = list(job.buffer)
         if merge:
-            pieces = [pq.read_table(db.directory / f.path) for f in job.files] + pieces
+            pieces = [
+                self._cached(SnapshotFile(f, db.directory / f.path)).table for f in job.files
+            ] + pieces
         table = _concat(pieces)
         if job.dirty:
             table = deduplicate(table, job.table.definition.tag_names())
@@ -559,10 +584,16 @@ class Store:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        times = time_values(table)
-        return DataFile(
-            relative, table.num_rows, int(times.min()), int(times.max()), table.column_names
-        ), merge
+        cached = CachedFile.of(table)
+        self.files.put(str(path), cached)  # the next query need not read it back
+        data_file = DataFile(
+            relative,
+            table.num_rows,
+            int(cached.times.min()),
+            int(cached.times.max()),
+            table.column_names,
+        )
+        return data_file, merge
 
     # --- manifest, startup and replay --------------------------------------------------------
 
@@ -735,18 +766,3 @@ def decode_record(payload: bytes) -> dict[int, pa.Table]:
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-
-
-def _open(path: Path) -> pa.NativeFile:
-    return pa.memory_map(str(path))
-
-
-def _read_parquet(
-    source: pa.NativeFile, columns: list[str], lo: int | None, hi: int | None
-) -> pa.Table:
-    filters = []
-    if lo is not None:
-        filters.append((TIME, ">=", pa.scalar(lo, TIME_TYPE)))
-    if hi is not None:
-        filters.append((TIME, "<=", pa.scalar(hi, TIME_TYPE)))
-    return pq.read_table(source, columns=columns, filters=filters or None)
