@@ -93,3 +93,9 @@ class FileCache:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.table.nbytes
+
+    def evict_prefix(self, prefix: str) -> None:
+        """Forget every file under a directory (a dropped database)."""
+        with self._lock:
+            for key in [k for k in self._entries if k.startswith(prefix)]:
+                self._bytes -= self._entries.pop(key).table.nbytes

@@ -276,6 +276,7 @@ class Store:
                 self.catalog.save()
             if db.wal is not None:
                 db.wal.close()
+            self.files.evict_prefix(str(db.directory) + os.sep)
             shutil.rmtree(db.directory, ignore_errors=True)
 
     def tables(self, db_name: str) -> dict[str, TableDef]:
