@@ -166,3 +166,13 @@ def test_time_overflow_after_scaling_is_a_line_error():
     ((group, times),) = lp.to_nanoseconds(parsed, "s", now_ns=0)
     assert times.tolist() == [10**9]
     assert [(e.line_number, e.message) for e in parsed.errors] == [(2, "timestamp out of range")]
+
+
+def test_a_backslash_escapes_a_newline_and_quotes_can_span_lines():
+    body = b'm,t=a\\\nb f=1 1\nm s="x\ny",f=2 2\nm f=3 3'
+    parsed = lp.parse(body)
+    assert parsed.errors == []
+    rows = _rows(parsed)
+    assert rows[1] == ("m", {"t": "a\\\nb"}, {"f": (Kind.FLOAT, 1.0)}, 1)
+    assert rows[2] == ("m", {}, {"s": (Kind.STRING, "x\ny"), "f": (Kind.FLOAT, 2.0)}, 2)
+    assert rows[3] == ("m", {}, {"f": (Kind.FLOAT, 3.0)}, 3)
