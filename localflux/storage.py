@@ -26,10 +26,9 @@ import json
 import logging
 import os
 import shutil
-import struct
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,10 +39,11 @@ import pyarrow.parquet as pq
 
 from localflux.catalog import Catalog, DatabaseDef, TableDef, fsync_dir, write_atomically
 from localflux.filecache import CachedFile, FileCache
+from localflux.ingest import build_table, resolve
 from localflux.lineprotocol import LineError, LineGroup, Parsed, to_nanoseconds
-from localflux.model import TAG_TYPE, TIME, TIME_TYPE, Kind, type_conflict
+from localflux.model import TIME
 from localflux.series import SeriesClock, deduplicate, series_ids, time_values
-from localflux.wal import Wal, read_segment, segments
+from localflux.wal import Wal, decode_tables, encode_tables, read_segment, segments
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class Store:
             if db is None:
                 # Validate before creating the database: a write that stores nothing creates
                 # nothing.
-                errors, valid, _ = _resolve({}, parsed, timed)
+                errors, valid, _ = resolve({}, parsed, timed)
                 if errors and not accept_partial:
                     raise WriteRejected(errors[0])
                 if not valid:
@@ -339,7 +339,7 @@ class Store:
     ) -> list[LineError]:
         with self._lock:
             existing = {name: t.columns for name, t in db.definition.tables.items()}
-        errors, valid, added = _resolve(existing, parsed, timed)
+        errors, valid, added = resolve(existing, parsed, timed)
         if errors and not accept_partial:
             raise WriteRejected(errors[0])
         if not valid:
@@ -356,7 +356,7 @@ class Store:
                 self.catalog.save()
         by_id = {definitions[name].id: table for name, table in tables.items()}
         assert db.wal is not None
-        db.wal.append(encode_record(by_id), sync=not no_sync)
+        db.wal.append(encode_tables(by_id), sync=not no_sync)
         self._publish(db, [(definitions[name], table) for name, table in tables.items()])
         return errors
 
@@ -655,114 +655,13 @@ class Store:
                 path.unlink()
                 continue
             for payload in read_segment(path):
-                tables = decode_record(payload)
+                tables = decode_tables(payload)
                 self._publish(db, [(by_id[i], t) for i, t in tables.items() if i in by_id])
                 replayed += sum(t.num_rows for t in tables.values())
         db.wal = Wal.open(wal_dir, after=last)
         if replayed:
             log.info("%s: replayed %d rows from the write-ahead log", definition.name, replayed)
         return db
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _resolve(
-    existing: Mapping[str, Mapping[str, Kind]],
-    parsed: Parsed,
-    timed: list[tuple[LineGroup, np.ndarray]],
-) -> tuple[
-    list[LineError], dict[str, list[tuple[LineGroup, np.ndarray]]], dict[str, dict[str, Kind]]
-]:
-    """Check every group's column kinds against the tables; return the errors (by line), the
-    accepted groups per table, and the columns they add per table.
-
-    Groups go in order of their first line: a group's lines all agree on kinds, so its first
-    line decides for all of them exactly as line-by-line validation would.
-    """
-    added: dict[str, dict[str, Kind]] = {}
-    valid: dict[str, list[tuple[LineGroup, np.ndarray]]] = {}
-    errors = list(parsed.errors)
-    for group, times in sorted(timed, key=lambda item: int(item[0].rows[0])):
-        table_columns = existing.get(group.table, {})
-        new_columns = added.setdefault(group.table, {})
-        conflict = None
-        for name, kind in group.kinds().items():
-            have = table_columns.get(name) or new_columns.get(name)
-            if have is not None and have is not kind:
-                conflict = type_conflict(name, have, kind)
-                break
-        if conflict is not None:
-            errors.extend(parsed.error_for(int(row), conflict) for row in group.rows)
-            continue
-        for name, kind in group.kinds().items():
-            if name not in table_columns:
-                new_columns.setdefault(name, kind)
-        valid.setdefault(group.table, []).append((group, times))
-    errors.sort(key=lambda error: error.line_number)
-    return errors, valid, added
-
-
-def build_table(groups: list[tuple[LineGroup, np.ndarray]]) -> pa.Table:
-    """One table's accepted lines as rows in line order; tags dictionary-encoded."""
-    pieces = []
-    for group, times in groups:
-        columns: dict[str, pa.Array] = {
-            TIME: pa.array(times, pa.int64()).cast(TIME_TYPE),
-            "\0row": pa.array(group.rows, pa.int64()),
-        }
-        columns.update(group.tags)
-        columns.update({name: values for name, (_, values) in group.fields.items()})
-        pieces.append(pa.table(columns))
-    table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces, promote_options="default")
-    if len(pieces) > 1:
-        table = table.take(pa.array(np.argsort(table.column("\0row").to_numpy(), kind="stable")))
-    names = sorted(n for n in table.column_names if n != "\0row")
-    arrays = []
-    for name in names:
-        column = table.column(name).combine_chunks()
-        if pa.types.is_string(column.type) and _is_tag(groups, name):
-            column = column.dictionary_encode()
-            if column.type != TAG_TYPE:
-                column = column.cast(TAG_TYPE)
-        arrays.append(column)
-    schema = pa.schema(
-        [
-            pa.field(name, a.type, nullable=name != TIME)
-            for name, a in zip(names, arrays, strict=True)
-        ]
-    )
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _is_tag(groups: list[tuple[LineGroup, np.ndarray]], name: str) -> bool:
-    return any(name in group.tags for group, _ in groups)
-
-
-def encode_record(tables: dict[int, pa.Table]) -> bytes:
-    """A WAL payload: a JSON header naming table ids and lengths, then one IPC stream each."""
-    streams = []
-    for table in tables.values():
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        streams.append(sink.getvalue())
-    header = json.dumps(
-        [[table_id, stream.size] for table_id, stream in zip(tables, streams, strict=True)]
-    ).encode()
-    return b"".join([struct.pack("<I", len(header)), header, *[s.to_pybytes() for s in streams]])
-
-
-def decode_record(payload: bytes) -> dict[int, pa.Table]:
-    (length,) = struct.unpack_from("<I", payload)
-    offset = 4 + length
-    tables = {}
-    for table_id, size in json.loads(payload[4:offset]):
-        tables[table_id] = pa.ipc.open_stream(
-            pa.py_buffer(payload[offset : offset + size])
-        ).read_all()
-        offset += size
-    return tables
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

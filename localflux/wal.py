@@ -18,12 +18,15 @@ Record layout: magic `LFW1`, payload length (u64 LE), CRC32 of the payload (u32 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+import pyarrow as pa
 
 from localflux.catalog import fsync_dir
 
@@ -120,3 +123,30 @@ class Wal:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+
+
+def encode_tables(tables: dict[int, pa.Table]) -> bytes:
+    """A WAL payload: a JSON header naming table ids and lengths, then one IPC stream each."""
+    streams = []
+    for table in tables.values():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        streams.append(sink.getvalue())
+    header = json.dumps(
+        [[table_id, stream.size] for table_id, stream in zip(tables, streams, strict=True)]
+    ).encode()
+    return b"".join([struct.pack("<I", len(header)), header, *[s.to_pybytes() for s in streams]])
+
+
+def decode_tables(payload: bytes) -> dict[int, pa.Table]:
+    """The tables of a payload written by `encode_tables`, by table id."""
+    (length,) = struct.unpack_from("<I", payload)
+    offset = 4 + length
+    tables = {}
+    for table_id, size in json.loads(payload[4:offset]):
+        tables[table_id] = pa.ipc.open_stream(
+            pa.py_buffer(payload[offset : offset + size])
+        ).read_all()
+        offset += size
+    return tables
