@@ -145,3 +145,12 @@ def test_mage_project_opts_out_of_telemetry_and_has_no_example_pipeline() -> Non
     assert "MAGE_SLACK_WEBHOOK_URL" in meta["notification_config"]["slack_config"]["webhook_url"]
     pipelines = sorted(p.name for p in (project / "pipelines").iterdir() if p.is_dir())
     assert pipelines == ["machine_anomaly_detection"]
+
+
+def test_readme_shows_the_two_commands_first_and_documents_every_setting() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    first_section = readme.split("\n## ", 2)[1]
+    assert first_section.startswith("The two commands")
+    assert "make run" in first_section and "make test" in first_section
+    for name in settings.DEFAULTS:
+        assert f"| `{name}` |" in readme, f"{name} is missing from the README's configuration table"
