@@ -7,15 +7,15 @@ remote broker) with a message naming the variable, instead of six processes fail
 
 The launcher owns the wiring between the services, so it sets for all of them:
 - `INFLUX_HOST`/`INFLUX_TOKEN` to its own localflux (the bridge writes there, Mage reads there);
-- without `SLACK_WEBHOOK_URL`, `SLACK_WEBHOOK_URL` (and an unset `MAGE_SLACK_WEBHOOK_URL`,
-  for Mage's own failure notices) to the local inbox's `/hook`, and `PUBLIC_BASE_URL` to the
-  inbox (it serves the plots) unless it was set to something other than its default.
+- without `SLACK_WEBHOOK_URL`, `SLACK_WEBHOOK_URL` to the local inbox's `/hook` (Mage's own
+  failure notices follow it, see fleetwatch.mage_server), and `PUBLIC_BASE_URL` to the inbox
+  (it serves the plots) unless it was set to something other than its default.
 
 >>> plan = build_plan({}, python="py", fresh_database=True)
 >>> [s.name for s in plan.services]
 ['localflux', 'broker', 'bridge', 'inbox', 'simulator', 'mage']
->>> plan.env["SLACK_WEBHOOK_URL"], plan.env["MAGE_SLACK_WEBHOOK_URL"], plan.env["INFLUX_HOST"]
-('http://127.0.0.1:5006/hook', 'http://127.0.0.1:5006/hook', 'http://127.0.0.1:8181')
+>>> plan.env["SLACK_WEBHOOK_URL"], plan.env["PUBLIC_BASE_URL"], plan.env["INFLUX_HOST"]
+('http://127.0.0.1:5006/hook', 'http://127.0.0.1:5006', 'http://127.0.0.1:8181')
 >>> print(plan.service("localflux").command)  # doctest: +ELLIPSIS
 exec py -m localflux serve --host 127.0.0.1 --port 8181 --data-dir /.../.local/influx
 >>> "--backfill 30m" in plan.service("simulator").command
@@ -186,8 +186,6 @@ def build_plan(env: Mapping[str, str], python: str, fresh_database: bool) -> Pla
         inbox_port = _port("INBOX_PORT", env)
         inbox_url = f"http://{HOST}:{inbox_port}"
         overrides["SLACK_WEBHOOK_URL"] = f"{inbox_url}/hook"
-        if not env.get("MAGE_SLACK_WEBHOOK_URL"):
-            overrides["MAGE_SLACK_WEBHOOK_URL"] = f"{inbox_url}/hook"  # Mage's failure notices
         if setting("PUBLIC_BASE_URL", env) == DEFAULTS["PUBLIC_BASE_URL"]:
             overrides["PUBLIC_BASE_URL"] = inbox_url
         services.append(
