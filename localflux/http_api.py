@@ -222,15 +222,20 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 remaining -= len(chunk)
 
-    def _read_chunked(self, limit: int) -> bytes:
+    def _read_chunked(self, limit: int) -> bytes | None:
+        """A chunked body, or None (after reading it all) when it is longer than `limit`."""
         parts = []
         total = 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            try:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                self.close_connection = True
+                raise HttpError(400, "malformed chunked request body") from None
             if size == 0:
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass
-                return b"".join(parts)
+                return b"".join(parts) if total <= limit else None
             total += size
             chunk = self.rfile.read(size)
             self.rfile.readline()
@@ -245,7 +250,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"unacceptable content-encoding: {encoding}")
         self._body_read = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = self._read_chunked(limit + 1)
+            body = self._read_chunked(limit)
+            if body is None:
+                raise too_large
         else:
             length = int(self.headers.get("Content-Length") or 0)
             if length > limit:

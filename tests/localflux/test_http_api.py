@@ -224,3 +224,22 @@ def test_auth_on(localflux_factory):
     wrong = server.client(token="wrong")
     with pytest.raises(InfluxDB3ClientQueryError, match="(?i)unauthenticated"):
         wrong.query("SELECT 1")
+
+
+def test_chunked_bodies_over_the_limit_are_refused(localflux_server):
+    line = b"m,host=a usage=1.5 1700000000000000000\n"
+    chunk = line * (1024 * 1024 // len(line))
+
+    def pieces():
+        for _ in range(11):
+            yield chunk
+
+    response = requests.post(
+        localflux_server.url + "/api/v3/write_lp",
+        params={"db": localflux_server.database},
+        data=pieces(),
+        headers=localflux_server.headers(),
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 413
+    assert query_sql(localflux_server, "SELECT * FROM m").status_code in (400, 404)
