@@ -243,3 +243,9 @@ def test_chunked_bodies_over_the_limit_are_refused(localflux_server):
     )
     assert response.status_code == 413
     assert query_sql(localflux_server, "SELECT * FROM m").status_code in (400, 404)
+
+
+def test_cors_preflight(localflux_server):
+    response = requests.options(localflux_server.url + "/api/v3/query_sql", timeout=TIMEOUT)
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
