@@ -121,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"localflux/{__version__}"
     timeout = _IDLE_TIMEOUT
     server: Api  # type: ignore[assignment]  # our Api stands in for socketserver's server
-    query: dict[str, str] = {}  # noqa: RUF012 - replaced per request, never mutated
+    query: dict[str, str] = {}  # replaced per request, never mutated
     _body_read = False
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
