@@ -28,40 +28,31 @@ The output frame is the input plus: `score` (continuous, before threshold and pe
 last complete window), in units of the feature's scale, signed (0 inside the range).
 
 >>> import pandas as pd
->>> detector = FleetDetector(DetectorConfig(features=("power",), limits={"power": (0, 600)},
-...                                         window_size=20, quiet_points=5))
->>> times = pd.date_range("2024-01-01", periods=60, freq="s")
->>> power = [210.0 + (i % 3) for i in range(50)] + [480.0] * 10
+>>> times = pd.date_range("2024-01-01", periods=400, freq="s")
+>>> power = [210.0 + (i % 7) for i in range(360)] + [480.0] * 40
 >>> frame = pd.DataFrame({"unique_id": "m1", "time": times, "power": power})
->>> scored = detector.score_frame(frame)
->>> int(scored["is_anomaly"].sum()), str(scored.loc[scored["episode_start"], "time"].iloc[0])
-(8, '2024-01-01 00:00:52')
+>>> scored = FleetDetector(DetectorConfig(features=("power",))).score_frame(frame)
+>>> str(scored.loc[scored["episode_start"], "time"].iloc[0]), bool(scored["in_episode"].iloc[-1])
+('2024-01-01 00:06:02', True)
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
-from fleetwatch.fleet import Fleet
+from fleetwatch.fleet import Fleet, KeyIndex
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
+from fleetwatch.views import VIEWS, FeatureViews, ViewSettings
 
-__all__ = ["DEFAULT_FEATURES", "DEFAULT_LIMITS", "DetectorConfig", "FleetDetector"]
+__all__ = ["DEFAULT_FEATURES", "DetectorConfig", "FleetDetector"]
 
 DEFAULT_FEATURES = ("load", "vibration", "power", "temperature")
-#: Physical ranges of the simulated machines' sensors (healthy load ~45-105, vibration
-#: ~65-97, power ~180-235, temperature ~33-42), with room for their faults.
-DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
-    "load": (0.0, 250.0),
-    "vibration": (0.0, 250.0),
-    "power": (0.0, 600.0),
-    "temperature": (0.0, 100.0),
-}
 STATUSES = ("scored", "stale", "missing", "bad_time", "bad_key")
 
 
@@ -70,16 +61,22 @@ class DetectorConfig:
     """Everything that decides scores and episodes. Saved with the state: a state file is
     only loaded by a detector with the same configuration.
 
-    `limits=None` scales online (per machine min-max); otherwise every feature needs limits.
-    With 4 features the blog's 5 trees of height 2 score the simulator's overload fault
-    below 0.8; 25 trees of height 6 score it ~0.85-0.9 with healthy machines below ~0.45,
-    at ~10 KB of masses per machine (height 8: ~40 KB).
+    `views` (default: level, change, volatility; see `fleetwatch.views`) gives every feature
+    its own Half-Space Trees over that feature's views, scaled online by robust z-scores, and
+    a point's score is the highest of its features' scores. `views=()` is the raw mode: one
+    model over the features themselves, scaled by `limits` (physical ranges) or, with
+    `limits=None`, an online min-max per machine.
     """
 
     features: tuple[str, ...] = DEFAULT_FEATURES
-    limits: Mapping[str, tuple[float, float]] | None = field(
-        default_factory=lambda: dict(DEFAULT_LIMITS)
-    )
+    views: tuple[str, ...] = ("change",)
+    stat_views: tuple[str, ...] = ("level", "still")
+    z_alarm: float = 5.0
+    level_span: int = 600
+    change_span: int = 100
+    outlier_z: float = 3.0
+    z_clip: float = 6.0
+    limits: Mapping[str, tuple[float, float]] | None = None
     n_trees: int = 25
     height: int = 6
     window_size: int = 250
@@ -92,9 +89,22 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "views", tuple(self.views))
+        object.__setattr__(self, "stat_views", tuple(self.stat_views))
+        for name in (*self.views, *self.stat_views):
+            if name not in VIEWS:
+                raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
+        if not self.z_alarm > 0:
+            raise ValueError(f"z_alarm must be > 0, got {self.z_alarm}")
         if self.limits is not None:
             limits = {str(k): (float(v[0]), float(v[1])) for k, v in self.limits.items()}
             object.__setattr__(self, "limits", limits)
+        if not self.views and self.stat_views:
+            raise ValueError("stat_views join the views mode; the raw mode (views=()) has none")
+        if self.views and self.limits is not None:
+            raise ValueError("limits scale the raw mode (views=()); views scale themselves")
+        if self.views:
+            self.view_settings  # noqa: B018 - checks the view settings
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
 
@@ -102,9 +112,15 @@ class DetectorConfig:
     def rule(self) -> AlarmRule:
         return AlarmRule(self.persistence, self.quiet_points, self.quiet_seconds)
 
+    @property
+    def view_settings(self) -> ViewSettings:
+        return ViewSettings(self.level_span, self.change_span, self.outlier_z, self.z_clip)
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["features"] = list(self.features)
+        data["views"] = list(self.views)
+        data["stat_views"] = list(self.stat_views)
         if self.limits is not None:
             data["limits"] = {k: list(v) for k, v in self.limits.items()}
         return data
@@ -120,38 +136,44 @@ class DetectorConfig:
 class FleetDetector:
     """Scores telemetry frames machine by machine, keeping every machine's model between calls.
 
-    `engine="river"` runs River's own HalfSpaceTrees per machine (the reference, slower, the
-    same scores); its state cannot be saved.
+    `engine="river"` runs River's own HalfSpaceTrees per model instead (the reference,
+    slower, the same scores); its state cannot be saved.
     """
 
     def __init__(self, config: DetectorConfig | None = None, engine: str = "numpy") -> None:
         self.config = config = config or DetectorConfig()
+        width = len(config.features)
+        # View mode: one model per machine and feature, over that feature's views.
+        self.models_per_machine = 1
         self.fleet = Fleet(
-            config.features,
+            [f"{f}.{v}" for f in config.features for v in config.views] or config.features,
             n_trees=config.n_trees,
             height=config.height,
             window_size=config.window_size,
             seed=config.seed,
             engine=engine,
         )
+        self.index = KeyIndex()
+        self.views = FeatureViews(config.view_settings, width) if config.views else None
+        self._hst_views = [VIEWS.index(v) for v in config.views]
+        self._stat_views = [VIEWS.index(v) for v in config.stat_views]
         self.scaler: Scaler = (
-            OnlineMinMaxScaler(len(config.features))
+            OnlineMinMaxScaler(width)
             if config.limits is None
             else LimitScaler(config.limits, config.features)
         )
         self.alarm = AlarmState()
-        width = len(config.features)
         self.last_time = np.zeros(0, np.int64)  # last processed time per machine
         self.last_value = np.zeros((0, width))  # last valid raw value (fills gaps)
-        self.usual_low = np.zeros((0, width))  # range of the last complete window
+        self.usual_low = np.zeros((0, width))  # raw mode: range of the last complete window
         self.usual_high = np.zeros((0, width))
-        self.window_low = np.zeros((0, width))  # range of the current window so far
+        self.window_low = np.zeros((0, width))  # raw mode: range of the current window so far
         self.window_high = np.zeros((0, width))
         self.skipped = dict.fromkeys(STATUSES[1:], 0)
 
     @property
     def machines(self) -> list[str]:
-        return self.fleet.keys
+        return self.index.keys
 
     @property
     def watermark(self) -> pd.Timestamp | None:
@@ -161,11 +183,15 @@ class FleetDetector:
         return pd.Timestamp(int(self.last_time.max()), tz="UTC")
 
     def _grow(self) -> None:
-        """Give per-machine state to machines the fleet added."""
-        count = len(self.fleet) - len(self.last_time)
+        """Give per-machine state (and models) to machines the index added."""
+        count = len(self.index) - len(self.last_time)
         if count <= 0:
             return
         width = len(self.config.features)
+        new = self.index.keys[len(self.last_time) :]
+        self.fleet.rows(new)
+        if self.views is not None:
+            self.views.add_models(count)
         self.scaler.add_models(count)
         self.alarm.add_models(count)
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
@@ -199,7 +225,7 @@ class FleetDetector:
         status[keys.isna().to_numpy() & (status == 0)] = STATUSES.index("bad_key")
         valid = np.flatnonzero(status == 0)
         rows = np.full(n, -1, np.intp)
-        rows[valid] = self.fleet.rows(keys.iloc[valid])
+        rows[valid] = self.index.rows(keys.iloc[valid])
         self._grow()
 
         # Per machine, in time order: drop what is not newer than the last processed point.
@@ -280,9 +306,20 @@ class FleetDetector:
         window; the rest wait for the next round and the new table.
         """
         config, fleet = self.config, self.fleet
-        w, rule = config.window_size, config.rule
-        scaled, spans = self.scaler.scale(rows, X)
-        encoded = fleet.encode(scaled, rows)
+        w, rule, group = config.window_size, config.rule, self.models_per_machine
+        n = len(rows)
+        if self.views is None:
+            unit, spans = self.scaler.scale(rows, X)
+            z = None
+        else:
+            unit, z = self.views.transform(rows, X)
+            unit = unit[:, :, self._hst_views].reshape(n * group, -1)
+            stat = self._stat_score(z)
+        # Model rows per point: (points, models of its machine); sensor f of machine m is
+        # model m * group + f, so a machine's first model stands for its window position.
+        models = rows[:, None] * group + np.arange(group)
+        encoded = fleet.encode(unit, models.ravel())
+        encoded = encoded.reshape(n, group, *encoded.shape[1:])
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         sizes = np.diff(np.r_[starts, len(rows)])
         machines = rows[starts]
@@ -293,14 +330,17 @@ class FleetDetector:
             cand = np.repeat(starts[active] + done[active], take) + local
             cstarts = np.cumsum(take) - take
             group_rows = machines[active]
-            warm = np.repeat(fleet.warm(group_rows), take)
-            score = fleet.score(rows[cand], encoded[cand])
+            warm = np.repeat(fleet.warm(group_rows * group), take)
+            flat = encoded[cand].reshape(len(cand) * group, *encoded.shape[2:])
+            score = fleet.score(models[cand].ravel(), flat).reshape(len(cand), group).max(axis=1)
+            if z is not None:
+                score = np.where(warm, np.maximum(score, stat[cand]), 0.0)
             steps = self.alarm.step(
                 rule, group_rows, cstarts, times[cand], warm & (score > config.threshold)
             )
             learned = np.ones(len(cand), bool) if config.learn_anomalies else ~steps["in_episode"]
             # Keep points up to the one that fills the window (the model pivots after it).
-            need = np.repeat(w - fleet.window_fill(group_rows), take)
+            need = np.repeat(w - fleet.window_fill(group_rows * group), take)
             running = np.cumsum(learned)
             running -= np.repeat(running[cstarts] - learned[cstarts], take)
             fills = np.where(learned & (running == need), local, np.iinfo(np.int64).max)
@@ -316,15 +356,32 @@ class FleetDetector:
             result["learned"][target] = learned[keep]
             for name in ("is_anomaly", "in_episode", "episode_start", "episode_end"):
                 result[name][target] = steps[name][keep]
-            deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
+            if z is None:
+                deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
+            else:
+                deviations[target] = most_unusual(z[kept])
             self.alarm.commit(group_rows, steps, cstarts + keep_len - 1)
             study = cand[keep & learned]
-            fleet.learn(rows[study], encoded[study])
-            self._note_window(rows[study], X[study], group_rows[pivots])
+            fleet.learn(
+                models[study].ravel(),
+                encoded[study].reshape(len(study) * group, *encoded.shape[2:]),
+            )
+            if z is None:
+                self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
 
+    def _stat_score(self, z: np.ndarray) -> np.ndarray:
+        """The statistical member: the largest |z| of the stat views over the features,
+        squashed onto [0, 1) so that `z_alarm` lands exactly on the threshold."""
+        if not self._stat_views:
+            return np.zeros(len(z))
+        worst = np.abs(z[:, :, self._stat_views]).max(axis=(1, 2))
+        threshold = self.config.threshold
+        half = self.config.z_alarm * (1.0 - threshold) / max(threshold, 1e-9)
+        return worst / (worst + half)
+
     def _deviation(self, rows: np.ndarray, X: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        """(x - clip(x, usual low, usual high)) / span; NaN without a usual range yet."""
+        """Raw mode: (x - clip(x, usual low, usual high)) / span; NaN without a usual range."""
         above = X - self.usual_high[rows]
         np.maximum(above, 0.0, out=above)
         below = X - self.usual_low[rows]
@@ -355,6 +412,7 @@ class FleetDetector:
             "split_threshold": structure.split_threshold,
             **{f"masses_{k}": v for k, v in masses.state().items()},
             **{f"scaler_{k}": v for k, v in self.scaler.state().items()},
+            **{f"views_{k}": v for k, v in (self.views.state() if self.views else {}).items()},
             **self.alarm.state(),
         }
         for name in (
@@ -385,12 +443,14 @@ class FleetDetector:
         machines = [str(m) for m in meta["machines"]]
         if len(machines) != len(set(machines)):
             raise ValueError("duplicate machine keys")
-        detector.fleet.rows(np.array(machines, dtype=object))
+        detector.index.rows(np.array(machines, dtype=object))
         detector._grow()
         detector.fleet.masses().restore(
             {k[7:]: v for k, v in arrays.items() if k.startswith("masses_")}
         )
         detector.scaler.restore({k[7:]: v for k, v in arrays.items() if k.startswith("scaler_")})
+        if detector.views is not None:
+            detector.views.restore({k[6:]: v for k, v in arrays.items() if k.startswith("views_")})
         detector.alarm.restore(arrays)
         count = len(machines)
         for name in (
@@ -405,7 +465,23 @@ class FleetDetector:
             if len(value) != count or value.shape[1:] != getattr(detector, name).shape[1:]:
                 raise ValueError(f"{name} has shape {value.shape} for {count} machines")
             setattr(detector, name, value.copy())
-        if len(detector.fleet.masses().counter) != count or len(detector.alarm.run) != count:
+        models = count * detector.models_per_machine
+        views = detector.views.count if detector.views is not None else np.zeros(count)
+        if (
+            len(detector.fleet.masses().counter) != models
+            or len(detector.alarm.run) != count
+            or len(views) != count
+        ):
             raise ValueError("model arrays do not match the number of machines")
         detector.skipped = {k: int(meta["skipped"].get(k, 0)) for k in STATUSES[1:]}
         return detector
+
+
+def most_unusual(z: np.ndarray) -> np.ndarray:
+    """Per point and feature, the z-score of the feature's most unusual view (signed).
+
+    >>> most_unusual(np.array([[[1.0, -4.0], [2.0, 0.5]]])).tolist()
+    [[-4.0, 2.0]]
+    """
+    pick = np.abs(z).argmax(axis=2)[..., None]
+    return np.take_along_axis(z, pick, axis=2)[..., 0]

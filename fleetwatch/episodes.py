@@ -263,13 +263,19 @@ class EpisodeTracker:
             if episode is not None and (starts[i] or not inside):
                 # The detector closed it before this point: a gap in the data.
                 timeout = episode.end + quiet_ns if quiet_ns is not None else t
-                self._resolve(episode, min(timeout, t), "timeout", events)
+                at = min(timeout, t)
+                self._announce_if_due(episode, at, timeout, events)
+                self._resolve(episode, at, "timeout", events)
                 episode = None
             if not inside:
                 continue
             if episode is None:
                 episode = Episode(machine, episode_id(machine, t), t, t, -np.inf, t, {}, {}, [])
                 self.open[machine] = episode
+            elif not episode.announced and t > self.quiet_until.get(machine, NO_TIME):
+                # Due before this point (the cooldown ended in between): announce the
+                # episode as it was then, as a run that stopped in between would have.
+                self._announce(episode, events)
             if cols["is_anomaly"][i]:
                 episode.end = t
                 episode.points += 1
@@ -286,16 +292,24 @@ class EpisodeTracker:
     def _clock(self, now: int, events: list) -> None:
         quiet_ns = self.rule.quiet_ns
         for episode in list(self.open.values()):
-            cooldown_end = self.quiet_until.get(episode.machine, NO_TIME)
             timeout = None if quiet_ns is None else episode.end + quiet_ns
-            if (
-                not episode.announced
-                and now >= cooldown_end
-                and (timeout is None or cooldown_end < timeout)
-            ):
-                self._announce(episode, events)
+            self._announce_if_due(episode, now, timeout, events)
             if timeout is not None and now >= timeout:
                 self._resolve(episode, timeout, "timeout", events)
+
+    def _announce_if_due(
+        self, episode: Episode, now: int, timeout: int | None, events: list
+    ) -> None:
+        """Announce a held-back episode whose machine's cooldown ended before `now` while it
+        was still open (before its timeout), whether or not a point arrived in between. (A
+        cooldown ending exactly at `now` waits for the point at `now`, if one comes.)"""
+        cooldown_end = self.quiet_until.get(episode.machine, NO_TIME)
+        if (
+            not episode.announced
+            and now > cooldown_end
+            and (timeout is None or cooldown_end < timeout)
+        ):
+            self._announce(episode, events)
 
     def _announce(self, episode: Episode, events: list) -> None:
         """The alert, at the data time it became due: the start, or the cooldown's end."""

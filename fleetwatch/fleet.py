@@ -27,9 +27,44 @@ import pandas as pd
 
 from fleetwatch.hst import LANES, TreeStructure, WindowMasses, check_order
 
-__all__ = ["ENGINES", "Fleet"]
+__all__ = ["ENGINES", "Fleet", "KeyIndex"]
 
 ENGINES = ("numpy", "river")
+
+
+class KeyIndex:
+    """Keys (compared as strings) to rows 0, 1, 2, ... in the order they were first seen.
+
+    >>> index = KeyIndex()
+    >>> index.rows(["b", "a", "b"]).tolist(), index.rows(["a", "c"]).tolist(), index.keys
+    ([0, 1, 0], [1, 2], ['b', 'a', 'c'])
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(
+        self, keys: Sequence[Hashable] | np.ndarray | pd.Series, add: bool = True
+    ) -> np.ndarray:
+        """The row of each key, adding unseen keys unless `add=False` (then `KeyError`)."""
+        codes, uniques = pd.factorize(keys if isinstance(keys, pd.Series) else np.asarray(keys))
+        if (codes < 0).any():
+            raise ValueError("machine keys must not be missing (None/NaN)")
+        index = self._index
+        found = np.empty(len(uniques), dtype=np.intp)
+        for i, key in enumerate(map(str, uniques)):
+            row = index.get(key)
+            if row is None:
+                if not add:
+                    raise KeyError(f"unknown machine {key!r}")
+                row = index[key] = len(self.keys)
+                self.keys.append(key)
+            found[i] = row
+        return found[codes]
 
 
 class _Engine(Protocol):
@@ -160,33 +195,25 @@ class Fleet:
             if engine == "numpy"
             else _RiverEngine(self.features, self.params)
         )
-        self.keys: list[str] = []
-        self._index: dict[str, int] = {}
+        self.index = KeyIndex()
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.index)
 
     def rows(
         self, keys: Sequence[Hashable] | np.ndarray | pd.Series, add: bool = True
     ) -> np.ndarray:
         """Model row of each key (keys compare as strings), adding models for unseen keys
         unless `add=False`, which raises `KeyError` instead."""
-        codes, uniques = pd.factorize(keys if isinstance(keys, pd.Series) else np.asarray(keys))
-        if (codes < 0).any():
-            raise ValueError("machine keys must not be missing (None/NaN)")
-        index, before = self._index, len(self.keys)
-        found = np.empty(len(uniques), dtype=np.intp)
-        for i, key in enumerate(map(str, uniques)):
-            row = index.get(key)
-            if row is None:
-                if not add:
-                    raise KeyError(f"unknown machine {key!r}")
-                row = index[key] = len(self.keys)
-                self.keys.append(key)
-            found[i] = row
-        if len(self.keys) > before:
-            self.engine.add_models(len(self.keys) - before)
-        return found[codes]
+        before = len(self.index)
+        rows = self.index.rows(keys, add)
+        if len(self.index) > before:
+            self.engine.add_models(len(self.index) - before)
+        return rows
+
+    @property
+    def keys(self) -> list[str]:
+        return self.index.keys
 
     def encode(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Points of the models at `rows` in the engine's form: their cells (NumPy) or the

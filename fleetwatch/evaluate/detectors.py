@@ -237,6 +237,9 @@ def with_seed(detector, seed: int):
     HST scores move with the seed (on the NAB subset, one configuration spans 24-49 over four
     seeds), so a configuration is only better than another if it wins on the seed average.
     """
+    if isinstance(detector, ProductSeriesDetector):
+        overrides = {**detector.overrides, "seed": seed}
+        return ProductSeriesDetector(f"{detector.name}@seed{seed}", overrides, detector.engine)
     if not isinstance(detector, SeriesDetector) or detector.config.kind != "hst":
         raise ValueError(f"{detector.name} has no seed to vary")
     config = detector.config

@@ -3,10 +3,9 @@
 Both evaluations must judge what the pipeline runs, so they build the pipeline's own objects
 from its own `DetectorConfig`, changing only what the setting forces:
 
-- NAB series have one value column and no known physical range, so the NAB run uses the
-  product configuration with `features=("value",)` and online min-max scaling
-  (`limits=None`), and scores the detector's continuous `score` column (before threshold and
-  persistence; NAB sweeps its own threshold). NAB rows are fed in file order as consecutive
+- NAB series have one value column, so the NAB run uses the product configuration with
+  `features=("value",)` (its views scale themselves online) and scores the detector's
+  continuous `score` column (before threshold and persistence; NAB sweeps its own threshold). NAB rows are fed in file order as consecutive
   1 Hz readings: the product's time rules are written for 1 Hz telemetry, and NAB's own
   timestamps repeat or step back in places, which the pipeline would drop as stale.
 - Overrides come as JSON (`{"product": {"n_trees": 50, ...}}`), so a candidate default is one
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-NAB_OVERRIDES = {"features": ("value",), "limits": None}
+NAB_OVERRIDES = {"features": ("value",)}
 NAB_START = pd.Timestamp("2000-01-01", tz="UTC")
 
 

@@ -90,10 +90,6 @@ def test_the_product_detector_alerts_once_per_overload_with_no_false_episode() -
     assert report.monitor == "fleetwatch FleetDetector + EpisodeTracker"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #9 step 3: the default detector does not yet see bearing, drift and stuck",
-)
 def test_the_default_detector_finds_every_injected_fault_of_every_kind() -> None:
     report = simulator_eval.evaluate(minutes=60, faults=KINDS, machines=5, seed=1)
     assert {kind: k.recall for kind, k in report.result.kinds.items()} == dict.fromkeys(KINDS, 1.0)

@@ -11,8 +11,10 @@ from tests.fleetwatch.reference import naive_detector
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 LIMITS = {"load": (0.0, 250.0), "power": (0.0, 600.0)}
-CONFIG = DetectorConfig(
+CONFIG = DetectorConfig(  # the raw mode: one model over the scaled values, River-checkable
     features=("load", "power"),
+    views=(),
+    stat_views=(),
     limits=LIMITS,
     n_trees=10,
     height=5,
