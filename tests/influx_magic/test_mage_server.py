@@ -108,6 +108,19 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     )
     assert api(port, f"/api/pipeline_runs/{started['id']}")["pipeline_run"]["status"] == "completed"
     assert len(world.receiver.requests) == 1  # no new data, no new alert
+
+    # A run that fails gets Mage's own notice, on SLACK_WEBHOOK_URL as MAGE_SLACK_WEBHOOK_URL is
+    # empty, with a link to the run.
+    world.influx.kill()
+    failing = api(port, f"{trigger}/{token}", no_variables)["pipeline_run"]
+
+    def notices() -> list[str]:
+        texts = [json.dumps(body) for body in world.receiver.payloads()]
+        return [t for t in texts if "Failed" in t and f"/runs/{failing['id']}" in t]
+
+    assert wait_until(notices, timeout=120, interval=1), world.receiver.payloads()
+    assert api(port, f"/api/pipeline_runs/{failing['id']}")["pipeline_run"]["status"] == "failed"
+    assert len(messages(world.receiver, "Anomaly")) == 1
     assert token not in server.log()
 
     stop_and_check_nothing_is_left(server)
