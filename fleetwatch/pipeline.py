@@ -98,7 +98,6 @@ class RunContext:
     public_base_url: str
     digest_min: int = DEFAULT_DIGEST_MIN
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    mage_run_id: int | None = None
     run_url: str | None = None
     describe: str = "mage run"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -134,7 +133,6 @@ class RunContext:
         run_url = None
         describe = "mage run (or the Mage editor)"
         if run_id is not None:
-            run_id = int(run_id)
             pipeline = kwargs.get("pipeline_uuid") or "machine_anomaly_detection"
             run_url = f"{mage_public_host(env)}/pipelines/{pipeline}/runs/{run_id}"
             describe = f"Mage pipeline run {run_id} (trigger {kwargs.get('trigger_name', '?')})"
@@ -147,7 +145,6 @@ class RunContext:
             public_base_url=setting("PUBLIC_BASE_URL", env),
             digest_min=digest_min_setting(env),
             lock_timeout=_number(kwargs, "lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT),
-            mage_run_id=run_id,
             run_url=run_url,
             describe=describe,
             env=env,

@@ -10,14 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fleetwatch.alerts import RetryPolicy
+from fleetwatch.detector import DetectorConfig
 from fleetwatch.influx import InfluxUnavailable
 from fleetwatch.pipeline import PipelineError, RunContext, prepare_telemetry, unique_ids
 from fleetwatch.runlock import RunLock, RunLockBusy
-from fleetwatch.state import FleetState
+from fleetwatch.state import FILENAME, FleetState
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
+    BLOCKS,
+    PIPELINE,
+    PROJECT,
     count_rows,
     file_digest,
     load_block,
@@ -286,3 +291,18 @@ def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
     with pytest.raises(PipelineError, match="changed while this run was in progress"):
         load_block("export_anomaly_scores").export_anomaly_scores(output)
     assert FleetState.load(world.state_file).watermark is None
+
+
+def test_the_pipeline_defaults_are_the_detector_defaults() -> None:
+    """Otherwise a plain run would keep its models under a configuration-specific file name."""
+    meta = yaml.safe_load((PROJECT / "pipelines" / PIPELINE / "metadata.yaml").read_text())
+    variables = meta["variables"]
+    assert variables["threshold"] == DetectorConfig().threshold
+    assert set(variables["features"]) == set(DetectorConfig().features)
+    assert RunContext.from_kwargs(variables).state_path.name == FILENAME
+    assert [b["uuid"] for b in meta["blocks"]] == list(BLOCKS)
+    for upstream, block in zip(meta["blocks"], meta["blocks"][1:], strict=False):
+        assert block["upstream_blocks"] == [upstream["uuid"]]
+        assert upstream["downstream_blocks"] == [block["uuid"]]
+    assert meta["run_pipeline_in_one_process"] is True
+    assert meta["settings"]["triggers"]["save_in_code_automatically"] is False
