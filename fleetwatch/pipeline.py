@@ -73,7 +73,6 @@ R = TypeVar("R")
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
 DEFAULT_LOOKBACK_MINUTES = 60.0
 DEFAULT_LOCK_TIMEOUT = 60.0
-DEFAULT_DIGEST_MIN = 10
 PENDING_DIR = "pending"
 CURRENT_RUN = "current.json"
 TAGS = ("machineID", "provider")
@@ -96,7 +95,7 @@ class RunContext:
     output_dir: Path
     influx: InfluxSettings
     public_base_url: str
-    digest_min: int = DEFAULT_DIGEST_MIN
+    digest_min: int
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     run_url: str | None = None
     describe: str = "mage run"
@@ -143,7 +142,7 @@ class RunContext:
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
-            digest_min=digest_min_setting(env),
+            digest_min=int_setting("ALERT_DIGEST_MIN", env),
             lock_timeout=_number(kwargs, "lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT),
             run_url=run_url,
             describe=describe,
@@ -227,17 +226,6 @@ def mage_public_host(env: Mapping[str, str]) -> str:
     """Where people open Mage: Mage's own `MAGE_PUBLIC_HOST`, else this host on MAGE_PORT."""
     host = env.get("MAGE_PUBLIC_HOST") or f"http://127.0.0.1:{int_setting('MAGE_PORT', env)}"
     return host.rstrip("/")
-
-
-def digest_min_setting(env: Mapping[str, str]) -> int:
-    """ALERT_DIGEST_MIN: more machines than this opening episodes in one run get one digest."""
-    value = env.get("ALERT_DIGEST_MIN", "")
-    if not value:
-        return DEFAULT_DIGEST_MIN
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"ALERT_DIGEST_MIN must be an integer, got {value!r}") from None
 
 
 def releases_lock_on_error(function: Callable[P, R]) -> Callable[P, R]:
