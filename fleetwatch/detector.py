@@ -78,7 +78,7 @@ class DetectorConfig:
     z_clip: float = 6.0
     limits: Mapping[str, tuple[float, float]] | None = None
     n_trees: int = 25
-    height: int = 6
+    height: int = 4
     window_size: int = 250
     seed: int = 1
     threshold: float = 0.8

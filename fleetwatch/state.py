@@ -150,7 +150,8 @@ class FleetState:
                     raise StateError(
                         f"{source} was written by state version {header.get('version')!r}; this "
                         f"fleetwatch reads {STATE_VERSION!r} (the format or the default "
-                        f"configuration changed). {hint}"
+                        f"configuration changed; states are not migrated between versions, "
+                        f"so reset it). {hint}"
                     )
                 entries = {name: archive.read(name) for name in header["entries"]}
         except StateError:

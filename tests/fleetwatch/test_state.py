@@ -15,6 +15,7 @@ from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.episodes import EpisodeTracker
 from fleetwatch.state import STATE_VERSION, FleetState, StateError, defaults_fingerprint
 from tests.fleetwatch.test_detector import CONFIG, telemetry
+from tests.fleetwatch.test_views import VIEWS_CONFIG
 
 
 def rewrite(data: bytes, change, fix_checksum: bool = True) -> bytes:
@@ -39,16 +40,17 @@ def events_as_dicts(events):
     return [e.to_dict() for e in events]
 
 
-def test_a_stream_split_across_runs_with_save_and_load_equals_one_run(tmp_path):
+@pytest.mark.parametrize("config", [CONFIG, VIEWS_CONFIG], ids=["raw", "views"])
+def test_a_stream_split_across_runs_with_save_and_load_equals_one_run(tmp_path, config):
     data = telemetry(3, 500, faults=[(0, 200, 320), (2, 100, 104)])
-    whole = FleetState.new(CONFIG)
+    whole = FleetState.new(config)
     expected, expected_events = whole.process(data)
 
     path = tmp_path / "state.zip"
     cuts = [0, 5, 300, 301, 777, 1200, len(data)]
     parts, events = [], []
     for a, b in zip(cuts, cuts[1:], strict=False):
-        state = FleetState.load_or_new(path, CONFIG)
+        state = FleetState.load_or_new(path, config)
         scored, new_events = state.process(data.iloc[a:b])
         state.save(path)
         parts.append(scored)
@@ -152,7 +154,7 @@ def test_another_version_is_refused(tmp_path):
     old = rewrite(good, lambda e, h: h.update(version="0.deadbeef"))
     path = tmp_path / "state.zip"
     path.write_bytes(old)
-    with pytest.raises(StateError, match="0.deadbeef.*delete"):
+    with pytest.raises(StateError, match="0.deadbeef.*not migrated.*delete"):
         FleetState.load(path)
     assert STATE_VERSION.startswith(f"{state_module.FORMAT}.")
 

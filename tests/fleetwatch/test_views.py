@@ -1,0 +1,139 @@
+"""fleetwatch.views and the detector's views mode: online, split-invariant, River-exact trees."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fleetwatch.detector import DetectorConfig, FleetDetector
+from fleetwatch.views import MIN_POINTS, P_BOUNDS, VIEWS, FeatureViews, ViewSettings
+from tests.fleetwatch.test_detector import T0, telemetry
+
+SETTINGS = ViewSettings(level_span=40, change_span=20)
+#: The default views mode on two features, with a short window so that tests stay quick.
+VIEWS_CONFIG = DetectorConfig(
+    features=("load", "power"), window_size=50, quiet_points=5, quiet_seconds=60.0
+)
+
+
+def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
+    """The module doc's rules for one sensor, one reading at a time: z of (level, change,
+    still) per reading."""
+    alphas = [2 / (settings.level_span + 1), 2 / (settings.change_span + 1)]
+    mean, var = [0.0, 0.0], [0.0, 0.0]
+    previous, still, p = None, 0, 0.5
+    out = []
+    for count, x in enumerate(series.tolist()):
+        step = 0.0 if previous is None else abs(x - previous)
+        unchanged = previous is not None and step == 0
+        still = still + 1 if unchanged else 0
+        p = min(max(p, P_BOUNDS[0]), P_BOUNDS[1])
+        z_still = math.sqrt(2 * still * -math.log(p))
+        if previous is not None:
+            p += 2 / (settings.level_span + 1) * (unchanged - p)
+        previous = x
+        row = []
+        for j, value in enumerate((x, step)):
+            sd = math.sqrt(var[j])
+            residual = value - mean[j]
+            row.append(residual / sd if sd > 0 and count >= 2 else 0.0)
+            alpha = max(alphas[j], 1 / (count + 1))
+            limit = settings.outlier_z * sd
+            if j == 0 and sd > 0 and abs(residual) > limit and count >= MIN_POINTS:
+                mean[j] += alpha * math.copysign(limit, residual)
+            else:
+                mean[j] += alpha * residual
+                var[j] = (1 - alpha) * (var[j] + alpha * residual**2)
+        out.append([*row, z_still])
+    return np.array(out)
+
+
+def test_views_follow_the_documented_rules_for_every_machine_in_any_batches():
+    rng = np.random.default_rng(3)
+    n, machines = 300, 3
+    X = np.round(50 + np.cumsum(rng.normal(0, 1, (machines, n, 2)), axis=1), 0)
+    X[1, 150:200, 0] = X[1, 149, 0]  # a stuck sensor
+    X[2, 100:, 1] += 40.0  # a level shift
+    expected = np.stack(
+        [np.stack([naive_views(X[m, :, f], SETTINGS) for f in range(2)], 1) for m in range(3)]
+    )
+    views = FeatureViews(SETTINGS, 2)
+    views.add_models(machines)
+    got = np.zeros_like(expected)
+    for a, b in [(0, 1), (1, 60), (60, 61), (61, 233), (233, n)]:  # batches of all machines
+        rows = np.repeat(np.arange(machines), b - a)
+        unit, z = views.transform(rows, X[:, a:b].reshape(-1, 2))
+        got[:, a:b] = z.reshape(machines, b - a, 2, len(VIEWS))
+        assert ((unit >= 0) & (unit <= 1)).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    still = got[1, :, 0, 2]
+    assert still[160:170].min() > still[:150].max()  # still: the stuck run stands out
+    assert got[2, 100, 1, 0] > 10 and got[2, 101, 1, 1] < 1  # the shift: level yes, step once
+
+
+def test_a_sustained_shift_is_absorbed_slowly_not_at_once():
+    views = FeatureViews(ViewSettings(level_span=100), 1)
+    views.add_models(1)
+    x = np.r_[np.tile([0.0, 1.0], 200), np.full(400, 20.0)][:, None]
+    _, z = views.transform(np.zeros(len(x), np.intp), x)
+    level = z[:, 0, 0]
+    assert level[400] > 30 and level[500] > 20  # 100 readings later, still far out
+    assert level[-1] < level[400]  # but a new regime is accepted in the end
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="level_span"):
+        ViewSettings(level_span=0)
+    with pytest.raises(ValueError, match="unknown view"):
+        DetectorConfig(views=("level", "slope"))
+    with pytest.raises(ValueError, match="raw mode"):
+        DetectorConfig(limits={"load": (0, 1)})
+
+
+def test_views_mode_frames_split_anywhere_score_like_one_frame():
+    data = telemetry(3, 240, faults=[(1, 150, 200)])
+    whole = FleetDetector(VIEWS_CONFIG).score_frame(data)
+    detector = FleetDetector(VIEWS_CONFIG)
+    parts = [detector.score_frame(data.iloc[a : a + 83]) for a in range(0, len(data), 83)]
+    pd.testing.assert_frame_equal(pd.concat(parts), whole)
+    assert whole["in_episode"].any()
+
+
+def test_views_mode_river_engine_gives_the_same_frame():
+    data = telemetry(2, 200, faults=[(0, 120, 170)])
+    a = FleetDetector(VIEWS_CONFIG).score_frame(data)
+    b = FleetDetector(VIEWS_CONFIG, engine="river").score_frame(data)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_default_finds_an_overload_a_stuck_sensor_and_a_drift_but_not_health():
+    times = T0 + pd.to_timedelta(np.arange(900), unit="s")
+    rng = np.random.default_rng(5)
+    load = 75 + 20 * np.sin(2 * np.pi * np.arange(900) / 120) + rng.normal(0, 2, 900)
+    temperature = 30 + 0.1 * load + rng.normal(0, 0.15, 900)
+    frames = {}
+    for kind in ("healthy", "overload", "stuck", "drift"):
+        lo, t = load.copy(), temperature.copy()
+        if kind == "overload":
+            lo[600:] = 200.0 + rng.normal(0, 2, 300)
+        if kind == "stuck":
+            t[600:] = t[599]
+        if kind == "drift":
+            t[600:] += 0.1 * np.arange(300)
+        frames[kind] = pd.DataFrame(
+            {"unique_id": kind, "time": times, "load": lo.round(1), "temperature": t.round(1)}
+        )
+    config = DetectorConfig(features=("load", "temperature"))
+    scored = FleetDetector(config).score_frame(pd.concat(frames.values(), ignore_index=True))
+    starts = scored[scored["episode_start"]].groupby("unique_id")["time"].min()
+    assert "healthy" not in starts.index
+    assert times[600] <= starts["overload"] <= times[630]
+    assert times[600] <= starts["stuck"] <= times[630]
+    assert times[600] <= starts["drift"] <= times[899]  # slow: it must first leave the noise
+    overload = scored[scored["unique_id"] == "overload"].iloc[603:]
+    assert overload["in_episode"].all()  # held, not learned: it stays open while it lasts
+    stuck = scored[scored["unique_id"] == "stuck"]
+    assert stuck.loc[stuck["episode_start"], "dev_temperature"].iloc[0] > 4  # named feature
