@@ -27,8 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	@echo "make run: the local system (localflux, broker, bridge, simulator, inbox, Mage) is not wired up yet;"
-	@echo "each component lands with its issue. 'make test' runs what exists."
+	@exec $(BIN)/python -m localflux run
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
