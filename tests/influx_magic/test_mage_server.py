@@ -1,6 +1,7 @@
 """`python -m fleetwatch.mage_server`: the scheduler runs the pipeline every minute, the API
-trigger is created from MAGE_API_TRIGGER_TOKEN, the GUI shows the pipeline, nothing in the
-project changes, and SIGTERM stops every process it started."""
+trigger is created from MAGE_API_TRIGGER_TOKEN (with Mage's login on, as in Docker), failures
+get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, and SIGTERM
+stops every process it started."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
+from fleetwatch.mage_server import MageApi
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import PIPELINE, messages, project_files
 from tests.support import PYTHON, ManagedProcess, wait_until
@@ -67,8 +69,18 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     seed_fault(world)
     before = project_files()
     port = port_factory()
-    token = secrets.token_hex(12)
-    server = start_mage(start_process, port, {"MAGE_API_TRIGGER_TOKEN": token})
+    token, password = secrets.token_hex(12), secrets.token_hex(8)
+    # Login on, as in the Docker stack: the launcher logs in as the owner to create the trigger.
+    env = {
+        "MAGE_API_TRIGGER_TOKEN": token,
+        "REQUIRE_USER_AUTHENTICATION": "1",
+        "DEFAULT_OWNER_PASSWORD": password,
+    }
+    server = start_mage(start_process, port, env)
+    owner = MageApi(f"http://127.0.0.1:{port}", auth_required=True, password=password)
+
+    def status(run_id: object) -> str:
+        return owner.call("GET", f"/api/pipeline_runs/{run_id}")["pipeline_run"]["status"]
 
     # The every-minute trigger fires within a minute; the run takes some seconds.
     assert wait_until(lambda: messages(world.receiver, "Anomaly"), timeout=120, interval=1)
@@ -78,17 +90,13 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
         rf"http://127\.0\.0\.1:{port}/pipelines/{PIPELINE}/runs/(\d+)", json.dumps(alert)
     )
     assert link, alert
-    run = api(port, f"/api/pipeline_runs/{link.group(1)}")["pipeline_run"]
-    assert wait_until(
-        lambda: (
-            api(port, f"/api/pipeline_runs/{link.group(1)}")["pipeline_run"]["status"]
-            == "completed"
-        ),
-        timeout=60,
-    ), run
+    assert wait_until(lambda: status(link.group(1)) == "completed", timeout=60)
+
+    schedules_path = f"/api/pipelines/{PIPELINE}/pipeline_schedules"
+    assert "error" in api(port, schedules_path)  # login is on
 
     def api_trigger() -> dict | None:
-        schedules = api(port, f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+        schedules = owner.call("GET", schedules_path)
         found = [s for s in schedules["pipeline_schedules"] if s["schedule_type"] == "api"]
         return found[0] if found else None
 
@@ -98,15 +106,8 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     no_variables = {"pipeline_run": {"variables": {}}}
     assert "error" in api(port, f"{trigger}/not-{token}", no_variables)
     started = api(port, f"{trigger}/{token}", no_variables)["pipeline_run"]
-    assert wait_until(
-        lambda: (
-            api(port, f"/api/pipeline_runs/{started['id']}")["pipeline_run"]["status"]
-            in ("completed", "failed")
-        ),
-        timeout=90,
-        interval=1,
-    )
-    assert api(port, f"/api/pipeline_runs/{started['id']}")["pipeline_run"]["status"] == "completed"
+    assert wait_until(lambda: status(started["id"]) in ("completed", "failed"), 90, interval=1)
+    assert status(started["id"]) == "completed"
     assert len(world.receiver.requests) == 1  # no new data, no new alert
 
     # A run that fails gets Mage's own notice, on SLACK_WEBHOOK_URL as MAGE_SLACK_WEBHOOK_URL is
@@ -119,7 +120,7 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
         return [t for t in texts if "Failed" in t and f"/runs/{failing['id']}" in t]
 
     assert wait_until(notices, timeout=120, interval=1), world.receiver.payloads()
-    assert api(port, f"/api/pipeline_runs/{failing['id']}")["pipeline_run"]["status"] == "failed"
+    assert status(failing["id"]) == "failed"
     assert len(messages(world.receiver, "Anomaly")) == 1
     assert token not in server.log()
 
