@@ -5,10 +5,15 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
 
 * one model per series key, all sharing tree structure (`fleetwatch.fleet`); unseen machines
   get a fresh model on their first point;
-* features `load, vibration, power, temperature` by default, scaled by physical limits or an
-  online min-max (`fleetwatch.scaling`), never by the batch;
+* features `load, vibration, power, temperature` by default, each seen through online views
+  (`fleetwatch.views`): the trees score the size of every sensor's latest step (robust
+  z-scores), and a statistical member adds the sensors' level and stuck-run z-scores; the
+  score is the larger of the two, the z-scores squashed so that `z_alarm` deviations land on
+  the threshold. `views=()` is the raw mode (one model over the values, scaled by physical
+  limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
 * test-then-train: each point is scored before it is learned;
-* warm-up: a model scores 0 until its first window is full, so nothing alerts before;
+* warm-up: a machine scores 0 until its model's first window is full, so nothing alerts
+  before;
 * threshold (0.8) and persistence (3 consecutive points) open an episode
   (`fleetwatch.episodes.AlarmRule`); points inside an open episode are not learned unless
   `learn_anomalies=True`, so a sustained fault stays anomalous instead of becoming normal.
@@ -24,8 +29,9 @@ Input rules, per machine (documented in fleetwatch/README.md):
 
 The output frame is the input plus: `score` (continuous, before threshold and persistence),
 `warm`, `is_anomaly`, `in_episode`, `episode_start`, `episode_end`, `learned`, `status`, and
-`dev_<feature>`: how far the value lies outside the range the model learned as usual (its
-last complete window), in units of the feature's scale, signed (0 inside the range).
+`dev_<feature>`: how unusual the feature is. In the views mode, the signed z-score of its
+most unusual view (level, step or stuck run); in the raw mode, how far the value lies outside
+the range of the model's last complete window, in units of the feature's scale.
 
 >>> import pandas as pd
 >>> times = pd.date_range("2024-01-01", periods=400, freq="s")
@@ -143,8 +149,6 @@ class FleetDetector:
     def __init__(self, config: DetectorConfig | None = None, engine: str = "numpy") -> None:
         self.config = config = config or DetectorConfig()
         width = len(config.features)
-        # View mode: one model per machine and feature, over that feature's views.
-        self.models_per_machine = 1
         self.fleet = Fleet(
             [f"{f}.{v}" for f in config.features for v in config.views] or config.features,
             n_trees=config.n_trees,
@@ -306,20 +310,15 @@ class FleetDetector:
         window; the rest wait for the next round and the new table.
         """
         config, fleet = self.config, self.fleet
-        w, rule, group = config.window_size, config.rule, self.models_per_machine
-        n = len(rows)
+        w, rule = config.window_size, config.rule
         if self.views is None:
             unit, spans = self.scaler.scale(rows, X)
             z = None
         else:
             unit, z = self.views.transform(rows, X)
-            unit = unit[:, :, self._hst_views].reshape(n * group, -1)
+            unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
             stat = self._stat_score(z)
-        # Model rows per point: (points, models of its machine); sensor f of machine m is
-        # model m * group + f, so a machine's first model stands for its window position.
-        models = rows[:, None] * group + np.arange(group)
-        encoded = fleet.encode(unit, models.ravel())
-        encoded = encoded.reshape(n, group, *encoded.shape[1:])
+        encoded = fleet.encode(unit, rows)
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         sizes = np.diff(np.r_[starts, len(rows)])
         machines = rows[starts]
@@ -330,9 +329,8 @@ class FleetDetector:
             cand = np.repeat(starts[active] + done[active], take) + local
             cstarts = np.cumsum(take) - take
             group_rows = machines[active]
-            warm = np.repeat(fleet.warm(group_rows * group), take)
-            flat = encoded[cand].reshape(len(cand) * group, *encoded.shape[2:])
-            score = fleet.score(models[cand].ravel(), flat).reshape(len(cand), group).max(axis=1)
+            warm = np.repeat(fleet.warm(group_rows), take)
+            score = fleet.score(rows[cand], encoded[cand])
             if z is not None:
                 score = np.where(warm, np.maximum(score, stat[cand]), 0.0)
             steps = self.alarm.step(
@@ -340,7 +338,7 @@ class FleetDetector:
             )
             learned = np.ones(len(cand), bool) if config.learn_anomalies else ~steps["in_episode"]
             # Keep points up to the one that fills the window (the model pivots after it).
-            need = np.repeat(w - fleet.window_fill(group_rows * group), take)
+            need = np.repeat(w - fleet.window_fill(group_rows), take)
             running = np.cumsum(learned)
             running -= np.repeat(running[cstarts] - learned[cstarts], take)
             fills = np.where(learned & (running == need), local, np.iinfo(np.int64).max)
@@ -362,10 +360,7 @@ class FleetDetector:
                 deviations[target] = most_unusual(z[kept])
             self.alarm.commit(group_rows, steps, cstarts + keep_len - 1)
             study = cand[keep & learned]
-            fleet.learn(
-                models[study].ravel(),
-                encoded[study].reshape(len(study) * group, *encoded.shape[2:]),
-            )
+            fleet.learn(rows[study], encoded[study])
             if z is None:
                 self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
@@ -465,10 +460,9 @@ class FleetDetector:
             if len(value) != count or value.shape[1:] != getattr(detector, name).shape[1:]:
                 raise ValueError(f"{name} has shape {value.shape} for {count} machines")
             setattr(detector, name, value.copy())
-        models = count * detector.models_per_machine
         views = detector.views.count if detector.views is not None else np.zeros(count)
         if (
-            len(detector.fleet.masses().counter) != models
+            len(detector.fleet.masses().counter) != count
             or len(detector.alarm.run) != count
             or len(views) != count
         ):
