@@ -78,6 +78,7 @@ class DetectorConfig:
     views: tuple[str, ...] = ("change",)
     stat_views: tuple[str, ...] = ("level", "still")
     z_alarm: float = 5.0
+    stat_band: float = 0.25
     level_span: int = 600
     change_span: int = 100
     outlier_z: float = 3.0
@@ -92,6 +93,7 @@ class DetectorConfig:
     quiet_points: int = 30
     quiet_seconds: float | None = 300.0
     learn_anomalies: bool = False
+    accept_after_seconds: float | None = 1800.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -100,6 +102,10 @@ class DetectorConfig:
         for name in (*self.views, *self.stat_views):
             if name not in VIEWS:
                 raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
+        if self.accept_after_seconds is not None and not self.accept_after_seconds > 0:
+            raise ValueError("accept_after_seconds must be > 0 (or None: never)")
+        if not 0.0 <= self.stat_band <= 1.0:
+            raise ValueError(f"stat_band must be in [0, 1], got {self.stat_band}")
         if not self.z_alarm > 0:
             raise ValueError(f"z_alarm must be > 0, got {self.z_alarm}")
         if self.limits is not None:
@@ -337,6 +343,10 @@ class FleetDetector:
                 rule, group_rows, cstarts, times[cand], warm & (score > config.threshold)
             )
             learned = np.ones(len(cand), bool) if config.learn_anomalies else ~steps["in_episode"]
+            if config.accept_after_seconds is not None:
+                # An episode this long is a new normal for the trees: they learn it again.
+                age = times[cand] - steps["started"]
+                learned |= age >= round(config.accept_after_seconds * 1e9)
             # Keep points up to the one that fills the window (the model pivots after it).
             need = np.repeat(w - fleet.window_fill(group_rows), take)
             running = np.cumsum(learned)
@@ -366,14 +376,21 @@ class FleetDetector:
             done[active] += keep_len
 
     def _stat_score(self, z: np.ndarray) -> np.ndarray:
-        """The statistical member: the largest |z| of the stat views over the features,
-        squashed onto [0, 1) so that `z_alarm` lands exactly on the threshold."""
+        """The statistical member: 0 while the largest |z| of the stat views over the
+        features is below `z_alarm`; from there a band just above the threshold,
+        `threshold + stat_band * (1 - threshold) * (1 - z_alarm / |z|)`. So a z past
+        `z_alarm` always alerts, yet ranks below the trees' strong scores: the trees keep
+        the order of the scores (what NAB ranks), the z-scores hold sustained faults open."""
         if not self._stat_views:
             return np.zeros(len(z))
         worst = np.abs(z[:, :, self._stat_views]).max(axis=(1, 2))
-        threshold = self.config.threshold
-        half = self.config.z_alarm * (1.0 - threshold) / max(threshold, 1e-9)
-        return worst / (worst + half)
+        config = self.config
+        alarm = worst >= config.z_alarm
+        with np.errstate(divide="ignore"):
+            strength = 1.0 - config.z_alarm / worst
+        band = config.threshold + config.stat_band * (1.0 - config.threshold) * strength
+        # Just above the threshold at z_alarm itself (scores alert when above it).
+        return np.where(alarm, np.maximum(band, np.nextafter(config.threshold, 1.0)), 0.0)
 
     def _deviation(self, rows: np.ndarray, X: np.ndarray, spans: np.ndarray) -> np.ndarray:
         """Raw mode: (x - clip(x, usual low, usual high)) / span; NaN without a usual range."""

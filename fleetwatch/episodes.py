@@ -59,19 +59,21 @@ class AlarmRule:
 class AlarmState:
     """Per machine: the alarm rule's carried state between batches and runs."""
 
-    FIELDS = ("run", "quiet", "open", "last_above")
+    FIELDS = ("run", "quiet", "open", "last_above", "started")
 
     def __init__(self) -> None:
         self.run = np.zeros(0, np.int64)  # consecutive points above the threshold
         self.quiet = np.zeros(0, np.int64)  # consecutive points at or below it
         self.open = np.zeros(0, bool)
         self.last_above = np.zeros(0, np.int64)  # time of the last point above (NO_TIME)
+        self.started = np.zeros(0, np.int64)  # time the last episode opened (NO_TIME)
 
     def add_models(self, count: int) -> None:
         self.run = np.r_[self.run, np.zeros(count, np.int64)]
         self.quiet = np.r_[self.quiet, np.zeros(count, np.int64)]
         self.open = np.r_[self.open, np.zeros(count, bool)]
         self.last_above = np.r_[self.last_above, np.full(count, NO_TIME, np.int64)]
+        self.started = np.r_[self.started, np.full(count, NO_TIME, np.int64)]
 
     def step(
         self,
@@ -122,6 +124,8 @@ class AlarmState:
         after = code[last(code >= 0)] == 1  # open after this point
         before = np.roll(after, 1) & ~gap  # open when this point arrives
         inside = before | opens
+        since_start = last(opens & ~before)
+        started = np.where(virtual[since_start], self.started[row], t[since_start])
         result = {
             "in_episode": inside,
             "episode_start": opens & ~before,
@@ -132,6 +136,7 @@ class AlarmState:
             "quiet": quiet,
             "open": after,
             "last_above": last_up,
+            "started": started,
         }
         return {name: values[point] for name, values in result.items()}
 
@@ -151,6 +156,7 @@ class AlarmState:
         self.quiet = values["quiet"].astype(np.int64)
         self.open = values["open"].astype(bool)
         self.last_above = values["last_above"].astype(np.int64)
+        self.started = values["started"].astype(np.int64)
 
 
 @dataclass
