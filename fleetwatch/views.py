@@ -58,7 +58,7 @@ P_BOUNDS = (1e-3, 0.999)  # the estimated chance of an unchanged reading stays i
 class ViewSettings:
     """How the views are scaled (see the module doc)."""
 
-    level_span: int = 250
+    level_span: int = 600
     change_span: int = 100
     outlier_z: float = 3.0
     z_clip: float = 6.0
