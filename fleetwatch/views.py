@@ -37,7 +37,7 @@ batch of a whole fleet).
 >>> unit.shape, [round(float(v), 1) for v in z[100, 0]]  # the jump: far above level and step
 ((103, 1, 3), [39.0, 210.7, 0.0])
 >>> [round(float(v), 1) for v in z[102, 0]]  # held: level still high, step normal again
-[38.9, -0.5, 2.4]
+[38.9, -0.5, 2.0]
 """
 
 from __future__ import annotations
