@@ -50,7 +50,8 @@ import numpy as np
 __all__ = ["VIEWS", "FeatureViews", "ViewSettings"]
 
 VIEWS = ("level", "change", "still")
-MIN_POINTS = 100  # readings before the outlier rule applies: the variance must know the usual swings first
+# Readings before the outlier rule applies: the variance must know the usual swings first.
+MIN_POINTS = 100
 P_BOUNDS = (1e-3, 0.999)  # the estimated chance of an unchanged reading stays inside these
 
 
