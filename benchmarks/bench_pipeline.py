@@ -9,7 +9,9 @@ history the table holds. For 3 and for 100 machines at 1 Hz:
    the second server also gets the 23 hours before (24 h in all); both restart, so their data
    is compacted to Parquet as on a long-running server;
 2. one run (the five steps of `fleetwatch.pipeline`, in process, as `mage run` calls them) from
-   the kept state is timed against each server, alternately, RUNS times; medians compared.
+   the kept state is timed against each server, alternately (which goes first alternates too),
+   RUNS times; medians compared, in total and per step (the load step is where history could
+   show; the others work on the same minute of rows either way).
 
 Goal: 24 h / 1 h <= 1.2. For reference, upstream's query (`SELECT *` over the table) is timed
 on both servers for 3 machines (for 100 machines it would read 8.6M rows).
@@ -34,6 +36,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +45,7 @@ from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, Wri
 
 from fleetwatch import pipeline
 
-RUNS = 7
+RUNS = 8
 BODY_BYTES = 8 * 1024 * 1024
 HOUR = 3600
 DAY = 24 * HOUR
@@ -151,15 +154,27 @@ def _text(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
-def one_run(ctx: pipeline.RunContext, saved: Path) -> None:
-    """The five steps from the saved state (models warm, watermark a minute ago)."""
+def one_run(ctx: pipeline.RunContext, saved: Path) -> dict[str, float]:
+    """The five steps from the saved state (models warm, watermark a minute ago): seconds each."""
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(saved, ctx.state_path)
+    seconds: dict[str, float] = {}
+
+    def step(name: str, function: Callable[..., Any], *args: Any) -> Any:
+        started = time.perf_counter()
+        result = function(*args, ctx)
+        seconds[name] = time.perf_counter() - started
+        return result
+
     with contextlib.redirect_stdout(io.StringIO()):
-        frame = pipeline.prepare_telemetry(pipeline.load_telemetry(ctx), ctx)
-        summary = pipeline.export(pipeline.check(pipeline.detect(frame, ctx), ctx), ctx)
-    machines = ctx.env["BENCH_MACHINES"]
-    assert summary["scores_written"] == 60 * int(machines), summary
+        frame = step("load", pipeline.load_telemetry)
+        frame = step("transform", pipeline.prepare_telemetry, frame)
+        scored = step("detect", pipeline.detect, frame)
+        checked = step("check", pipeline.check, scored)
+        summary = step("export", pipeline.export, checked)
+    assert summary["scores_written"] == 60 * int(ctx.env["BENCH_MACHINES"]), summary
+    seconds["run"] = sum(seconds.values())
+    return seconds
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -220,12 +235,15 @@ def scenario(machines: int, folder: Path) -> dict[str, float]:
             server.start()
             clients[label] = client_for(server)
 
-        timings: dict[str, list[float]] = {label: [] for label in servers}
-        for _ in range(RUNS):
-            for label in servers:
-                ctx = contexts[label]
-                timings[label].append(timed(lambda ctx=ctx: one_run(ctx, saved)))
-        results = {label: statistics.median(values) for label, values in timings.items()}
+        timings: dict[str, list[dict[str, float]]] = {label: [] for label in servers}
+        for round_ in range(RUNS):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for label in order:  # alternate which goes first: neither gets the warmer caches
+                timings[label].append(one_run(contexts[label], saved))
+        for label, runs in timings.items():
+            for name in runs[0]:
+                key = label if name == "run" else f"{name} {label}"
+                results[key] = statistics.median(run[name] for run in runs)
         if machines <= 3:
             upstream = "SELECT * FROM machine_data"
             for label, client in clients.items():
@@ -251,6 +269,11 @@ def main() -> None:
             f"{results['24h']:.3f} s after 24 h; ratio 24h/1h = {ratio:.2f} "
             f"(goal <= 1.2: {verdict})"
         )
+        steps = ", ".join(
+            f"{name} {results[f'{name} 1h'] * 1000:.0f}/{results[f'{name} 24h'] * 1000:.0f}"
+            for name in ("load", "transform", "detect", "check", "export")
+        )
+        print(f"  per step, ms after 1 h/24 h: {steps}")
         if "upstream 1h" in results:
             upstream = results["upstream 24h"] / results["upstream 1h"]
             print(
