@@ -44,4 +44,4 @@ ENV FLEETWATCH_STATE_DIR=/data/state \
 USER app
 
 EXPOSE 5005 6789
-CMD ["mage", "start", "influx-magic", "--host", "0.0.0.0", "--port", "6789"]
+CMD ["python", "-m", "fleetwatch.mage_server", "--host", "0.0.0.0", "--port", "6789"]

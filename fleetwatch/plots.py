@@ -185,6 +185,8 @@ def _save(figure: Figure, path: Path) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             figure.savefig(file, format="png", dpi=100)
+        # mkstemp makes the file owner-only; plots are served by whatever web server the team runs.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -357,17 +357,20 @@ def test_dockerfile_creates_the_volume_dirs_for_the_app_user() -> None:
 
 
 def test_commands_of_the_built_services_exist(services: dict[str, Any]) -> None:
-    assert services["mage"]["command"][:3] == ["mage", "start", "influx-magic"]
+    assert services["mage"]["command"][:3] == ["python", "-m", "fleetwatch.mage_server"]
     assert (REPO_ROOT / "influx-magic" / "metadata.yaml").is_file()
-    help_text = subprocess.run(
-        [PYTHON, *services["simulator"]["command"][1:3], "--help"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for flag in ("--host", "--port"):
-        assert flag in help_text
+    for name in ("simulator", "mage"):
+        command = services[name]["command"]
+        assert command[:2] == ["python", "-m"], name
+        help_text = subprocess.run(
+            [PYTHON, *command[1:3], "--help"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for flag in ("--host", "--port"):
+            assert flag in help_text, (name, flag)
 
 
 # --- healthcheck commands, run for real where the tools exist here ---------------------------

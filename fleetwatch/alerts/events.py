@@ -117,7 +117,7 @@ def to_utc(value: Any) -> datetime:
     if moment is pd.NaT:
         raise TypeError(f"not a time: {value!r}")
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    return moment.to_pydatetime()
+    return moment.to_pydatetime(warn=False)  # Slack shows seconds; nanoseconds don't matter
 
 
 def _fields_of(source: Any) -> dict[str, Any]:
