@@ -5,9 +5,14 @@ Two parsers share one grammar (Core's `influxdb_line_protocol` crate):
 * a columnar fast path: lines that share a shape (measurement, tag keys, field keys and
   field types, written the same way) are matched by one regular expression built from the
   first such line and converted with pyarrow.compute, so a 50k-line body costs a few
-  vectorised passes instead of 50k Python calls;
-* a per-line parser (`parse_line`) for everything else: escapes, odd whitespace, bad lines.
-  It defines the grammar; the fast path only ever accepts lines it would parse the same way.
+  vectorised passes instead of 50k Python calls. Escaped names are literals of that
+  pattern, and escaped tag values are matched as runs of plain characters and `\\x` pairs
+  and unescaped with one vectorised replace: clients escape the spaces and commas of real
+  company names, so that is a production path, not a corner case;
+* a per-line parser (`parse_line`) for everything else: odd whitespace, bad lines, bodies too
+  varied to share shapes. It defines the grammar; the fast path only ever accepts lines it
+  would parse the same way and leaves the rest (a tag value ending in a backslash, one over
+  64 KiB) to it, so errors carry the per-line parser's message.
 
 Both produce `LineGroup`s (lines of one shape, as Arrow arrays) and `LineError`s (line number,
 message, start of the line). Nothing here knows about tables' existing schemas; type
@@ -441,7 +446,13 @@ _VALUE_PATTERNS = {
     Kind.BOOLEAN: r"(?P<{name}>t|T|true|True|TRUE|f|F|false|False|FALSE)",
     Kind.STRING: r'"(?P<{name}>(?:[^"\\]|\\[\s\S])*)"',
 }
-_TAG_VALUE_PATTERN = r"(?P<{name}>[^ \t\n,\\]+)"
+# A tag value in the capturing pattern: plain characters and backslash pairs. Every backslash
+# starts a pair, so the value ends where `_escaped` ends it (the first unescaped space, tab,
+# newline or comma); pairs that are no escape (`\d`) stay as they are in `_unescape_tags`.
+_TAG_VALUE_PATTERN = r"(?P<{name}>(?:[^ \t\n,\\]|\\[\s\S])+)"
+# The split path cuts lines at commas and spaces, so there tag values must be plain.
+_PLAIN_TAG_VALUE_PATTERN = r"(?P<{name}>[^ \t\n,\\]+)"
+_TAG_ESCAPE = r"\\([,= \\])"
 
 
 def _literal(text: str) -> str:
@@ -454,9 +465,10 @@ def _shape_pattern(line: ParsedLine, *, strict: bool = False) -> str:
     `strict` (for the split path) wants single spaces and a timestamp, and captures nothing.
     """
     space = " " if strict else " +"
+    tag_value = _PLAIN_TAG_VALUE_PATTERN if strict else _TAG_VALUE_PATTERN
     parts = ["^", _literal(line.raw_table)]
     for index, raw_key in enumerate(line.raw_tag_keys):
-        parts += [",", _literal(raw_key), "=", _TAG_VALUE_PATTERN.format(name=f"t{index}")]
+        parts += [",", _literal(raw_key), "=", tag_value.format(name=f"t{index}")]
     parts.append(space)
     for index, (raw_key, (_, kind, _)) in enumerate(
         zip(line.raw_field_keys, line.fields, strict=True)
@@ -484,17 +496,52 @@ def _convert_field(kind: Kind, text: pa.Array) -> pa.Array:
     return unescaped
 
 
+def _unescape_tags(values: pa.Array) -> pa.Array:
+    r"""Tag values as `_escaped` reads them: `\,` `\=` `\ ` `\\` lose their backslash.
+
+    One left-to-right regex pass pairs backslashes as the per-line parser does, because the
+    second character of a pair that is no escape is never a backslash.
+
+    >>> values = pa.array([r"Acme\ Corp\,\ Inc", r"a\\\=b", r"x\\\,y", r"c\d", "plain"])
+    >>> print(*_unescape_tags(values).to_pylist(), sep=" | ")
+    Acme Corp, Inc | a\=b | x\,y | c\d | plain
+    """
+    if not pc.any(pc.match_substring(values, "\\")).as_py():
+        return values
+    return pc.replace_substring_regex(values, pattern=_TAG_ESCAPE, replacement=r"\1")
+
+
+def _bad_tag_values(tags: dict[str, pa.Array]) -> np.ndarray | None:
+    """Rows whose (unescaped) tag value the per-line parser refuses, or None if there are none:
+    a value ending with a backslash, or one over Core's 64 KiB limit."""
+    bad = None
+    for values in tags.values():
+        refused = pc.or_(
+            pc.ends_with(values, "\\"), pc.greater(pc.binary_length(values), STRING_LIMIT)
+        )
+        if pc.any(refused).as_py():
+            mask = refused.to_numpy(zero_copy_only=False)
+            bad = mask if bad is None else bad | mask
+    return bad
+
+
 def _columnar_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineGroup | None:
-    """The lines matching `line`'s shape as one group (None if a value did not convert)."""
+    """The lines matching `line`'s shape as one group (None if a value did not convert).
+
+    `lines` starts with `line`'s own text, so the group is never empty.
+
+    Lines whose tag values the per-line parser refuses are left out of the group, so they
+    reach it and get its error message.
+    """
     try:
-        if _splittable(line):
-            group = _split_group(line, lines, rows)
-            if group is not None:
-                return group
-        return _extract_group(line, lines, rows)
+        group = _split_group(line, lines, rows) if _splittable(line) else None
+        if group is None:
+            group = _extract_group(line, lines, rows)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # Overflow or an over-long string somewhere: the per-line parser reports which line.
         return None
+    bad = _bad_tag_values(group.tags)
+    return group if bad is None else group.take(~bad)
 
 
 def _splittable(line: ParsedLine) -> bool:
@@ -512,9 +559,10 @@ def _split_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineGro
     """Match without captures (a fast DFA pass), then split every line into its tokens."""
     matched = pc.match_substring_regex(lines, _shape_pattern(line, strict=True))
     mask = matched.to_numpy(zero_copy_only=False)
-    count = int(mask.sum())
-    if count == 0:
+    if not mask[0]:
+        # The shape's own line has escaped tag values: the capturing pass takes every line.
         return None
+    count = int(mask.sum())
     chosen = lines if count == len(lines) else lines.filter(matched)
     width = 2 + len(line.tags) + len(line.fields)
     tokens = pc.split_pattern(pc.replace_substring(chosen, " ", ","), ",").flatten()
@@ -548,7 +596,7 @@ def _extract_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> LineG
     matched = captured.is_valid()
     if captured.null_count:
         captured = captured.filter(matched)
-    tags = {key: captured.field(f"t{i}") for i, (key, _) in enumerate(line.tags)}
+    tags = {key: _unescape_tags(captured.field(f"t{i}")) for i, (key, _) in enumerate(line.tags)}
     fields = {
         key: (kind, _convert_field(kind, captured.field(f"f{i}")))
         for i, (key, kind, _) in enumerate(line.fields)

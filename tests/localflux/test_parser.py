@@ -23,6 +23,23 @@ names = st.text(NAME_CHARS, min_size=1, max_size=6).filter(
     lambda s: not s.endswith("\\") and s != "time"
 )
 measurements = names.filter(lambda s: not s.startswith("#"))
+# Tag value pieces as (written, read): plain characters, escapes, and backslash pairs that are
+# no escape and read as written (a backslash before a tab or a newline included).
+TAG_PIECES = [(c, c) for c in "abcAZ09_é=\"'"]
+TAG_PIECES += [("\\" + c, c) for c in KEY_SPECIALS]
+TAG_PIECES += [("\\" + c, "\\" + c) for c in 'd"é\t\n']
+
+
+@st.composite
+def written_tag_values(draw) -> tuple[str, str]:
+    """A tag value as a client might write it, and as Core reads it."""
+    pieces = draw(st.lists(st.sampled_from(TAG_PIECES), min_size=1, max_size=6))
+    return "".join(w for w, _ in pieces), "".join(r for _, r in pieces)
+
+
+tag_values = names.map(lambda v: (_escape(v, KEY_SPECIALS), v)) | written_tag_values().filter(
+    lambda pair: not pair[1].endswith("\\")  # Core refuses a value ending in a backslash
+)
 kinds = st.sampled_from([Kind.FLOAT, Kind.INTEGER, Kind.UINTEGER, Kind.STRING, Kind.BOOLEAN])
 BOOLEANS = {"t": True, "T": True, "true": True, "True": True, "TRUE": True}
 BOOLEANS.update({"f": False, "F": False, "false": False, "False": False, "FALSE": False})
@@ -60,13 +77,12 @@ def bodies(draw):
     lines, expected = [], []
     for measurement, tags, fields in draw(st.lists(shapes(), min_size=1, max_size=3)):
         for _ in range(draw(st.integers(lp.MIN_SHAPE_LINES, 60))):
-            tag_values = [draw(names) for _ in tags]
+            written = [draw(tag_values) for _ in tags]
             values = [_value(draw, kind) for _, kind in fields]
             stamp = draw(st.none() | st.integers(-(2**63), 2**63 - 1))
             text = _escape(measurement, MEASUREMENT_SPECIALS)
             text += "".join(
-                f",{_escape(k, KEY_SPECIALS)}={_escape(v, KEY_SPECIALS)}"
-                for k, v in zip(tags, tag_values, strict=True)
+                f",{_escape(k, KEY_SPECIALS)}={v}" for k, (v, _) in zip(tags, written, strict=True)
             )
             text += " " + ",".join(
                 f"{_escape(name, KEY_SPECIALS)}={literal}"
@@ -77,7 +93,7 @@ def bodies(draw):
             expected.append(
                 (
                     measurement,
-                    dict(zip(tags, tag_values, strict=True)),
+                    {k: v for k, (_, v) in zip(tags, written, strict=True)},
                     {
                         name: (kind, value)
                         for (name, kind), (_, value) in zip(fields, values, strict=True)
@@ -176,3 +192,57 @@ def test_a_backslash_escapes_a_newline_and_quotes_can_span_lines():
     assert rows[1] == ("m", {"t": "a\\\nb"}, {"f": (Kind.FLOAT, 1.0)}, 1)
     assert rows[2] == ("m", {}, {"s": (Kind.STRING, "x\ny"), "f": (Kind.FLOAT, 2.0)}, 2)
     assert rows[3] == ("m", {}, {"f": (Kind.FLOAT, 3.0)}, 3)
+
+
+def test_escaped_tag_values_are_parsed_columnar(monkeypatch):
+    """Real provider names, escaped as clients write them, in a body with plain names and
+    with lines Core refuses: every line reads as the per-line parser reads it, the refused
+    ones get its messages, and only a handful of lines reach it (the shapes' first lines
+    and the refused ones)."""
+    providers = ["Nordhoff, Weiss & Partner", "Bauer & Söhne", "Tanaka Seiki", "a=b"]
+    lines = []
+    for i in range(200):
+        provider = f"provider{i % 3}" if i % 2 else providers[i // 2 % 4]
+        lines.append(f"m,id=m{i % 7},provider={_escape(provider, KEY_SPECIALS)} v={i}.5 {i}")
+    lines[50] = r"m,id=m1,provider=Acme\\ v=1.5 50"  # the value ends with a backslash
+    lines[60] = f"m,id=m1,provider={'x' * (lp.STRING_LIMIT + 1)} v=1.5 60"
+    per_line = []
+
+    def counting_parse_line(text: str) -> lp.ParsedLine:
+        per_line.append(text)
+        return parse_line(text)
+
+    parse_line = lp.parse_line
+    monkeypatch.setattr(lp, "parse_line", counting_parse_line)
+    parsed = lp.parse("\n".join(lines).encode())
+    monkeypatch.undo()
+    refused = {}
+    for number in (51, 61):
+        try:
+            lp.parse_line(lines[number - 1])
+        except lp.LineProtocolError as error:
+            refused[number] = str(error)
+    assert [(e.line_number, e.message) for e in parsed.errors] == sorted(refused.items())
+    assert refused[51].startswith("Measurements, tag keys and values, and field keys may not")
+    assert refused[61] == "String is greater than 64KB"
+    got = _rows(parsed)
+    assert sorted(got) == [n for n in range(1, 201) if n not in refused]
+    for number, row in got.items():
+        line = lp.parse_line(lines[number - 1])
+        assert row == (
+            line.table,
+            dict(line.tags),
+            {"v": (Kind.FLOAT, line.fields[0][2])},
+            line.timestamp,
+        )
+    assert got[1][1] == {"id": "m0", "provider": "Nordhoff, Weiss & Partner"}
+    assert got[7][1] == {"id": "m6", "provider": "a=b"}
+    assert len(per_line) <= 10, per_line
+
+
+def test_an_escaped_body_is_parsed_in_one_columnar_pass():
+    lines = [rf"cpu,host=h\ {i % 4}\,x\=y\\z usage={i}.5 {i}" for i in range(100)]
+    texts = lp.parse("\n".join(lines).encode()).lines
+    group = lp._columnar_group(lp.parse_line(lines[0]), texts, np.arange(len(lines)))
+    assert group is not None and len(group.rows) == 100
+    assert group.tags["host"].to_pylist()[:2] == ["h 0,x=y\\z", "h 1,x=y\\z"]
