@@ -69,6 +69,7 @@ def apply(installed: str | None = None) -> bool:
         global _original_run_scheduler
         _original_run_scheduler = scheduler_manager.run_scheduler
         scheduler_manager.run_scheduler = _run_scheduler
+        log.info("Mage's ProcessQueue patched (mage-ai %s enqueue/worker-pool race)", version)
     return True
 
 

@@ -13,6 +13,11 @@
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
   `triggers.yaml`; so the trigger is created (or its token updated) through Mage's REST API
   once the server answers, when `MAGE_API_TRIGGER_TOKEN` is set. No tracked file holds it.
+* Mage 0.9.80's worker pool can miss a job it was started for, leaving the run `running` for
+  good, which stops a `skip_if_previous_running` schedule: `mage start` runs through
+  `fleetwatch.mage_patches`, which fixes that first (see its docstring). Runs a killed server
+  left `running` need nothing here: the new server's scheduler finds no job for them and runs
+  them again (measured), so they end and the schedule goes on.
 * SIGTERM to `mage start` leaves its scheduler children and Jupyter kernel running; Mage runs
   here in its own process group, and a SIGTERM or SIGINT to this launcher stops the group and
   every descendant (the kernel starts its own session), then exits 0.
@@ -27,7 +32,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -85,10 +89,19 @@ def mage_environment(
 
 
 def mage_command(project: Path, host: str, port: int) -> list[str]:
-    """`mage start <project>`: always with the path (without it Mage creates a project here)."""
-    beside = Path(sys.executable).parent / "mage"
-    mage = str(beside) if beside.exists() else shutil.which("mage") or "mage"
-    return [mage, "start", str(project), "--host", host, "--port", str(port)]
+    """`mage start <project>` through `fleetwatch.mage_patches`, which fixes Mage 0.9.80's worker
+    pool first; always with the path (without it Mage creates a project here)."""
+    return [
+        sys.executable,
+        "-m",
+        "fleetwatch.mage_patches",
+        "start",
+        str(project),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 @dataclass

@@ -90,6 +90,7 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     ]
     alert = messages(world.receiver, "Anomaly", "machine2")
     assert len(alert) == 1
+    assert "ProcessQueue patched" in server.log()  # through fleetwatch.mage_patches
     link = re.search(
         rf"http://127\.0\.0\.1:{port}/pipelines/{PIPELINE}/runs/(\d+)", json.dumps(alert)
     )
