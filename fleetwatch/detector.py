@@ -7,7 +7,8 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
   get a fresh model on their first point;
 * features `load, vibration, power, temperature` by default, each seen through online views
   (`fleetwatch.views`): the trees score the size of every sensor's latest step (robust
-  z-scores), and a statistical member adds the sensors' level and stuck-run z-scores; the
+  z-scores), and a statistical member adds the sensors' level, stuck-run and load-fit
+  residual z-scores; the
   score is the larger of the two, the z-scores squashed so that `z_alarm` deviations land on
   the threshold. `views=()` is the raw mode (one model over the values, scaled by physical
   limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
@@ -30,8 +31,8 @@ Input rules, per machine (documented in fleetwatch/README.md):
 The output frame is the input plus: `score` (continuous, before threshold and persistence),
 `warm`, `is_anomaly`, `in_episode`, `episode_start`, `episode_end`, `learned`, `status`, and
 `dev_<feature>`: how unusual the feature is. In the views mode, the signed z-score of its
-most unusual view (level, step or stuck run); in the raw mode, how far the value lies outside
-the range of the model's last complete window, in units of the feature's scale.
+most unusual view (level, step, stuck run or fit residual); in the raw mode, how far the
+value lies outside the range of the model's last complete window, in units of its scale.
 
 >>> import pandas as pd
 >>> times = pd.date_range("2024-01-01", periods=400, freq="s")
@@ -67,16 +68,18 @@ class DetectorConfig:
     """Everything that decides scores and episodes. Saved with the state: a state file is
     only loaded by a detector with the same configuration.
 
-    `views` (default: level, change, volatility; see `fleetwatch.views`) gives every feature
-    its own Half-Space Trees over that feature's views, scaled online by robust z-scores, and
-    a point's score is the highest of its features' scores. `views=()` is the raw mode: one
+    `views` (default: change; see `fleetwatch.views`) are what the trees score, scaled
+    online by robust z-scores; `stat_views` (level, still, fit) what the statistical member
+    watches. `driver` is the feature the `fit` view regresses the others on (ignored when it
+    is not among `features`: then `fit` is 0, e.g. on one series). `views=()` is the raw mode: one
     model over the features themselves, scaled by `limits` (physical ranges) or, with
     `limits=None`, an online min-max per machine.
     """
 
     features: tuple[str, ...] = DEFAULT_FEATURES
     views: tuple[str, ...] = ("change",)
-    stat_views: tuple[str, ...] = ("level", "still")
+    stat_views: tuple[str, ...] = ("level", "still", "fit")
+    driver: str | None = "load"
     z_alarm: float = 5.0
     stat_band: float = 0.25
     level_span: int = 600
@@ -104,6 +107,8 @@ class DetectorConfig:
                 raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
         if self.accept_after_seconds is not None and not self.accept_after_seconds > 0:
             raise ValueError("accept_after_seconds must be > 0 (or None: never)")
+        if self.driver is not None and not isinstance(self.driver, str):
+            raise ValueError(f"driver must be a feature name or None, got {self.driver!r}")
         if not 0.0 <= self.stat_band <= 1.0:
             raise ValueError(f"stat_band must be in [0, 1], got {self.stat_band}")
         if not self.z_alarm > 0:
@@ -164,7 +169,8 @@ class FleetDetector:
             engine=engine,
         )
         self.index = KeyIndex()
-        self.views = FeatureViews(config.view_settings, width) if config.views else None
+        driver = config.features.index(config.driver) if config.driver in config.features else None
+        self.views = FeatureViews(config.view_settings, width, driver) if config.views else None
         self._hst_views = [VIEWS.index(v) for v in config.views]
         self._stat_views = [VIEWS.index(v) for v in config.stat_views]
         self.scaler: Scaler = (

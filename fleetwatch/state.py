@@ -45,7 +45,7 @@ from fleetwatch.episodes import EpisodeEvent, EpisodeTracker
 
 __all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "default_path"]
 
-FORMAT = 2  # bump when the file layout or the meaning of a saved array changes
+FORMAT = 3  # bump when the file layout or the meaning of a saved array changes
 MAGIC = "fleetwatch-state"
 FILENAME = "fleetwatch-state.zip"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes

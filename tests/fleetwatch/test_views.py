@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from fleetwatch.detector import DetectorConfig, FleetDetector
-from fleetwatch.views import MIN_POINTS, P_BOUNDS, VIEWS, FeatureViews, ViewSettings
+from fleetwatch.views import (
+    DRIVER_LAGS,
+    MIN_POINTS,
+    P_BOUNDS,
+    RIDGE,
+    VIEWS,
+    FeatureViews,
+    ViewSettings,
+)
 from tests.fleetwatch.test_detector import T0, telemetry
 
 SETTINGS = ViewSettings(level_span=40, change_span=20)
@@ -21,7 +29,7 @@ VIEWS_CONFIG = DetectorConfig(
 
 def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
     """The module doc's rules for one sensor, one reading at a time: z of (level, change,
-    still) per reading."""
+    still, fit) per reading; without a driver the fit view is 0."""
     alphas = [2 / (settings.level_span + 1), 2 / (settings.change_span + 1)]
     mean, var = [0.0, 0.0], [0.0, 0.0]
     previous, still, p = None, 0, 0.5
@@ -47,8 +55,66 @@ def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
             else:
                 mean[j] += alpha * residual
                 var[j] = (1 - alpha) * (var[j] + alpha * residual**2)
-        out.append([*row, z_still])
+        out.append([*row, z_still, 0.0])
     return np.array(out)
+
+
+def naive_fit(driver: np.ndarray, sensor: np.ndarray, settings: ViewSettings) -> np.ndarray:
+    """The module doc's `fit` view for one sensor, one reading at a time."""
+    lags = 1 - np.exp(-1 / np.array(DRIVER_LAGS))
+    alpha0 = 2 / (settings.level_span + 1)
+    lagged = None
+    gram, moment, theta = np.zeros((4, 4)), np.zeros(4), np.zeros(4)
+    var, run = 0.0, 0.0
+    out = []
+    for count, (d, x) in enumerate(zip(driver.tolist(), sensor.tolist(), strict=True)):
+        lagged = np.full(2, d) if lagged is None else lagged + lags * (d - lagged)
+        phi = np.r_[1.0, d, lagged]
+        predicted = float(theta @ phi)
+        residual = x - predicted
+        sd = math.sqrt(var)
+        ready = count >= MIN_POINTS and sd > 0
+        out.append(residual / sd if ready else 0.0)
+        outlier = ready and abs(residual) > settings.outlier_z * sd
+        run = run + 1 if outlier else max(run - 1, 0)
+        target = predicted if outlier and run < settings.level_span else x
+        alpha = max(alpha0, 1 / (count + 1))
+        gram += alpha * (np.outer(phi, phi) - gram)
+        moment += alpha * (target * phi - moment)
+        since = count - MIN_POINTS // 2
+        if since >= 0 and not outlier:
+            a = max(alpha0, 1 / (since + 1))
+            var = (1 - a) * (var + a * residual**2)
+        theta = np.linalg.solve(gram + np.diag(RIDGE * np.diag(gram) + 1e-12), moment)
+    return np.array(out)
+
+
+def test_the_fit_view_follows_the_documented_rules_in_any_batches_and_sees_a_small_drift():
+    rng = np.random.default_rng(4)
+    n, machines = 700, 2
+    t = np.arange(n)
+    load = 75 + 20 * np.sin(2 * np.pi * t / 120 + np.arange(machines)[:, None])
+    load = np.round(load + rng.normal(0, 2, (machines, n)), 1)
+    lagged = np.zeros((machines, n))
+    for k in range(1, n):
+        lagged[:, k] = lagged[:, k - 1] + (1 - math.exp(-1 / 45)) * (load[:, k] - lagged[:, k - 1])
+    lagged[:, 0] = load[:, 0]
+    temperature = 30 + 0.1 * lagged + rng.normal(0, 0.15, (machines, n))
+    temperature[1, 600:] += 0.1 * np.arange(100)  # a drift on machine 2: +1 degree per 10 s
+    X = np.stack([load, np.round(temperature, 1)], axis=2)
+    views = FeatureViews(SETTINGS, 2, driver=0)
+    views.add_models(machines)
+    got = np.zeros((machines, n))
+    for a, b in [(0, 1), (1, 333), (333, 334), (334, n)]:
+        rows = np.repeat(np.arange(machines), b - a)
+        _, z = views.transform(rows, X[:, a:b].reshape(-1, 2))
+        z = z.reshape(machines, b - a, 2, len(VIEWS))
+        assert (z[..., 0, VIEWS.index("fit")] == 0).all()  # the driver has no fit view
+        got[:, a:b] = z[..., 1, VIEWS.index("fit")]
+    expected = np.stack([naive_fit(load[m], X[m, :, 1], SETTINGS) for m in range(machines)])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert np.abs(got[:, MIN_POINTS + 50 : 600]).max() < 5  # health: only the noise
+    assert got[1, 615] > 5  # +1.5 degrees: many deviations of the noise, not of the swings
 
 
 def test_views_follow_the_documented_rules_for_every_machine_in_any_batches():
@@ -91,6 +157,10 @@ def test_settings_are_checked():
         DetectorConfig(views=("level", "slope"))
     with pytest.raises(ValueError, match="raw mode"):
         DetectorConfig(limits={"load": (0, 1)})
+    with pytest.raises(ValueError, match="driver"):
+        DetectorConfig(driver=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="driver"):
+        FeatureViews(SETTINGS, 2, driver=2)
 
 
 def test_views_mode_frames_split_anywhere_score_like_one_frame():
@@ -132,8 +202,9 @@ def test_the_default_finds_an_overload_a_stuck_sensor_and_a_drift_but_not_health
     assert "healthy" not in starts.index
     assert times[600] <= starts["overload"] <= times[630]
     assert times[600] <= starts["stuck"] <= times[630]
-    assert times[600] <= starts["drift"] <= times[899]  # slow: it must first leave the noise
+    # The fit view: against what the load explains, +1 degree per 10 s is news within 30 s.
+    assert times[600] <= starts["drift"] <= times[630]
     overload = scored[scored["unique_id"] == "overload"].iloc[603:]
     assert overload["in_episode"].all()  # held, not learned: it stays open while it lasts
     stuck = scored[scored["unique_id"] == "stuck"]
-    assert stuck.loc[stuck["episode_start"], "dev_temperature"].iloc[0] > 4  # named feature
+    assert abs(stuck.loc[stuck["episode_start"], "dev_temperature"].iloc[0]) > 4  # named
