@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import pandas as pd
 from slugify import slugify
 
 from fleetwatch.alerts import AlertDelivery, SlackWebhookNotifier
+from fleetwatch.atomic import fsync_dir, write_atomically
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from fleetwatch.episodes import EpisodeEvent, episode_id
 from fleetwatch.influx import (
@@ -274,7 +274,7 @@ class PendingRun:
             base_digest=file_digest(ctx.state_path),
             since=None if since is None else since.isoformat(),
         )
-        _atomic_write(folder / CURRENT_RUN, json.dumps(run.__dict__).encode())
+        write_atomically(folder / CURRENT_RUN, json.dumps(run.__dict__).encode())
         return run
 
     @staticmethod
@@ -304,7 +304,7 @@ class PendingRun:
         return ctx.pending_dir / f"{self.key}.events.json"
 
     def save_state(self, ctx: RunContext, state: FleetState) -> None:
-        _atomic_write(self.state_path(ctx), state.to_bytes())
+        write_atomically(self.state_path(ctx), state.to_bytes())
 
     def load_state(self, ctx: RunContext) -> FleetState:
         path = self.state_path(ctx)
@@ -325,7 +325,7 @@ class PendingRun:
                 "committed); this run's results are dropped and the next run redoes them"
             )
         os.replace(pending, ctx.state_path)
-        _fsync_dir(ctx.state_path.parent)
+        fsync_dir(ctx.state_path.parent)
         for leftover in (self.events_path(ctx), ctx.pending_dir / CURRENT_RUN):
             leftover.unlink(missing_ok=True)
 
@@ -339,28 +339,6 @@ def file_digest(path: Path) -> str | None:
     if not path.exists():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 # --- 1. load_influx_data --------------------------------------------------------------------
@@ -504,7 +482,7 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     identities = state.extra.get("machines", {})
     alerts = [alert_event(e, identities, ctx.config.threshold) for e in events]
     run.save_state(ctx, state)
-    _atomic_write(run.events_path(ctx), json.dumps(alerts).encode())
+    write_atomically(run.events_path(ctx), json.dumps(alerts).encode())
 
     rows = checked[checked["status"] == "scored"] if len(checked) else checked
     spans = [a for a in alerts if a["kind"] == "resolved"] + [

@@ -18,13 +18,13 @@ query holding a reference sees one consistent schema.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from fleetwatch.atomic import write_atomically
 from localflux.model import Kind, sorted_schema
 
 FORMAT_VERSION = 1
@@ -122,23 +122,3 @@ class Catalog:
         elif not columns.keys() <= existing.columns.keys():
             existing.columns = {**existing.columns, **columns}
         return existing
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

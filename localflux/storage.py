@@ -37,7 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from localflux.catalog import Catalog, DatabaseDef, TableDef, fsync_dir, write_atomically
+from fleetwatch.atomic import fsync_dir, write_atomically
+from localflux.catalog import Catalog, DatabaseDef, TableDef
 from localflux.filecache import CachedFile, FileCache
 from localflux.ingest import build_table, resolve
 from localflux.lineprotocol import LineError, LineGroup, Parsed, to_nanoseconds

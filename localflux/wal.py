@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from localflux.catalog import fsync_dir
+from fleetwatch.atomic import fsync_dir
 
 log = logging.getLogger(__name__)
 

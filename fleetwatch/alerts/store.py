@@ -16,15 +16,14 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fleetwatch.atomic import write_atomically
 
 FORMAT_VERSION = 1
 
@@ -35,23 +34,8 @@ class StoreError(RuntimeError):
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON so that readers see the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file, ensure_ascii=False, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    text = json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def _read(path: Path, what: str, key: str) -> Any:
