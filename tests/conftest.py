@@ -8,6 +8,7 @@ printing its log when the test failed so a CI failure can be read without re-run
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
+    CHROMIUM_FLAGS,
     REPO_ROOT,
     ManagedProcess,
     ReceivedRequest,
@@ -167,3 +169,19 @@ def slack_receiver() -> Iterator[WebhookReceiver]:
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def chromium() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (never a browser Playwright downloads itself)."""
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

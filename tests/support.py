@@ -23,6 +23,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# Debian's Chromium, headless; the background-networking flags keep it from calling out on a
+# machine with no network (each refused connection would slow it down).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""

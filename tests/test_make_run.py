@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,17 +34,6 @@ MAKE_RUN = ["make", "--no-print-directory", "run"]
 MARKER = "INFLUX_MAGIC_TEST_RUN"
 READY_LINE = "influx-magic is running"
 STOPPED_LINE = "make run: stopped everything"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Generous: Mage alone needs 10-30 s on two busy cores (migrations on a fresh database).
 READY_TIMEOUT = 240.0
 # Five minutes of 1 s readings: more than the detector's first window (250 points), so
@@ -374,32 +362,23 @@ def test_make_run_starts_everything_ctrl_c_stops_it_and_a_second_run_reuses_the_
 @pytest.mark.slow
 @pytest.mark.browser
 def test_a_fault_toggled_in_the_browser_alerts_once_for_that_machine(
-    system_factory: Callable[[], LocalSystem],
+    system_factory: Callable[[], LocalSystem], chromium
 ) -> None:
-    if not CHROMIUM.exists() and shutil.which("chromium") is None:
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     system = system_factory()
     system.start()
     system.wait_ready()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium"),
-            args=CHROMIUM_FLAGS,
-        )
-        try:
-            page = browser.new_page()
-            page.goto(system.url("SIM_PORT", "/"))
-            card = page.locator('[data-machine="machine2"]')
-            expect(card.locator('[data-field="load"] b')).not_to_have_text("–")
-            card.locator("[data-role=kind]").select_option("overload")
-            card.locator("[data-role=toggle]").click()
-            expect(card).to_have_attribute("data-fault-active", "true")
-            toggled_at = time.time()
-        finally:
-            browser.close()
+    page = chromium.new_page()
+    page.goto(system.url("SIM_PORT", "/"))
+    card = page.locator('[data-machine="machine2"]')
+    expect(card.locator('[data-field="load"] b')).not_to_have_text("–")
+    card.locator("[data-role=kind]").select_option("overload")
+    card.locator("[data-role=toggle]").click()
+    expect(card).to_have_attribute("data-fault-active", "true")
+    toggled_at = time.time()
+    page.close()
 
     def alerts() -> list[dict]:
         return get_json(system.url("INBOX_PORT", "/api/messages"))

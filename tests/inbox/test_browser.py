@@ -6,36 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.inbox.helpers import Inbox, make_png, post_json
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
-]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def page() -> Iterator[object]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1000, "height": 900})
-        finally:
-            browser.close()
+def page(chromium) -> Iterator[object]:
+    yield chromium.new_page(viewport={"width": 1000, "height": 900})
 
 
 def test_page_shows_alerts_newest_first_with_the_plot_and_refreshes(

@@ -135,9 +135,8 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
 
 @pytest.mark.browser
 def test_the_pipeline_page_shows_the_five_blocks_in_order(
-    local_dirs, start_process, port_factory, tmp_path
+    local_dirs, start_process, port_factory, tmp_path, chromium
 ) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
     before = project_files()
     port = port_factory()
     # Scheduled runs fail fast and quietly here: no InfluxDB, no webhook.
@@ -148,38 +147,22 @@ def test_the_pipeline_page_shows_the_five_blocks_in_order(
     }
     server = start_mage(start_process, port, env)
 
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(f"http://127.0.0.1:{port}/pipelines/{PIPELINE}/edit", timeout=120_000)
-            page.get_by_text(BLOCK_ORDER[-1], exact=True).first.wait_for(timeout=120_000)
-            shown = page.evaluate(
-                """names => {
-                    const wanted = new Set(names), found = [];
-                    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-                    while (walker.nextNode()) {
-                        const text = walker.currentNode.nodeValue.trim();
-                        if (wanted.has(text)) found.push(text);
-                    }
-                    return found;
-                }""",
-                BLOCK_ORDER,
-            )
-            page.screenshot(path=str(tmp_path / "pipeline.png"))
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1600, "height": 1200})
+    page.goto(f"http://127.0.0.1:{port}/pipelines/{PIPELINE}/edit", timeout=120_000)
+    page.get_by_text(BLOCK_ORDER[-1], exact=True).first.wait_for(timeout=120_000)
+    shown = page.evaluate(
+        """names => {
+            const wanted = new Set(names), found = [];
+            const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            while (walker.nextNode()) {
+                const text = walker.currentNode.nodeValue.trim();
+                if (wanted.has(text)) found.push(text);
+            }
+            return found;
+        }""",
+        BLOCK_ORDER,
+    )
+    page.screenshot(path=str(tmp_path / "pipeline.png"))
 
     assert list(dict.fromkeys(shown)) == BLOCK_ORDER
     stop_and_check_nothing_is_left(server)
