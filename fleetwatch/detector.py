@@ -150,6 +150,18 @@ class DetectorConfig:
         return json.dumps(self.to_json(), sort_keys=True)
 
 
+# Per-machine arrays the detector keeps itself (beside the fleet's, scaler's and views' own);
+# one list, so what `arrays()` saves is exactly what `from_state()` restores.
+_PER_MACHINE_ARRAYS = (
+    "last_time",
+    "last_value",
+    "usual_low",
+    "usual_high",
+    "window_low",
+    "window_high",
+)
+
+
 class FleetDetector:
     """Scores telemetry frames machine by machine, keeping every machine's model between calls.
 
@@ -433,14 +445,7 @@ class FleetDetector:
             **{f"views_{k}": v for k, v in (self.views.state() if self.views else {}).items()},
             **self.alarm.state(),
         }
-        for name in (
-            "last_time",
-            "last_value",
-            "usual_low",
-            "usual_high",
-            "window_low",
-            "window_high",
-        ):
+        for name in _PER_MACHINE_ARRAYS:
             arrays[name] = getattr(self, name)
         return arrays
 
@@ -471,14 +476,7 @@ class FleetDetector:
             detector.views.restore({k[6:]: v for k, v in arrays.items() if k.startswith("views_")})
         detector.alarm.restore(arrays)
         count = len(machines)
-        for name in (
-            "last_time",
-            "last_value",
-            "usual_low",
-            "usual_high",
-            "window_low",
-            "window_high",
-        ):
+        for name in _PER_MACHINE_ARRAYS:
             value = np.asarray(arrays[name])
             if len(value) != count or value.shape[1:] != getattr(detector, name).shape[1:]:
                 raise ValueError(f"{name} has shape {value.shape} for {count} machines")
