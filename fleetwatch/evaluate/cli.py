@@ -17,6 +17,7 @@ from fleetwatch.evaluate import detectors
 from fleetwatch.evaluate.nab_benchmark import (
     NabReport,
     evaluate_detector,
+    format_alerts,
     format_files,
     format_seed_means,
     format_summary,
@@ -119,6 +120,9 @@ def command_nab(args: argparse.Namespace) -> int:
         args.seeds or (),
     )
     print(format_summary(reports))
+    if alerts := format_alerts(reports):
+        print()
+        print(alerts)
     if args.seeds:
         print()
         print(format_seed_means(reports))
@@ -163,6 +167,8 @@ def command_all(args: argparse.Namespace) -> int:
         )
         print(f"NAB ({windows.name}, {len(reports[0].profiles['standard'].files)} series)")
         print(format_summary(reports))
+        print()
+        print(format_alerts(reports))
         print()
         payload["nab"] = {r.detector: r.as_dict() for r in reports}
     from fleetwatch.evaluate import simulator_eval

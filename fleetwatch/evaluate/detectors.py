@@ -13,6 +13,11 @@ Named entries:
   configuration, applied to the series' single value column; see `product_detector`).
 - `null`: no detections; scores 0 by definition and checks the normalisation.
 
+Every detector also says which rows it would *alert* on (`detect`): the product, the first
+point of each episode (its threshold, persistence and cooldown); the series detectors, the
+blog's rule, every point scored above 0.8. NAB scores those alerts as they stand (no sweep):
+what a user would receive, beside NAB's threshold-free ranking of the scores.
+
 >>> config = DetectorConfig.from_mapping({"n_trees": 25, "height": 10})
 >>> config.n_trees, config.height, config.window_size
 (25, 10, 250)
@@ -39,6 +44,8 @@ from fleetwatch.evaluate.zscore import rolling_abs_z, squash
 ORDERS = ("learn_then_score", "score_then_learn")
 ENGINES = ("auto", "river", "numpy")
 KINDS = ("hst", "zscore")
+# The blog posted an alert for every point scored above this (no persistence, no episodes).
+BLOG_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,11 @@ class SeriesDetector:
             scores = pd.Series(scores).rolling(c.smoothing, min_periods=1).mean().to_numpy()
         return np.clip(scores, 0.0, 1.0)
 
+    def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores, and the blog's alerts: every point scored above `BLOG_THRESHOLD`."""
+        scores = self.score(values)
+        return scores, scores > BLOG_THRESHOLD
+
 
 @dataclass(frozen=True)
 class NullDetector:
@@ -151,6 +163,9 @@ class NullDetector:
 
     def score(self, values: np.ndarray) -> np.ndarray:
         return np.zeros(len(values))
+
+    def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.score(values), np.zeros(len(values), bool)
 
 
 def hst_scores(

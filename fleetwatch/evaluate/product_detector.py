@@ -8,6 +8,8 @@ from its own `DetectorConfig`, changing only what the setting forces:
   continuous `score` column (before threshold and persistence; NAB sweeps its own threshold). NAB rows are fed in file order as consecutive
   1 Hz readings: the product's time rules are written for 1 Hz telemetry, and NAB's own
   timestamps repeat or step back in places, which the pipeline would drop as stale.
+- Its alerts are the first points of its episodes (`episode_start`: threshold, persistence
+  and cooldown applied), what the pipeline would post to Slack.
 - Overrides come as JSON (`{"product": {"n_trees": 50, ...}}`), so a candidate default is one
   command away on both evaluations.
 """
@@ -58,6 +60,11 @@ class ProductSeriesDetector:
         }
 
     def score(self, values: np.ndarray) -> np.ndarray:
+        return self.detect(values)[0]
+
+    def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The continuous score per row, and the rows an alert would be sent for: the
+        first point of each episode (threshold, persistence and cooldown applied)."""
         from fleetwatch.detector import FleetDetector
 
         detector = FleetDetector(product_config(self.overrides, NAB_OVERRIDES), engine=self.engine)
@@ -69,4 +76,5 @@ class ProductSeriesDetector:
             }
         )
         scored = detector.score_frame(frame)
-        return np.clip(np.nan_to_num(scored["score"].to_numpy(dtype=float), nan=0.0), 0.0, 1.0)
+        score = np.clip(np.nan_to_num(scored["score"].to_numpy(dtype=float), nan=0.0), 0.0, 1.0)
+        return score, scored["episode_start"].to_numpy(dtype=bool)

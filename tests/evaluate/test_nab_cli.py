@@ -11,12 +11,18 @@ import pandas as pd
 import pytest
 
 from fleetwatch.evaluate.cli import main
+from fleetwatch.evaluate.detectors import resolve
+from fleetwatch.evaluate.nab_benchmark import score_alerts
 from fleetwatch.evaluate.nab_corpus import load_corpus, read_series, read_windows, result_path
+from fleetwatch.evaluate.nab_scorer import PROFILES
 from tests.support import PYTHON, REPO_ROOT
 
 
-def write_corpus(root: Path, spike_rows: dict[str, list[int]]) -> tuple[Path, Path]:
-    """Flat series with a spike per window, in NAB's `<category>/<file>.csv` layout."""
+def write_corpus(
+    root: Path, spike_rows: dict[str, list[int]], length: int = 1
+) -> tuple[Path, Path]:
+    """Flat series with a spike (`length` rows) per window, in NAB's `<category>/<file>.csv`
+    layout."""
     data = root / "data"
     windows: dict[str, list[list[str]]] = {}
     rng = np.random.default_rng(7)
@@ -26,7 +32,7 @@ def write_corpus(root: Path, spike_rows: dict[str, list[int]]) -> tuple[Path, Pa
         values = 10 + rng.normal(0, 0.1, n)
         windows[f"synthetic/{name}.csv"] = []
         for row in rows:
-            values[row] += 50
+            values[row : row + length] += 50
             start, end = stamps[row - 5], stamps[row + 24]
             windows[f"synthetic/{name}.csv"].append([f"{start}.000000", f"{end}.000000"])
         path = data / "synthetic" / f"{name}.csv"
@@ -173,3 +179,49 @@ def test_seeds_run_each_detector_per_seed_and_report_the_mean(
     assert mean["seeds"] == 2
     assert mean["mean"] == pytest.approx(sum(r["standard"] for r in payload["detectors"]) / 2)
     assert "seed mean" in capsys.readouterr().out
+
+
+def test_alerts_are_scored_as_they_stand_without_a_threshold_sweep(
+    corpus_files: tuple[Path, Path],
+) -> None:
+    """An alert on each window's first row is perfect; one more alert before the first window
+    costs exactly the profile's fpWeight (the sweep cannot drop it)."""
+    data, windows = corpus_files
+    corpus = load_corpus(data, read_windows(windows))
+    profiles = PROFILES
+    perfect = {}
+    for f in corpus.files:
+        rows = np.zeros(f.layout.n_rows, bool)
+        rows[f.layout.windows[:, 0]] = True
+        perfect[f.key] = rows
+    assert {p: r.normalised for p, r in score_alerts(corpus, perfect, profiles).items()} == {
+        p: pytest.approx(100.0) for p in profiles
+    }
+    noisy = {key: rows.copy() for key, rows in perfect.items()}
+    first = corpus.files[0]
+    noisy[first.key][first.layout.probation] = True  # first scored row, before any window
+    for name, result in score_alerts(corpus, noisy, profiles).items():
+        cost = profiles[name]
+        assert result.raw == pytest.approx(result.perfect - cost.fp)
+    silent = {key: np.zeros_like(rows) for key, rows in perfect.items()}
+    assert all(r.normalised == 0.0 for r in score_alerts(corpus, silent, profiles).values())
+
+
+def test_default_alerts_are_the_product_s_episode_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The product alerts once per 10-row excursion, early in its window."""
+    data, windows = write_corpus(tmp_path, {"one": [300], "two": [350, 450]}, length=10)
+    out = tmp_path / "default.json"
+    args = ["nab", "--data", str(data), "--windows", str(windows), "--detector", "default"]
+    assert main([*args, "--json", str(out), "--jobs", "1"]) == 0
+    report = json.loads(out.read_text())
+    corpus = load_corpus(data, read_windows(windows))
+    starts = {
+        f.key: resolve("default").detect(f.frame["value"].to_numpy())[1] for f in corpus.files
+    }
+    assert report["alerts"]["count"] == sum(int(s.sum()) for s in starts.values()) == 3
+    expected = score_alerts(corpus, starts, PROFILES)
+    assert report["alerts"]["standard"] == pytest.approx(expected["standard"].normalised)
+    assert report["alerts"]["standard"] > 90
+    assert "alerts as sent" in capsys.readouterr().out
