@@ -1,8 +1,9 @@
 """`python -m fleetwatch.evaluate nab|simulator|all`: the evaluation commands.
 
 `all` is what `make eval` runs: NAB on the labelled subset in `../shared/nab` (or `$NAB_DIR`)
-when it is there, upstream against default, then the simulator's fault schedule, each printed
-as a table and written together as JSON.
+when it is there, upstream against default (beside the published detectors whose result files
+the folder holds, scored the same way), then the simulator's fault schedule, each printed as a
+table and written together as JSON.
 """
 
 from __future__ import annotations
@@ -165,12 +166,20 @@ def command_all(args: argparse.Namespace) -> int:
             results_dir=args.output / "nab-results",
             jobs=args.jobs,
         )
+        published = sorted(p.name for p in (directory / "results").glob("*") if p.is_dir())
+        references = (
+            run_nab(directory / "data", windows, published, scores_from=directory / "results")
+            if published
+            else []
+        )
         print(f"NAB ({windows.name}, {len(reports[0].profiles['standard'].files)} series)")
-        print(format_summary(reports))
+        print(format_summary(reports + references))
+        if references:
+            print(f"  ({', '.join(published)}: NAB's own result files, scored here)")
         print()
         print(format_alerts(reports))
         print()
-        payload["nab"] = {r.detector: r.as_dict() for r in reports}
+        payload["nab"] = {r.detector: r.as_dict() for r in reports + references}
     from fleetwatch.evaluate import simulator_eval
 
     sim_reports = [

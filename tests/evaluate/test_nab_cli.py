@@ -225,3 +225,29 @@ def test_default_alerts_are_the_product_s_episode_starts(
     assert report["alerts"]["standard"] == pytest.approx(expected["standard"].normalised)
     assert report["alerts"]["standard"] > 90
     assert "alerts as sent" in capsys.readouterr().out
+
+
+def test_all_scores_the_published_result_files_beside_upstream_and_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make eval` puts NAB's own detectors (result files in the folder) in the same table."""
+    nab = tmp_path / "nab"
+    data, windows = write_corpus(nab, {"one": [300], "two": [350, 450]}, length=10)
+    windows.rename(nab / "combined_windows_synthetic.json")
+    corpus = load_corpus(data, read_windows(nab / "combined_windows_synthetic.json"))
+    for f in corpus.files:
+        scores = np.zeros(f.layout.n_rows)
+        scores[f.layout.windows[:, 0]] = 1.0
+        path = nab / "results" / "perfect" / f"perfect_{Path(f.key).name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"timestamp": f.frame["timestamp"], "anomaly_score": scores}).to_csv(path)
+    monkeypatch.setenv("NAB_DIR", str(nab))
+    out_dir = tmp_path / "out"
+    args = ["all", "--output", str(out_dir), "--minutes", "60", "--machines", "5", "--jobs", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "NAB's own result files" in out and "alerts as sent" in out
+    nab_scores = json.loads((out_dir / "eval.json").read_text())["nab"]
+    assert set(nab_scores) == {"upstream", "default", "perfect"}
+    assert nab_scores["perfect"]["standard"] == pytest.approx(100.0)
+    assert "alerts" in nab_scores["default"] and "alerts" not in nab_scores["perfect"]
