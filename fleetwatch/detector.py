@@ -85,7 +85,7 @@ class DetectorConfig:
     level_span: int = 600
     change_span: int = 100
     outlier_z: float = 3.0
-    z_clip: float = 6.0
+    z_clip: float = 8.0
     limits: Mapping[str, tuple[float, float]] | None = None
     n_trees: int = 25
     height: int = 4

@@ -79,7 +79,7 @@ class ViewSettings:
     level_span: int = 600
     change_span: int = 100
     outlier_z: float = 3.0
-    z_clip: float = 6.0
+    z_clip: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("level_span", "change_span"):
