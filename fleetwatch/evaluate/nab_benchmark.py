@@ -29,6 +29,7 @@ from fleetwatch.evaluate.nab_scorer import (
     score_file,
     sweep,
 )
+from fleetwatch.evaluate.tables import text_table
 
 
 @dataclass(frozen=True)
@@ -227,13 +228,8 @@ def detector_config(detector) -> dict:
 def format_summary(reports: list[NabReport]) -> str:
     """The comparison table: one row per detector, NAB's three normalised profile scores."""
     profiles = list(reports[0].profiles) if reports else []
-    width = max([len("detector"), *(len(r.detector) for r in reports)])
-    header = f"{'detector':<{width}}  " + "  ".join(f"{p:>18}" for p in profiles)
-    lines = [header, "-" * len(header)]
-    for report in reports:
-        cells = "  ".join(f"{report.profiles[p].normalised:>18.1f}" for p in profiles)
-        lines.append(f"{report.detector:<{width}}  {cells}")
-    return "\n".join(lines)
+    rows = [(r.detector, [f"{r.profiles[p].normalised:.1f}" for p in profiles]) for r in reports]
+    return text_table("detector", profiles, rows)
 
 
 def format_alerts(reports: list[NabReport]) -> str:
@@ -242,17 +238,14 @@ def format_alerts(reports: list[NabReport]) -> str:
     if not alerting:
         return ""
     profiles = list(alerting[0].alerts)
-    width = max([len("alerts as sent"), *(len(r.detector) for r in alerting)])
-    header = (
-        f"{'alerts as sent':<{width}}  "
-        + "  ".join(f"{p:>18}" for p in profiles)
-        + f"  {'alerts':>7}"
-    )
-    lines = [header, "-" * len(header)]
-    for report in alerting:
-        cells = "  ".join(f"{report.alerts[p].normalised:>18.1f}" for p in profiles)
-        lines.append(f"{report.detector:<{width}}  {cells}  {report.alert_count:>7}")
-    return "\n".join(lines)
+    rows = [
+        (
+            r.detector,
+            [f"{r.alerts[p].normalised:.1f}" for p in profiles] + [str(r.alert_count)],
+        )
+        for r in alerting
+    ]
+    return text_table("alerts as sent", [*profiles, "alerts"], rows)
 
 
 def seed_means(reports: list[NabReport]) -> dict[str, dict[str, dict[str, float]]]:
@@ -281,15 +274,11 @@ def format_seed_means(reports: list[NabReport]) -> str:
     if not means:
         return ""
     profiles = list(next(iter(means.values())))
-    width = max(len("detector (seed mean)"), *(len(name) for name in means))
-    header = f"{'detector (seed mean)':<{width}}  " + "  ".join(f"{p:>18}" for p in profiles)
-    lines = [header, "-" * len(header)]
-    for name, by_profile in means.items():
-        cells = "  ".join(
-            f"{by_profile[p]['mean']:>11.1f} +- {by_profile[p]['std']:>4.1f}" for p in profiles
-        )
-        lines.append(f"{name:<{width}}  {cells}")
-    return "\n".join(lines)
+    rows = [
+        (name, [f"{by[p]['mean']:.1f} +- {by[p]['std']:>4.1f}" for p in profiles])
+        for name, by in means.items()
+    ]
+    return text_table("detector (seed mean)", profiles, rows)
 
 
 def format_files(report: NabReport, profile: str = "standard") -> str:

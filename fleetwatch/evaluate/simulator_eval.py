@@ -26,6 +26,7 @@ from fleetwatch.evaluate.episode_matching import (
 )
 from fleetwatch.evaluate.fault_script import scripted_faults
 from fleetwatch.evaluate.pipeline_monitor import SENSORS, make_monitor
+from fleetwatch.evaluate.tables import text_table
 
 START = 1_700_000_000.0  # a fixed epoch: the same seed must give the same readings
 INTERVAL = 1.0
@@ -157,24 +158,15 @@ def format_report(report: SimulatorReport) -> str:
 def format_comparison(reports: Sequence[SimulatorReport]) -> str:
     """One row per detector: recall and median latency per kind, false episodes, precision."""
     kinds = list(reports[0].result.kinds) if reports else []
-    width = max([len("detector"), *(len(r.detector) for r in reports)])
-    header = (
-        f"{'detector':<{width}}  "
-        + "  ".join(f"{kind + ' rec/med s':>18}" for kind in kinds)
-        + f"  {'false/m-day':>11}  {'precision':>9}"
-    )
-    lines = [header, "-" * len(header)]
+    rows = []
     for report in reports:
         r = report.result
         cells = []
         for kind in kinds:
             k = r.kinds[kind]
             recall = "-" if k.recall is None else f"{100 * k.recall:.0f}%"
-            cells.append(f"{recall + ' / ' + _seconds(k.latency(0.5)):>18}")
+            cells.append(f"{recall} / {_seconds(k.latency(0.5))}")
         precision = "-" if r.precision is None else f"{100 * r.precision:.0f}%"
-        lines.append(
-            f"{report.detector:<{width}}  "
-            + "  ".join(cells)
-            + f"  {r.false_per_machine_day:>11.1f}  {precision:>9}"
-        )
-    return "\n".join(lines)
+        rows.append((report.detector, [*cells, f"{r.false_per_machine_day:.1f}", precision]))
+    columns = [f"{kind} rec/med s" for kind in kinds] + ["false/m-day", "precision"]
+    return text_table("detector", columns, rows)
