@@ -8,8 +8,8 @@ from its own `DetectorConfig`, changing only what the setting forces:
   continuous `score` column (before threshold and persistence; NAB sweeps its own threshold). NAB rows are fed in file order as consecutive
   1 Hz readings: the product's time rules are written for 1 Hz telemetry, and NAB's own
   timestamps repeat or step back in places, which the pipeline would drop as stale.
-- Its alerts are the first points of its episodes (`episode_start`: threshold, persistence
-  and cooldown applied), what the pipeline would post to Slack.
+- Its alerts are the rows where the pipeline's episode tracker emits an "opened" event (an
+  episode's first point, or the end of the cooldown that held it back): what it posts to Slack.
 - Overrides come as JSON (`{"product": {"n_trees": 50, ...}}`), so a candidate default is one
   command away on both evaluations.
 """
@@ -63,11 +63,13 @@ class ProductSeriesDetector:
         return self.detect(values)[0]
 
     def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The continuous score per row, and the rows an alert would be sent for: the
-        first point of each episode (threshold, persistence and cooldown applied)."""
+        """The continuous score per row, and the rows the pipeline would post an alert at:
+        its episode tracker's "opened" events (threshold, persistence, cooldown)."""
         from fleetwatch.detector import FleetDetector
+        from fleetwatch.episodes import EpisodeTracker
 
-        detector = FleetDetector(product_config(self.overrides, NAB_OVERRIDES), engine=self.engine)
+        config = product_config(self.overrides, NAB_OVERRIDES)
+        detector = FleetDetector(config, engine=self.engine)
         frame = pd.DataFrame(
             {
                 "unique_id": "series",
@@ -77,4 +79,8 @@ class ProductSeriesDetector:
         )
         scored = detector.score_frame(frame)
         score = np.clip(np.nan_to_num(scored["score"].to_numpy(dtype=float), nan=0.0), 0.0, 1.0)
-        return score, scored["episode_start"].to_numpy(dtype=bool)
+        events = EpisodeTracker(config.features, config.rule).update(scored)
+        alerts = np.zeros(len(values), bool)
+        opened = [e.time - NAB_START.value for e in events if e.kind == "opened"]
+        alerts[np.asarray(opened, dtype=np.int64) // 1_000_000_000] = True
+        return score, alerts

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from fleetwatch.evaluate.cli import main
-from fleetwatch.evaluate.detectors import resolve
 from fleetwatch.evaluate.nab_benchmark import score_alerts
 from fleetwatch.evaluate.nab_corpus import load_corpus, read_series, read_windows, result_path
 from fleetwatch.evaluate.nab_scorer import PROFILES
+from fleetwatch.evaluate.product_detector import NAB_OVERRIDES, NAB_START, product_config
+from fleetwatch.state import FleetState
 from tests.support import PYTHON, REPO_ROOT
 
 
@@ -207,23 +208,40 @@ def test_alerts_are_scored_as_they_stand_without_a_threshold_sweep(
     assert all(r.normalised == 0.0 for r in score_alerts(corpus, silent, profiles).values())
 
 
-def test_default_alerts_are_the_product_s_episode_starts(
+def test_default_alerts_are_what_the_pipeline_would_post(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The product alerts once per 10-row excursion, early in its window."""
+    """The product's alerts are the pipeline's "opened" events: one per 10-row excursion,
+    early in its window, except one that ends inside the cooldown after the previous one."""
     data, windows = write_corpus(tmp_path, {"one": [300], "two": [350, 450]}, length=10)
     out = tmp_path / "default.json"
     args = ["nab", "--data", str(data), "--windows", str(windows), "--detector", "default"]
     assert main([*args, "--json", str(out), "--jobs", "1"]) == 0
     report = json.loads(out.read_text())
     corpus = load_corpus(data, read_windows(windows))
-    starts = {
-        f.key: resolve("default").detect(f.frame["value"].to_numpy())[1] for f in corpus.files
-    }
-    assert report["alerts"]["count"] == sum(int(s.sum()) for s in starts.values()) == 3
-    expected = score_alerts(corpus, starts, PROFILES)
+    posted = {}
+    for f in corpus.files:
+        state = FleetState.new(product_config(None, NAB_OVERRIDES))
+        values = f.frame["value"].to_numpy()
+        times = NAB_START + pd.to_timedelta(np.arange(len(values)), unit="s")
+        frame = pd.DataFrame({"unique_id": "series", "time": times, "value": values})
+        for start in range(0, len(frame), 60):  # one-minute runs, as scheduled
+            _, events = state.process(frame.iloc[start : start + 60])
+            for event in (e for e in events if e.kind == "opened"):
+                posted.setdefault(f.key, []).append(
+                    int((event.time - NAB_START.value) // 1_000_000_000)
+                )
+    assert sorted(posted) == ["synthetic/one.csv", "synthetic/two.csv"]
+    assert [len(rows) for rows in posted.values()] == [1, 1]  # the 450 excursion: cooldown
+    alerts = {}
+    for f in corpus.files:
+        alerts[f.key] = np.zeros(f.layout.n_rows, bool)
+        alerts[f.key][posted[f.key]] = True
+        assert f.layout.windows[0, 0] <= posted[f.key][0] <= f.layout.windows[0, 0] + 10
+    assert report["alerts"]["count"] == 2
+    expected = score_alerts(corpus, alerts, PROFILES)
     assert report["alerts"]["standard"] == pytest.approx(expected["standard"].normalised)
-    assert report["alerts"]["standard"] > 90
+    assert 50 < report["alerts"]["standard"] < 80  # two windows of three, early
     assert "alerts as sent" in capsys.readouterr().out
 
 
