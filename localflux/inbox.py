@@ -48,6 +48,9 @@ from localflux.inbox_store import (
 
 log = logging.getLogger("localflux.inbox")
 
+# A refused (too large) body is read and dropped up to this size before the 413 goes out.
+DRAIN_LIMIT = 16 * MAX_BODY_BYTES
+
 PAGE_CSP = (
     "default-src 'none'; img-src 'self' http: https: data:; connect-src 'self'; "
     "style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; base-uri 'none'; "
@@ -145,6 +148,7 @@ class InboxHandler(BaseHTTPRequestHandler):
             return
         if length > MAX_BODY_BYTES:
             self.close_connection = True
+            self._discard(length)
             self._send_text(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"request_too_large: {length} bytes, the limit is {MAX_BODY_BYTES}\n",
@@ -162,6 +166,16 @@ class InboxHandler(BaseHTTPRequestHandler):
         first_line = message.text.splitlines()[0] if message.text else "(no text)"
         log.info("received: %s", first_line[:200])
         self._send_text(HTTPStatus.OK, "ok")
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body (up to `DRAIN_LIMIT`), so the client, still sending,
+        gets the 413 instead of a broken pipe when the connection closes under it."""
+        left = min(length, DRAIN_LIMIT)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
 
     def _page(self) -> None:
         nonce = secrets.token_urlsafe(16)

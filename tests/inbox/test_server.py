@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,23 @@ def test_oversized_body_is_refused(inbox: Inbox) -> None:
     assert status == 413
     assert "request_too_large" in text
     assert inbox.messages() == []
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_413(inbox: Inbox) -> None:
+    """The 413 waits until the body has arrived: closing under a sender breaks its pipe, and
+    it never reads the answer (seen on a loaded CI machine)."""
+    body = b"x" * 1_100_000
+    head = (
+        f"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", inbox.port), timeout=10) as client:
+        client.sendall(head)
+        time.sleep(0.3)  # the server has the headers and decides before the body comes
+        client.sendall(body)
+        answer = client.makefile("rb").read()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 413 Request Entity Too Large")
+    assert b"request_too_large" in answer
 
 
 def test_wrong_method_and_path_explain_themselves(inbox: Inbox) -> None:
