@@ -274,6 +274,56 @@ def load_machine_data(
     return pd.concat(frames, ignore_index=True)
 
 
+def load_machine_history(
+    client: InfluxDBClient3,
+    *,
+    machine: str,
+    provider: str,
+    since: datetime | pd.Timestamp,
+    until: datetime | pd.Timestamp,
+    features: Sequence[str] = FEATURES,
+) -> pd.DataFrame:
+    """One machine's telemetry in `[since, until)` with the scores stored for it: the
+    loader's columns plus `score` (NaN where none was stored) and `is_anomaly`. For plots
+    that show what came before a run. Tags are bound as parameters, never pasted."""
+    params = {
+        "since": time_param(since),
+        "until": time_param(until),
+        "machine": machine,
+        "provider": provider,
+    }
+    where = 'time >= $since AND time < $until AND "machineID" = $machine AND provider = $provider'
+    columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
+    data = _machine_frame(
+        _query(
+            client,
+            f"SELECT time, {columns} FROM {sql_ident(MACHINE_TABLE)} WHERE {where} ORDER BY time",
+            params,
+            what=f"reading {MACHINE_TABLE}",
+        ),
+        features,
+    )
+    try:
+        stored = _query(
+            client,
+            f"SELECT time, score, is_anomaly FROM {sql_ident(SCORES_TABLE)} WHERE {where}",
+            params,
+            what=f"reading {SCORES_TABLE}",
+        )
+    except InfluxNotFound:  # no run has exported scores yet
+        stored = pa.table({"time": [], "score": [], "is_anomaly": []})
+    scores = pd.DataFrame(
+        {
+            "time": stored.column("time").cast(pa.timestamp("ns", tz="UTC")).to_pandas(),
+            "score": stored.column("score").cast(pa.float64()).to_pandas(),
+            "is_anomaly": stored.column("is_anomaly").cast(pa.bool_()).to_pandas(),
+        }
+    )
+    merged = data.merge(scores.drop_duplicates("time", keep="last"), on="time", how="left")
+    merged["is_anomaly"] = merged["is_anomaly"].fillna(False).astype(bool)
+    return merged
+
+
 def empty_machine_frame(features: Sequence[str] = FEATURES) -> pd.DataFrame:
     """The loader's frame with no rows, with the same columns and dtypes.
 

@@ -55,9 +55,11 @@ from fleetwatch.atomic import fsync_dir, write_atomically
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from fleetwatch.episodes import EpisodeEvent, episode_id
 from fleetwatch.influx import (
+    InfluxError,
     InfluxSettings,
     connect,
     load_machine_data,
+    load_machine_history,
     read_since,
     write_episodes,
     write_scores,
@@ -96,6 +98,7 @@ class RunContext:
     influx: InfluxSettings
     public_base_url: str
     digest_min: int
+    plot_history: timedelta = timedelta(minutes=30)
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     run_url: str | None = None
     describe: str = "mage run"
@@ -135,6 +138,9 @@ class RunContext:
             pipeline = kwargs.get("pipeline_uuid") or "machine_anomaly_detection"
             run_url = f"{mage_public_host(env)}/pipelines/{pipeline}/runs/{run_id}"
             describe = f"Mage pipeline run {run_id} (trigger {kwargs.get('trigger_name', '?')})"
+        history = int_setting("PLOT_HISTORY_MIN", env)
+        if history < 0:
+            raise ValueError(f"PLOT_HISTORY_MIN must be >= 0, got {history}")
         return cls(
             config=config,
             lookback=timedelta(minutes=lookback),
@@ -143,6 +149,7 @@ class RunContext:
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
             digest_min=int_setting("ALERT_DIGEST_MIN", env),
+            plot_history=timedelta(minutes=history),
             lock_timeout=_number(kwargs, "lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT),
             run_url=run_url,
             describe=describe,
@@ -490,12 +497,21 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
         for uid, e in state.episodes.open.items()
     ]
     present = set(rows["unique_id"]) if len(rows) else set()
+    spans = [span for span in spans if span["unique_id"] in present]
+    wanted = {span["unique_id"] for span in spans}
+    if len(rows):
+        wanted |= set(rows.loc[rows["is_anomaly"].astype(bool), "unique_id"])
+    history, history_note = plot_history(ctx, rows, wanted)
+    plot_rows = rows if len(rows) else _plot_columns(ctx)
+    if history is not None:
+        plot_rows = pd.concat([history, rows[history.columns]], ignore_index=True)
     plotted = render_machine_plots(
-        rows if len(rows) else _plot_columns(ctx),
+        plot_rows,
         ctx.output_dir,
         threshold=ctx.config.threshold,
         features=ctx.features,
-        episodes=[span for span in spans if span["unique_id"] in present],
+        episodes=spans,
+        machines=wanted,
     )
     urls = {
         uid: plot_url(path, ctx.output_dir, ctx.public_base_url)
@@ -515,8 +531,8 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
         )
     kinds = ", ".join(f"{a['kind']} {a['unique_id']}" for a in alerts) or "none"
     print(
-        f"check_anomalies: events: {kinds}; alerts: {sent}; {len(plotted)} plot(s); "
-        f"open episodes: {len(state.episodes.open)}"
+        f"check_anomalies: events: {kinds}; alerts: {sent}; {len(plotted)} plot(s)"
+        f"{history_note}; open episodes: {len(state.episodes.open)}"
     )
     return checked
 
@@ -524,6 +540,46 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
 def _plot_columns(ctx: RunContext) -> pd.DataFrame:
     columns = ["time", "machineID", "unique_id", *ctx.features, "score", "is_anomaly"]
     return pd.DataFrame(columns=columns)
+
+
+def plot_history(
+    ctx: RunContext, rows: pd.DataFrame, machines: set[str]
+) -> tuple[pd.DataFrame | None, str]:
+    """What each plotted machine did in the `PLOT_HISTORY_MIN` before its first row of this
+    run (its telemetry and stored scores, read back from InfluxDB), and a note for the log.
+
+    A run holds a minute of data; an alert's plot should show how the fault began and what
+    normal looked like. Best effort: a plot is not worth failing an alert for, so when InfluxDB
+    cannot answer the plots show the run's rows alone (None), and the note says why.
+    """
+    if not machines or ctx.plot_history <= timedelta(0) or not len(rows):
+        return None, ""
+    columns = _plot_columns(ctx).columns
+    mine = rows[rows["unique_id"].isin(machines)]
+    firsts = mine.groupby("unique_id").agg(
+        time=("time", "min"), machineID=("machineID", "first"), provider=("provider", "first")
+    )
+    frames = []
+    try:
+        with contextlib.closing(connect(ctx.influx)) as client:
+            for uid, first in firsts.iterrows():
+                until = pd.Timestamp(first["time"])
+                history = load_machine_history(
+                    client,
+                    machine=str(first["machineID"]),
+                    provider=str(first["provider"]),
+                    since=until - ctx.plot_history,
+                    until=until,
+                    features=ctx.features,
+                )
+                history["unique_id"] = uid
+                if len(history):
+                    frames.append(history[columns])
+    except InfluxError as error:
+        return None, f" (without history: {error})"
+    minutes = ctx.plot_history.total_seconds() / 60
+    note = f" with {minutes:g} min of history"
+    return (pd.concat(frames, ignore_index=True) if frames else None), note
 
 
 def episode_ids(scored: pd.DataFrame, open_before: Mapping[str, str]) -> pd.Series:

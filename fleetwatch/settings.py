@@ -40,6 +40,7 @@ DEFAULTS: dict[str, str] = {
     "SIM_BACKFILL": "30m",
     "SLACK_WEBHOOK_URL": "",
     "ALERT_DIGEST_MIN": "10",
+    "PLOT_HISTORY_MIN": "30",
     "INBOX_PORT": "5006",
     "INBOX_DATA_DIR": ".local/inbox",
     "PUBLIC_BASE_URL": "http://127.0.0.1:5006",

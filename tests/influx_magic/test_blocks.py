@@ -15,7 +15,13 @@ import yaml
 from fleetwatch.alerts import RetryPolicy
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.influx import InfluxUnavailable
-from fleetwatch.pipeline import PipelineError, RunContext, prepare_telemetry, unique_ids
+from fleetwatch.pipeline import (
+    PipelineError,
+    RunContext,
+    plot_history,
+    prepare_telemetry,
+    unique_ids,
+)
 from fleetwatch.runlock import RunLock, RunLockBusy
 from fleetwatch.state import FILENAME, FleetState
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
@@ -205,6 +211,37 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
         keyed = batch.assign(unique_id=unique_ids(batch["provider"], batch["machineID"]))
         reference.detector.score_frame(keyed.sort_values(["time", "unique_id"], kind="stable"))
     assert_same_models(FleetState.load(world.state_file), reference)
+
+
+def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
+    world: PipelineWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = world.telemetry.write(540)
+    run_blocks(tmp_path)  # the healthy minutes are scored and exported
+    world.telemetry.write(180, overload=["machine2"])
+    output = load_block("load_influx_data").load_influx_data()
+    for name in ("transform_data", "detect_anomalies"):
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+    rows = output[output["status"] == "scored"]
+    uid = unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
+    first = rows.loc[rows["unique_id"] == uid, "time"].min()
+
+    shown, note = plot_history(RunContext.from_kwargs({}), rows, {uid})
+
+    assert note == " with 30 min of history"
+    assert set(shown["unique_id"]) == {uid}
+    assert shown["time"].max() < first <= shown["time"].min() + pd.Timedelta(minutes=30)
+    earlier = history[(history["machineID"] == "machine2") & (history["time"] < first)]
+    assert len(shown) == len(earlier) > 0  # the provider's comma and ampersand were bound
+    assert shown["score"].notna().all()  # with the scores the first run exported
+    assert not shown["is_anomaly"].any()
+
+    world.influx.kill()  # a plot is not worth an alert: it goes out without the history
+    load_block("check_anomalies").check_anomalies(through_parquet(output, tmp_path))
+    assert len(messages(world.receiver, "Anomaly")) == 1
+    assert "(without history: InfluxDB at" in capsys.readouterr().out
+    assert [p.name.split("-")[-1] for p in world.plots.glob("*.png")] == ["machine2.png"]
+    world.influx.start()
 
 
 def assert_same_models(state: FleetState, reference: FleetState) -> None:
