@@ -157,10 +157,18 @@ def time_param(moment: datetime | pd.Timestamp) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{stamp.nanosecond:03d}Z"
 
 
-def machine_data_sql(features: Sequence[str], *, bounded: bool, table: str = MACHINE_TABLE) -> str:
-    """The telemetry query for one time slice; `bounded=False` leaves the end open."""
+# One machine's rows: its tags are bound as $machine and $provider, never pasted.
+ONE_MACHINE = ' AND "machineID" = $machine AND provider = $provider'
+
+
+def machine_data_sql(
+    features: Sequence[str], *, bounded: bool, table: str = MACHINE_TABLE, one_machine: bool = False
+) -> str:
+    """The telemetry query for one time slice; `bounded=False` leaves the end open,
+    `one_machine` keeps the rows of the machine given as parameters."""
     columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
     where = "time >= $since AND time < $until" if bounded else "time >= $since"
+    where += ONE_MACHINE if one_machine else ""
     return (
         f'SELECT time, {columns} FROM {sql_ident(table)} WHERE {where} ORDER BY time, "machineID"'
     )
@@ -292,17 +300,9 @@ def load_machine_history(
         "machine": machine,
         "provider": provider,
     }
-    where = 'time >= $since AND time < $until AND "machineID" = $machine AND provider = $provider'
-    columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
-    data = _machine_frame(
-        _query(
-            client,
-            f"SELECT time, {columns} FROM {sql_ident(MACHINE_TABLE)} WHERE {where} ORDER BY time",
-            params,
-            what=f"reading {MACHINE_TABLE}",
-        ),
-        features,
-    )
+    sql = machine_data_sql(features, bounded=True, one_machine=True)
+    data = _machine_frame(_query(client, sql, params, what=f"reading {MACHINE_TABLE}"), features)
+    where = "time >= $since AND time < $until" + ONE_MACHINE
     try:
         stored = _query(
             client,
