@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,13 @@ import pytest
 
 from fleetwatch.evaluate.cli import main
 from fleetwatch.evaluate.nab_benchmark import score_alerts
-from fleetwatch.evaluate.nab_corpus import load_corpus, read_series, read_windows, result_path
+from fleetwatch.evaluate.nab_corpus import (
+    NabCorpus,
+    load_corpus,
+    read_series,
+    read_windows,
+    result_path,
+)
 from fleetwatch.evaluate.nab_scorer import PROFILES
 from fleetwatch.evaluate.product_detector import NAB_OVERRIDES, NAB_START, product_config
 from fleetwatch.state import FleetState
@@ -44,6 +51,28 @@ def write_corpus(
     windows_path = root / "windows.json"
     windows_path.write_text(json.dumps(windows))
     return data, windows_path
+
+
+def window_starts(corpus: NabCorpus) -> dict[str, np.ndarray]:
+    """A perfect detector: a detection on each labelled window's first row, per file."""
+    starts = {}
+    for f in corpus.files:
+        rows = np.zeros(f.layout.n_rows, bool)
+        rows[f.layout.windows[:, 0]] = True
+        starts[f.key] = rows
+    return starts
+
+
+def write_result_files(
+    results: Path, detector: str, corpus: NabCorpus, scores: Mapping[str, np.ndarray]
+) -> None:
+    """Result files as another tool writes them: flat `<results>/<detector>/<detector>_<file>`
+    (as in shared/), timestamp and anomaly_score."""
+    for f in corpus.files:
+        path = results / detector / f"{detector}_{Path(f.key).name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = {"timestamp": f.frame["timestamp"], "anomaly_score": scores[f.key].astype(float)}
+        pd.DataFrame(frame).to_csv(path)
 
 
 @pytest.fixture
@@ -95,16 +124,10 @@ def test_scores_from_existing_result_files_perfect_is_100_null_is_0(
     """`--scores-from` scores result files another tool wrote, found by NAB's naming."""
     data, windows = corpus_files
     corpus = load_corpus(data, read_windows(windows))
-    for detector in ("perfect", "null"):
-        for f in corpus.files:
-            scores = np.zeros(f.layout.n_rows)
-            if detector == "perfect":
-                scores[f.layout.windows[:, 0]] = 1.0
-            path = (
-                tmp_path / "results" / detector / f"{detector}_{Path(f.key).name}"
-            )  # flat, as in shared/
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"timestamp": f.frame["timestamp"], "anomaly_score": scores}).to_csv(path)
+    perfect = window_starts(corpus)
+    write_result_files(tmp_path / "results", "perfect", corpus, perfect)
+    silent = {key: np.zeros_like(rows) for key, rows in perfect.items()}
+    write_result_files(tmp_path / "results", "null", corpus, silent)
     out = tmp_path / "both.json"
     code = main(
         [
@@ -190,11 +213,7 @@ def test_alerts_are_scored_as_they_stand_without_a_threshold_sweep(
     data, windows = corpus_files
     corpus = load_corpus(data, read_windows(windows))
     profiles = PROFILES
-    perfect = {}
-    for f in corpus.files:
-        rows = np.zeros(f.layout.n_rows, bool)
-        rows[f.layout.windows[:, 0]] = True
-        perfect[f.key] = rows
+    perfect = window_starts(corpus)
     assert {p: r.normalised for p, r in score_alerts(corpus, perfect, profiles).items()} == {
         p: pytest.approx(100.0) for p in profiles
     }
@@ -253,12 +272,7 @@ def test_all_scores_the_published_result_files_beside_upstream_and_default(
     data, windows = write_corpus(nab, {"one": [300], "two": [350, 450]}, length=10)
     windows.rename(nab / "combined_windows_synthetic.json")
     corpus = load_corpus(data, read_windows(nab / "combined_windows_synthetic.json"))
-    for f in corpus.files:
-        scores = np.zeros(f.layout.n_rows)
-        scores[f.layout.windows[:, 0]] = 1.0
-        path = nab / "results" / "perfect" / f"perfect_{Path(f.key).name}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"timestamp": f.frame["timestamp"], "anomaly_score": scores}).to_csv(path)
+    write_result_files(nab / "results", "perfect", corpus, window_starts(corpus))
     monkeypatch.setenv("NAB_DIR", str(nab))
     out_dir = tmp_path / "out"
     args = ["all", "--output", str(out_dir), "--minutes", "60", "--machines", "5", "--jobs", "1"]
