@@ -1,4 +1,4 @@
-"""The product's own settings: InfluxDB, Slack, Mage, state and plots.
+"""The product's own settings: InfluxDB, Slack, Mage, state, plots and operations.
 
 Each key is an environment variable documented in `.env.example`; this module declares the
 keys the pipeline, its alerts and the Mage launcher read, with their defaults. A `.env` file at
@@ -33,12 +33,18 @@ SETTINGS = Settings(
         "DEFAULT_OWNER_PASSWORD": "",
         "FLEETWATCH_STATE_DIR": ".local/state",
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+        "MACHINES_FILE": "influx-magic/machines.yaml",
+        "FALSE_ALARM_STEP": "0.05",
+        "FALSE_ALARM_MAX": "0.15",
+        "FALSE_ALARM_DECAY": "7d",
+        "FLEET_PAGE_PORT": "5007",
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )
 
 setting = SETTINGS.get
 int_setting = SETTINGS.integer
+float_setting = SETTINGS.number
 path_setting = SETTINGS.path
 
-__all__ = ["SETTINGS", "load_dotenv", "int_setting", "path_setting", "setting"]
+__all__ = ["SETTINGS", "float_setting", "int_setting", "load_dotenv", "path_setting", "setting"]
