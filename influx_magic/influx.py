@@ -477,13 +477,17 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     )
 
 
-def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
+def episodes_frame(
+    alerts: Iterable[Alert], statuses: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
 
     An episode's row is written when it opens and again when it resolves: same tags and time,
     so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
-    Peak sensor values become `peak_<feature>` fields.
+    Peak sensor values become `peak_<feature>` fields. `statuses` (episode id -> status)
+    replaces open / resolved for episodes an operator decision set apart (`muted`).
     """
+    statuses = statuses or {}
     rows = []
     for event in alerts:
         row: dict[str, Any] = {
@@ -492,7 +496,8 @@ def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
             "provider": event.provider,
             "episode_id": event.episode_id,
             "unique_id": event.unique_id,
-            "status": "open" if event.kind == "opened" else "resolved",
+            "status": statuses.get(event.episode_id)
+            or ("open" if event.kind == "opened" else "resolved"),
             "end": None if event.end is None else time_param(event.end),
             "duration_s": None
             if event.end is None
@@ -505,9 +510,11 @@ def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert]) -> int:
+def write_episodes(
+    client: InfluxDBClient3, alerts: Iterable[Alert], statuses: Mapping[str, str] | None = None
+) -> int:
     """Write episode events (opened or resolved) to `anomaly_episodes`."""
-    frame = episodes_frame(alerts)
+    frame = episodes_frame(alerts, statuses)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]

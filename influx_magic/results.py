@@ -11,7 +11,7 @@ harmlessly.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,9 +30,13 @@ class Written:
 
 
 def write_results(
-    influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert]
+    influx: InfluxSettings,
+    checked: pd.DataFrame,
+    alerts: Sequence[Alert],
+    statuses: Mapping[str, str] | None = None,
 ) -> Written:
-    """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`."""
+    """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`
+    (`statuses`: episode id -> a status other than open / resolved, e.g. `muted`)."""
     rows = checked[checked["status"] == "scored"] if len(checked) else checked
     scores = episodes = 0
     if len(rows) or alerts:
@@ -41,6 +45,6 @@ def write_results(
                 scores = write_scores(
                     client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
                 )
-            episodes = write_episodes(client, alerts)
+            episodes = write_episodes(client, alerts, statuses)
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
     return Written(scores, episodes, anomalous)

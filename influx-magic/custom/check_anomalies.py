@@ -5,7 +5,9 @@ episode opens ("Anomaly on machine2 ...") and one when it resolves ("Resolved ..
 SLACK_WEBHOOK_URL (the local inbox under `make run`), each linking to a PNG of the machine in
 FLEETWATCH_OUTPUT_DIR (served under PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the
 Mage run. A message that cannot be delivered waits in the outbox for the next run. Every row
-gets the `episode_id` of the episode it belongs to.
+gets the `episode_id` of the episode it belongs to. Episodes of a muted machine (`influx-magic
+mute`, or a window in `machines.yaml`) are not alerted, and follow-ups of acknowledged ones
+are not sent (`influx_magic.operations.alert_gate`).
 """
 
 if "custom" not in globals():
@@ -13,6 +15,7 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import alerts_for, deliver_alerts
+from influx_magic.operations.pipeline_hooks import screen_alerts
 from influx_magic.run_transaction import current_run
 
 
@@ -23,12 +26,14 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data)
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        plots = plot_alerts(run.settings, checked, alerts, state)
-        sent = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
+        screened = screen_alerts(alerts, run.settings.state_dir, run.settings.env)
+        plots = plot_alerts(run.settings, checked, screened.send, state)
+        sent = deliver_alerts(screened.send, plots.urls, run.settings, run.mage)
         run.keep(state, alerts)
         kinds = ", ".join(f"{a.kind} {a.unique_id}" for a in alerts) or "none"
+        held = f" (not sent: {screened.summary()})" if screened.summary() else ""
         print(
-            f"check_anomalies: events: {kinds}; alerts: {sent}; {plots.summary()}; "
+            f"check_anomalies: events: {kinds}; alerts: {sent}{held}; {plots.summary()}; "
             f"open episodes: {len(state.episodes.open)}"
         )
     return checked

@@ -1,7 +1,8 @@
 """The run's results to InfluxDB, then the run is committed.
 
 Scores go to table `anomaly_scores` (tags machineID, provider; fields score, is_anomaly,
-episode_id), episode events to `anomaly_episodes`, in the database the loader read. Only once
+episode_id), episode events to `anomaly_episodes` (status `muted` for a muted machine's),
+operator actions not yet written to `anomaly_feedback`, in the database the loader read. Only once
 both writes succeeded are the run's models, episodes and watermark committed, in one atomic
 rename of the state file: a run that fails anywhere changes nothing, and the next run redoes it.
 """
@@ -9,6 +10,7 @@ rename of the state file: a run that fails anywhere changes nothing, and the nex
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
 
+from influx_magic.operations.pipeline_hooks import episode_statuses, write_feedback
 from influx_magic.results import write_results
 from influx_magic.run_transaction import current_run
 
@@ -17,13 +19,16 @@ from influx_magic.run_transaction import current_run
 def export_anomaly_scores(data, *args, **kwargs):
     with current_run(kwargs) as run:
         alerts = run.alerts()
-        written = write_results(run.settings.influx, data, alerts)
+        statuses = episode_statuses(alerts, run.settings.state_dir)
+        written = write_results(run.settings.influx, data, alerts, statuses)
+        feedback = write_feedback(run.settings.state_dir, run.settings.influx)
         state = run.pending_state()
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(
             f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode "
-            f"event(s) written; committed {run.state_path.name} at watermark {watermark}"
+            f"event(s) written{'; ' + feedback if feedback else ''}; committed "
+            f"{run.state_path.name} at watermark {watermark}"
         )
     return {
         "scores_written": written.scores,
