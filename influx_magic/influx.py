@@ -361,6 +361,14 @@ def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+def query_table(
+    client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str
+) -> pa.Table:
+    """A query with bound parameters as an Arrow table; failures as `InfluxError`s that say
+    `what` was being done (`InfluxNotFound` for a missing table or database)."""
+    return _query(client, sql, params, what=what)
+
+
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
     try:
         return client.query(sql, language="sql", mode="all", query_parameters=params)
