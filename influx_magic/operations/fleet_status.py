@@ -113,7 +113,10 @@ def collect(
         return FleetStatus(now, path, [], notes)
     state = state_file.load(path)
     policy = OperatorPolicy.load(state_dir, env)
-    machines = identities_from_state(state.extra.get("machines", {}))
+    machines = sorted(
+        identities_from_state(state.extra.get("machines", {})),
+        key=lambda m: (m.machine_id, m.unique_id),
+    )
     latest: dict[str, tuple[datetime, float]] = {}
     if influx is not None and machines:
         try:

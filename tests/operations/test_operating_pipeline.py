@@ -1,0 +1,194 @@
+"""Operator feedback changes what the pipeline alerts, end to end with the real parts: the five
+Mage blocks run in order in this process against a real localflux, a local Slack receiver, and
+the `influx-magic` tool's own entry point on the same settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from influx_magic.operations.cli import main
+from influx_magic.operations.machines_file import MachinesFileError
+from influx_magic.operations.operator_store import OperatorStore
+from influx_magic.runlock import RunLock
+from tests.influx_magic.conftest import PipelineWorld, world  # noqa: F401 - the fixture
+from tests.influx_magic.helpers import messages, run_blocks
+from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
+
+pytestmark = pytest.mark.slow
+
+HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
+COOLDOWN = 600  # quiet seconds after an episode, so the next one is not held back
+
+
+@pytest.fixture
+def operator_env(world: PipelineWorld, tmp_path: Path, monkeypatch) -> Path:  # noqa: F811
+    """An empty machines file of the test's own, and the operator's name."""
+    machines = tmp_path / "machines.yaml"
+    machines.write_text("machines: []\n", encoding="utf-8")
+    monkeypatch.setenv("MACHINES_FILE", str(machines))
+    monkeypatch.setenv("USER", "ana")
+    return machines
+
+
+def tool(capsys, *argv: str) -> str:
+    """Run `influx-magic ARGV...` in-process; its output (it must succeed)."""
+    code = main(list(argv))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def test_mute_stores_the_episode_as_muted_and_unmute_lets_the_next_one_alert(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY)
+    story.write(HISTORY)
+    run_blocks(tmp_path)
+
+    said = tool(capsys, "mute", "machine2", "--for", "2h", "--reason", "bearing swap")
+    assert "muted machine2 (provider" in said and "bearing swap" in said
+    assert "and in anomaly_feedback" in said
+
+    story.write(180, overload=["machine2"])
+    run_blocks(tmp_path)
+    assert messages(world.receiver, "Anomaly") == []
+    rows = episode_rows(world.client, "machine2")
+    assert [r["status"] for r in rows] == ["muted"]
+    muted_id = rows[0]["episode_id"]
+    assert OperatorStore(world.state_dir).read().episodes[muted_id].muted
+
+    story.write(180)  # the fault ends: the muted episode resolves, silently
+    run_blocks(tmp_path)
+    assert world.receiver.payloads() == []
+    assert [r["status"] for r in episode_rows(world.client, "machine2")] == ["muted"]
+
+    assert "its next episode alerts" in tool(capsys, "unmute", "machine2")
+    story.write(COOLDOWN)
+    story.write(180, overload=["machine2"])
+    run_blocks(tmp_path)
+    alerted = messages(world.receiver, "Anomaly", "machine2")
+    assert len(alerted) == 1 and muted_id not in str(alerted[0])
+    assert [r["status"] for r in episode_rows(world.client, "machine2")] == ["muted", "open"]
+    actions = [(r["machineID"], r["action"], r["who"]) for r in feedback_rows(world.client)]
+    assert actions == [("machine2", "mute", "ana"), ("machine2", "unmute", "ana")]
+
+
+def test_a_false_alarm_quiets_the_benign_repeat_and_an_overload_still_alerts(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 150)
+    story.write(HISTORY)
+    story.write(150, bump=["machine1"])  # a tool change: vibration +30 % for 15 s
+    run_blocks(tmp_path)
+    opened = messages(world.receiver, "Anomaly", "machine1")
+    assert len(opened) == 1, [m["text"] for m in world.receiver.payloads()]
+    assert len(messages(world.receiver, "Resolved", "machine1")) == 1
+    episode = episode_rows(world.client, "machine1")[0]["episode_id"]
+
+    said = tool(capsys, "false-alarm", episode[:8], "--note", "tool change, every shift")
+    assert f"false alarm recorded for episode {episode} on machine1" in said
+    assert "threshold for vibration-led points of machine1 raised 0.800 -> 0.8" in said
+
+    story.write(COOLDOWN)
+    story.write(150, bump=["machine1"])  # the same benign pattern again: not alerted
+    run_blocks(tmp_path)
+    assert len(messages(world.receiver, "Anomaly", "machine1")) == 1
+
+    story.write(180, overload=["machine1"])  # a real fault of another kind: alerted
+    run_blocks(tmp_path)
+    assert len(messages(world.receiver, "Anomaly", "machine1")) == 2
+    assert [r["action"] for r in feedback_rows(world.client)] == ["false_alarm"]
+    assert feedback_rows(world.client)[0]["reason"] == "tool change, every shift"
+
+
+def test_a_machines_file_threshold_changes_that_machines_alerts_only(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+) -> None:
+    operator_env.write_text(
+        "machines:\n  - machine: machine2\n    threshold: 0.9\n", encoding="utf-8"
+    )
+    story = StoryTelemetry.ending_now(world.client, HISTORY)
+    story.write(HISTORY)
+    story.write(180, overload=["machine2", "machine3"])
+    run_blocks(tmp_path)
+    assert messages(world.receiver, "Anomaly", "machine3")
+    assert messages(world.receiver, "Anomaly", "machine2") == []
+    assert episode_rows(world.client, "machine2") == []
+
+
+def test_an_invalid_machines_file_stops_the_run_naming_the_line_and_loses_nothing(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY)
+    story.write(HISTORY)
+    run_blocks(tmp_path)
+    committed = world.state_file.read_bytes()
+    operator_env.write_text(
+        "machines:\n  - machine: machine2\n    threshold: 0,9\n", encoding="utf-8"
+    )
+    story.write(180, overload=["machine2"])
+    with pytest.raises(MachinesFileError, match=r"machines.yaml, line 3: threshold must be"):
+        run_blocks(tmp_path)
+    assert world.state_file.read_bytes() == committed
+    with RunLock(world.state_dir).hold(timeout=0):  # the failed block let go of the lock
+        pass
+    assert main(["status"]) == 1
+    assert "line 3: threshold must be a number in [0, 1), got '0,9'" in capsys.readouterr().err
+
+    operator_env.write_text("machines:\n  - machine: machine2\n    threshold: 0.8\n")
+    run_blocks(tmp_path)  # fixed: the next run catches up with the fault
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+
+
+def test_status_for_a_known_state(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    operator_env.write_text(
+        "machines:\n  - machine: machine1\n    persistence: 5\n", encoding="utf-8"
+    )
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 120)
+    story.write(HISTORY)
+    story.write(120, overload=["machine2"])
+    run_blocks(tmp_path)
+    tool(capsys, "mute", "machine3", "--for", "90m", "--reason", "calibration")
+    episode = episode_rows(world.client, "machine2")[0]["episode_id"]
+
+    table = tool(capsys, "status")
+    lines = table.splitlines()
+    assert lines[0].startswith("fleet at ") and "3 machine(s)" in lines[0]
+    header = re.split(r"\s{2,}", lines[1])
+    assert header == [
+        "MACHINE",
+        "UNIQUE_ID",
+        "STATE",
+        "LAST SCORED",
+        "WARM-UP",
+        "SCORE / THRESHOLD",
+        "OPEN EPISODE",
+        "MUTED UNTIL",
+    ]
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert list(rows) == ["machine1", "machine2", "machine3"]
+    assert " ok " in rows["machine1"] and " warm " in rows["machine1"]
+    assert " anomaly " in rows["machine2"] and f"{episode} since " in rows["machine2"]
+    assert " / 0.80" in rows["machine2"]
+    assert " muted " in rows["machine3"]
+    assert "machine3: muted: calibration (influx-magic mute by ana)" in lines
+    assert any(line.startswith("machine1: persistence 5 (line 2)") for line in lines)
