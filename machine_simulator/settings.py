@@ -12,5 +12,7 @@ SETTINGS = Settings(
         "SIM_PORT": "5005",
         "SIM_SEED": "42",
         "SIM_BACKFILL": "30m",
+        # A page the simulator's page links to (make run: its fleet status page); empty = none.
+        "FLEET_PAGE_URL": "",
     }
 )

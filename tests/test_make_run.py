@@ -197,6 +197,7 @@ def system_factory(
             "INBOX_DATA_DIR": str(tmp_path / "inbox"),
             "MAGE_PORT": str(port_factory()),
             "MAGE_DATA_DIR": str(tmp_path / "mage"),
+            "FLEET_PAGE_PORT": str(port_factory()),
             "FLEETWATCH_STATE_DIR": str(tmp_path / "state"),
             "FLEETWATCH_OUTPUT_DIR": str(tmp_path / "plots"),
         }
