@@ -82,6 +82,7 @@ td.machine small, td small { color: var(--muted); display: block; }
 svg.chart { display: block; background: #fbfcfd; border: 1px solid var(--line); border-radius: 4px; }
 svg.chart .score { fill: none; stroke: #1d5ea8; stroke-width: 1.5; }
 svg.chart .limit { stroke: #b3261e; stroke-width: 1; stroke-dasharray: 4 3; }
+svg.chart text { font-size: 9px; fill: #8a919c; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; }
 .note { color: var(--muted); }
 ul.note { padding-left: 18px; }
@@ -109,7 +110,9 @@ SCRIPT = """
   function clock(iso) {
     if (!iso) return "–";
     const when = new Date(iso);
-    return isNaN(when) ? iso : when.toLocaleString();
+    if (isNaN(when)) return iso;
+    const today = new Date(latest ? latest.now : Date.now()).toDateString();
+    return when.toDateString() === today ? when.toLocaleTimeString() : when.toLocaleString();
   }
   function ago(seconds) {
     if (seconds === null || seconds === undefined) return "";
@@ -141,6 +144,13 @@ SCRIPT = """
       line.setAttribute("points", points.join(" "));
       svg.append(line);
     }
+    [["1 h ago", 2, "start"], ["now", W - 2, "end"]].forEach(function (label) {
+      const text = document.createElementNS(SVG, "text");
+      text.setAttribute("x", label[1]); text.setAttribute("y", H - 3);
+      text.setAttribute("text-anchor", label[2]);
+      text.textContent = label[0];
+      svg.append(text);
+    });
     svg.dataset.points = String(points.length);
     return svg;
   }
