@@ -45,7 +45,7 @@ from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
-from influx_magic.alerts.events import Alert
+from fleetwatch.episodes import Episode
 from influx_magic.settings import setting
 
 log = logging.getLogger("influx_magic.influx")
@@ -486,47 +486,60 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
 
 
 def episodes_frame(
-    alerts: Iterable[Alert], statuses: Mapping[str, str] | None = None
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    statuses: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
+    """One row per episode for `anomaly_episodes`, keyed by machine and start time.
 
-    An episode's row is written when it opens and again when it resolves: same tags and time,
-    so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
-    Peak sensor values become `peak_<feature>` fields. `statuses` (episode id -> status)
-    replaces open / resolved for episodes an operator decision set apart (`muted`).
+    A run writes every episode it changed (held back by a cooldown, open, grown by a burst,
+    resolved): same tags and time, so InfluxDB keeps one row per episode with its latest
+    `status` (`held`, `open`, `resolved`), `bursts`, `points`, `end` (last anomalous point),
+    `duration_s`, `peak_score`, `top_features` and `peak_<feature>` sensor values.
+    `identities` maps a unique_id to its machineID and provider; `statuses` (episode id ->
+    status) replaces the status of episodes an operator set apart (`muted`).
     """
     statuses = statuses or {}
     rows = []
-    for event in alerts:
+    for episode in episodes:
+        machine, provider = ([*identities.get(episode.machine, [])] + [None, None])[:2]
+        start, end = _utc(pd.Timestamp(episode.start)), _utc(pd.Timestamp(episode.end))
         row: dict[str, Any] = {
-            "time": pd.Timestamp(event.start),
-            "machineID": event.machine_id,
-            "provider": event.provider,
-            "episode_id": event.episode_id,
-            "unique_id": event.unique_id,
-            "status": statuses.get(event.episode_id)
-            or ("open" if event.kind == "opened" else "resolved"),
-            "end": None if event.end is None else time_param(event.end),
-            "duration_s": None
-            if event.end is None
-            else float((event.end - event.start).total_seconds()),
-            "peak_score": float(event.peak_score),
-            "top_features": ",".join(name for name, _ in event.top_features) or None,
+            "time": start,
+            "machineID": machine or episode.machine,
+            "provider": provider,
+            "episode_id": episode.episode_id,
+            "unique_id": episode.machine,
+            "status": statuses.get(episode.episode_id, episode.status),
+            "bursts": int(episode.bursts),
+            "points": int(episode.points),
+            "end": time_param(end),
+            "duration_s": float((end - start).total_seconds()),
+            "resolved_at": None
+            if episode.resolved_at is None
+            else time_param(pd.Timestamp(episode.resolved_at)),
+            "peak_score": float(episode.peak_score),
+            "top_features": ",".join(episode.top_features) or None,
         }
-        row.update({f"peak_{k}": float(v) for k, v in event.peak_values.items()})
+        row.update({f"peak_{k}": float(v) for k, v in episode.peak_values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_episodes(
-    client: InfluxDBClient3, alerts: Iterable[Alert], statuses: Mapping[str, str] | None = None
+    client: InfluxDBClient3,
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    *,
+    table: str = EPISODES_TABLE,
+    statuses: Mapping[str, str] | None = None,
 ) -> int:
-    """Write episode events (opened or resolved) to `anomaly_episodes`."""
-    frame = episodes_frame(alerts, statuses)
+    """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = episodes_frame(episodes, identities, statuses)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]
-    return write_frame(client, frame, table=EPISODES_TABLE, tags=TAGS, fields=fields)
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:

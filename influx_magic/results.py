@@ -1,11 +1,11 @@
-"""What a run writes back to InfluxDB: the scores of the points it scored, its episode events.
+"""What a run writes back to InfluxDB: the scores of the points it scored, its episodes.
 
 `anomaly_scores` gets one row per scored point (tags machineID, provider; fields score,
 is_anomaly, episode_id); rows re-read because of the lateness allowance were not scored again
 (`status` is not "scored") and are not written again. `anomaly_episodes` gets one row per
-episode, written when it opens and again when it resolves. Writes are idempotent (same tags
-and time replace the row), so a run redone after a failure writes the same rows once more,
-harmlessly.
+episode, rewritten whenever a run changes it (announced or held back, grown, resolved).
+Writes are idempotent (same tags and time replace the row), so a run redone after a failure
+writes the same rows once more, harmlessly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from influx_magic.alerts import Alert
+from fleetwatch.episodes import Episode
 from influx_magic.influx import TAGS, InfluxSettings, connect, write_episodes, write_scores
 
 
@@ -32,19 +32,21 @@ class Written:
 def write_results(
     influx: InfluxSettings,
     checked: pd.DataFrame,
-    alerts: Sequence[Alert],
+    episodes: Sequence[Episode],
+    identities: Mapping[str, Sequence[str]],
     statuses: Mapping[str, str] | None = None,
 ) -> Written:
-    """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`
-    (`statuses`: episode id -> a status other than open / resolved, e.g. `muted`)."""
+    """Write the scored rows of `checked` to `anomaly_scores`, `episodes` to
+    `anomaly_episodes` (`identities`: each unique_id's machineID and provider; `statuses`:
+    episode id -> a status an operator decision set, e.g. `muted`)."""
     rows = checked[checked["status"] == "scored"] if len(checked) else checked
-    scores = episodes = 0
-    if len(rows) or alerts:
+    scores = written = 0
+    if len(rows) or episodes:
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
                 scores = write_scores(
                     client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
                 )
-            episodes = write_episodes(client, alerts, statuses)
+            written = write_episodes(client, episodes, identities, statuses=statuses)
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
-    return Written(scores, episodes, anomalous)
+    return Written(scores, written, anomalous)

@@ -1,9 +1,9 @@
 """The run's results to InfluxDB, then the run is committed.
 
 Scores go to table `anomaly_scores` (tags machineID, provider; fields score, is_anomaly,
-episode_id), episode events to `anomaly_episodes` (status `muted` for a muted machine's),
-operator actions not yet written to `anomaly_feedback`, in the database the loader read. Only once
-both writes succeeded are the run's models, episodes and watermark committed, in one atomic
+episode_id), every episode the run changed to `anomaly_episodes` (with its status: held, open,
+resolved, or muted for a muted machine's), operator actions not yet in `anomaly_feedback`, in
+the database the loader read. Only once both writes succeeded are the run's models, episodes and watermark committed, in one atomic
 rename of the state file: a run that fails anywhere changes nothing, and the next run redoes it.
 """
 
@@ -18,21 +18,23 @@ from influx_magic.run_transaction import current_run
 @data_exporter
 def export_anomaly_scores(data, *args, **kwargs):
     with current_run(kwargs) as run:
-        alerts = run.alerts()
-        statuses = episode_statuses(alerts, run.settings.state_dir)
-        written = write_results(run.settings.influx, data, alerts, statuses)
-        feedback = write_feedback(run.settings.state_dir, run.settings.influx)
         state = run.pending_state()
+        alerts = run.alerts()
+        identities = state.extra.get("machines", {})
+        episodes = run.episodes()
+        statuses = episode_statuses(episodes, run.settings.state_dir)
+        written = write_results(run.settings.influx, data, episodes, identities, statuses)
+        feedback = write_feedback(run.settings.state_dir, run.settings.influx)
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(
-            f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode "
-            f"event(s) written{'; ' + feedback if feedback else ''}; committed "
-            f"{run.state_path.name} at watermark {watermark}"
+            f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode(s) "
+            f"written{'; ' + feedback if feedback else ''}; committed {run.state_path.name} at "
+            f"watermark {watermark}"
         )
     return {
         "scores_written": written.scores,
-        "episode_events_written": written.episodes,
+        "episodes_written": written.episodes,
         "anomalous_points": written.anomalous_points,
         "events": [f"{a.kind} {a.unique_id}" for a in alerts],
         "watermark": watermark,

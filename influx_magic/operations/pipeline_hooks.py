@@ -4,8 +4,8 @@
   and persistence, false-alarm raises) the detector applies where it flags points;
 - `check_anomalies`: `screen_alerts(...)`, events in; events to send, muted and acknowledged
   out (`influx_magic.operations.alert_gate`);
-- `export_anomaly_scores`: `episode_statuses(...)`, the status each episode row gets (`muted`
-  for muted episodes), and `write_feedback(...)`, operator actions not yet in InfluxDB.
+- `export_anomaly_scores`: `episode_statuses(...)`, status `muted` for the run's muted
+  episodes, and `write_feedback(...)`, operator actions not yet in InfluxDB.
 
 Rules depend on the run's data time (a false alarm's raise fades with it), not on the clock,
 so a run redone after a failure flags the same points.
@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from fleetwatch.episodes import Episode
 from fleetwatch.machine_rules import MachineRule
 from fleetwatch.state import FleetState
 from influx_magic.influx import InfluxSettings
@@ -63,13 +64,13 @@ def screen_alerts(alerts: Iterable[Any], state_dir: Any, env: Mapping[str, str])
     return screen(alerts, OperatorStore(state_dir), machines_file)
 
 
-def episode_statuses(alerts: Iterable[Any], state_dir: Any) -> dict[str, str]:
-    """Episode id -> `muted` for the run's episodes the gate muted."""
-    episodes = OperatorStore(state_dir).read().episodes
+def episode_statuses(episodes: Iterable[Episode], state_dir: Any) -> dict[str, str]:
+    """Episode id -> `muted` for the run's episodes the gate muted (for `anomaly_episodes`)."""
+    records = OperatorStore(state_dir).read().episodes
     return {
-        a.episode_id: MUTED
-        for a in alerts
-        if (record := episodes.get(a.episode_id)) is not None and record.muted
+        e.episode_id: MUTED
+        for e in episodes
+        if (record := records.get(e.episode_id)) is not None and record.muted
     }
 
 

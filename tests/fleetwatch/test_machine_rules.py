@@ -19,9 +19,11 @@ from fleetwatch.state import FleetState
 from machine_simulator.signals import FaultSchedule, FaultWindow, Fleet, simulate
 
 START = 1_700_000_000.0
-MINUTES = 48
-BUMPS = (20, 30)  # minutes at which machine1's benign vibration pattern runs (15 s, +30 %)
-OVERLOAD = (40, 43)  # machine1's real fault afterwards
+MINUTES = 66
+# Minutes at which machine1's benign vibration pattern runs (15 s, +30 %), more than the
+# episode tracker's recur gap (10 min) apart, so each is an episode of its own.
+BUMPS = (20, 40)
+OVERLOAD = (60, 63)  # machine1's real fault afterwards
 
 
 def fleet_frame() -> pd.DataFrame:

@@ -20,7 +20,7 @@ from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
 pytestmark = pytest.mark.slow
 
 HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
-COOLDOWN = 600  # quiet seconds after an episode, so the next one is not held back
+RECUR_GAP = 600  # quiet seconds after which an episode resolves (ALERT_RECUR_GAP_MIN = 10)
 
 
 @pytest.fixture
@@ -63,13 +63,12 @@ def test_mute_stores_the_episode_as_muted_and_unmute_lets_the_next_one_alert(
     muted_id = rows[0]["episode_id"]
     assert OperatorStore(world.state_dir).read().episodes[muted_id].muted
 
-    story.write(180)  # the fault ends: the muted episode resolves, silently
+    assert "its next episode alerts" in tool(capsys, "unmute", "machine2")
+    story.write(RECUR_GAP + 60)  # the fault ended: the muted episode resolves, silently
     run_blocks(tmp_path)
     assert world.receiver.payloads() == []
     assert [r["status"] for r in episode_rows(world.client, "machine2")] == ["muted"]
 
-    assert "its next episode alerts" in tool(capsys, "unmute", "machine2")
-    story.write(COOLDOWN)
     story.write(180, overload=["machine2"])
     run_blocks(tmp_path)
     alerted = messages(world.receiver, "Anomaly", "machine2")
@@ -91,16 +90,16 @@ def test_a_false_alarm_quiets_the_benign_repeat_and_an_overload_still_alerts(
     run_blocks(tmp_path)
     opened = messages(world.receiver, "Anomaly", "machine1")
     assert len(opened) == 1, [m["text"] for m in world.receiver.payloads()]
-    assert len(messages(world.receiver, "Resolved", "machine1")) == 1
     episode = episode_rows(world.client, "machine1")[0]["episode_id"]
 
     said = tool(capsys, "false-alarm", episode[:8], "--note", "tool change, every shift")
     assert f"false alarm recorded for episode {episode} on machine1" in said
     assert "threshold for vibration-led points of machine1 raised 0.800 -> 0.8" in said
 
-    story.write(COOLDOWN)
+    story.write(RECUR_GAP)  # the episode resolves: its "Resolved" still comes
     story.write(150, bump=["machine1"])  # the same benign pattern again: not alerted
     run_blocks(tmp_path)
+    assert len(messages(world.receiver, "Resolved", "machine1")) == 1
     assert len(messages(world.receiver, "Anomaly", "machine1")) == 1
 
     story.write(180, overload=["machine1"])  # a real fault of another kind: alerted
@@ -108,6 +107,34 @@ def test_a_false_alarm_quiets_the_benign_repeat_and_an_overload_still_alerts(
     assert len(messages(world.receiver, "Anomaly", "machine1")) == 2
     assert [r["action"] for r in feedback_rows(world.client)] == ["false_alarm"]
     assert feedback_rows(world.client)[0]["reason"] == "tool change, every shift"
+
+
+def test_an_acknowledged_episode_gets_no_follow_up_and_another_one_does(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 60)
+    story.write(HISTORY)
+    story.write(60, overload=["machine1", "machine2"])
+    run_blocks(tmp_path)
+    assert len(messages(world.receiver, "Anomaly")) == 2
+    episodes = {m: episode_rows(world.client, m)[0]["episode_id"] for m in ("machine1", "machine2")}
+    said = tool(capsys, "ack", episodes["machine1"], "--reason", "on it")
+    assert f"acknowledged episode {episodes['machine1']} on machine1" in said
+
+    for _ in range(13):  # the fault recurs every 5 min for an hour: one story per machine
+        story.write(240)
+        story.write(60, overload=["machine1", "machine2"])
+    run_blocks(tmp_path)
+    assert len(messages(world.receiver, "Still recurring", "machine2")) == 1
+    assert messages(world.receiver, "Still recurring", "machine1") == []
+    assert len(messages(world.receiver, "Anomaly")) == 2  # the same two episodes all along
+    assert {r["episode_id"] for r in episode_rows(world.client, "machine1")} == {
+        episodes["machine1"]
+    }
+    assert [r["action"] for r in feedback_rows(world.client)] == ["ack"]
 
 
 def test_a_machines_file_threshold_changes_that_machines_alerts_only(
