@@ -182,7 +182,8 @@ SCRIPT = """
     const episode = el("td");
     if (machine.open_episode) {
       episode.append(el("code", null, machine.open_episode),
-                     el("small", null, "since " + clock(machine.episode_since)));
+                     el("small", null, "since " + clock(machine.episode_since) +
+                        (machine.episode_note ? " · " + machine.episode_note : "")));
     } else { episode.textContent = "–"; }
     const muted = el("td");
     if (machine.muted_until) {

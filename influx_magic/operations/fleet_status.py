@@ -68,6 +68,7 @@ class MachineStatus:
     latest_time: datetime | None = None
     open_episode: str | None = None
     episode_since: datetime | None = None
+    episode_note: str | None = None  # "acknowledged by ana", "false alarm by ana", "muted"
     muted_until: datetime | None = None
     mute_reason: str | None = None
     overrides: list[str] = field(default_factory=list)
@@ -172,6 +173,7 @@ def _row(
         status.episode_since = pd.Timestamp(episode.start, tz="UTC").to_pydatetime()
         record = policy.state.episodes.get(episode.episode_id)
         muted_episode = bool(record and record.muted)
+        status.episode_note = _episode_note(episode.episode_id, policy, muted_episode)
     mutes = policy.mutes(who, now)
     if mutes:
         first = max(mutes, key=lambda m: m.until)
@@ -188,6 +190,20 @@ def _row(
     elif not warm:
         status.state = "warming up"
     return status
+
+
+def _episode_note(episode_id: str, policy: OperatorPolicy, muted: bool) -> str | None:
+    """What operators said about an open episode, for people."""
+    if muted:
+        return "muted"
+    action_id = policy.state.acks.get(episode_id)
+    if action_id is None:
+        return None
+    action = next((a for a in policy.state.actions if a.id == action_id), None)
+    what = (
+        "false alarm" if action is not None and action.action == "false_alarm" else "acknowledged"
+    )
+    return f"{what} by {action.who}" if action is not None else what
 
 
 def _overrides(
@@ -293,6 +309,8 @@ def format_table(status: FleetStatus) -> str:
         episode = "-"
         if m.open_episode:
             episode = f"{m.open_episode} since {_clock(m.episode_since, now)}"
+            if m.episode_note:
+                episode += f" ({m.episode_note})"
         lines.append(
             (
                 m.machine_id,

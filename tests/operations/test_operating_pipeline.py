@@ -219,3 +219,30 @@ def test_status_for_a_known_state(
     assert " muted " in rows["machine3"]
     assert "machine3: muted: calibration (influx-magic mute by ana)" in lines
     assert any(line.startswith("machine1: persistence 5 (line 2)") for line in lines)
+
+
+def test_an_action_given_while_influxdb_is_down_applies_and_the_next_run_writes_it(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY)
+    story.write(HISTORY)
+    run_blocks(tmp_path)
+    world.influx.kill()
+
+    said = tool(capsys, "mute", "machine2", "--for", "1h", "--reason", "pump swap")
+    assert "InfluxDB did not take it" in said
+    assert "the next pipeline run writes it to anomaly_feedback" in said
+    assert [a.written for a in OperatorStore(world.state_dir).read().actions] == [False]
+
+    world.influx.start()
+    story.write(120, overload=["machine2"])
+    run_blocks(tmp_path)
+    assert messages(world.receiver, "Anomaly") == []  # the mute was in force all along
+    rows = feedback_rows(world.client)
+    assert [(r["machineID"], r["action"], r["reason"]) for r in rows] == [
+        ("machine2", "mute", "pump swap")
+    ]
+    assert [a.written for a in OperatorStore(world.state_dir).read().actions] == [True]
