@@ -471,9 +471,11 @@ def _bodies(
         yield body, len(body)
 
 
-def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
-    """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
-    (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
+def write_scores(
+    client: InfluxDBClient3, scores: pd.DataFrame, *, table: str = SCORES_TABLE
+) -> int:
+    """Write per-point results to `table` (`anomaly_scores`): tags machineID, provider; fields
+    score (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
     data = scores.copy()
     data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
     data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
@@ -481,7 +483,7 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
         data["episode_id"] = None
     data["episode_id"] = data["episode_id"].astype(object).where(data["episode_id"].notna(), None)
     return write_frame(
-        client, data, table=SCORES_TABLE, tags=TAGS, fields=("score", "is_anomaly", "episode_id")
+        client, data, table=table, tags=TAGS, fields=("score", "is_anomaly", "episode_id")
     )
 
 

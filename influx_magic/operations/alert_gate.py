@@ -109,14 +109,21 @@ def screen(
     """Decide for each event (see the module doc) and record the episodes; `now` only prunes
     the record of old episodes (default: the latest event's time)."""
     events = list(events)
-    result = Screened()
     with store.change() as state:
-        for event in events:
-            _decide(event, state, machines_file, result)
+        result = decide(events, state, machines_file)
         if events and now is None:
             now = max(_when(_get(e, "end") or _get(e, "start")) for e in events)
         if now is not None:
             state.prune(now)
+    return result
+
+
+def decide(events: Iterable[Any], state: OperatorState, machines_file: MachinesFile) -> Screened:
+    """`screen` on an operator state in memory (recording the episodes in it, not on disk):
+    what a replay uses to tell which of its alerts would have gone out."""
+    result = Screened()
+    for event in events:
+        _decide(event, state, machines_file, result)
     return result
 
 

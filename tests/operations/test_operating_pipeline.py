@@ -14,7 +14,7 @@ from influx_magic.operations.machines_file import MachinesFileError
 from influx_magic.operations.operator_store import OperatorStore
 from influx_magic.runlock import RunLock
 from tests.influx_magic.conftest import PipelineWorld, world  # noqa: F401 - the fixture
-from tests.influx_magic.helpers import messages, run_blocks
+from tests.influx_magic.helpers import count_rows, messages, run_blocks
 from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
 
 pytestmark = pytest.mark.slow
@@ -246,3 +246,36 @@ def test_an_action_given_while_influxdb_is_down_applies_and_the_next_run_writes_
         ("machine2", "mute", "pump swap")
     ]
     assert [a.written for a in OperatorStore(world.state_dir).read().actions] == [True]
+
+
+def test_replay_rescores_history_into_its_own_tables_with_todays_feedback(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 150 + 180)
+    story.write(HISTORY)
+    story.write(150, bump=["machine1"])
+    story.write(180, overload=["machine2"])
+    run_blocks(tmp_path)
+    benign = episode_rows(world.client, "machine1")[0]["episode_id"]
+    overload = episode_rows(world.client, "machine2")[0]["episode_id"]
+    tool(capsys, "false-alarm", benign)
+    production = {t: count_rows(world.client, t) for t in ("anomaly_scores", "anomaly_episodes")}
+    committed = world.state_file.read_bytes()
+    operator = OperatorStore(world.state_dir).path.read_bytes()
+    sent = len(world.receiver.payloads())
+
+    said = tool(capsys, "replay", "--since", "1h")
+
+    assert "episodes: 1 (1 would alert, 0 muted)" in said
+    assert f"{overload}  machine2  " in said and "would alert" in said
+    assert benign not in said  # today's feedback: the benign pattern no longer opens one
+    table = re.search(r"written to (anomaly_scores_replay_[0-9a-f]{8}) ", said).group(1)
+    assert count_rows(world.client, table) == story.written
+    assert count_rows(world.client, table.replace("scores", "episodes")) == 1
+    assert {t: count_rows(world.client, t) for t in production} == production
+    assert world.state_file.read_bytes() == committed
+    assert OperatorStore(world.state_dir).path.read_bytes() == operator
+    assert len(world.receiver.payloads()) == sent
