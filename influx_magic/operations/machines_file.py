@@ -25,6 +25,7 @@ influx_magic.operations.machines_file.MachinesFileError: machines.yaml, line 3: 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -114,14 +115,18 @@ class MachinesFile:
 
     @classmethod
     def load(cls, path: Path) -> MachinesFile:
-        """Read and check `path`; a missing file means no per-machine settings."""
+        """Read and check `path`; a missing file means no per-machine settings. Messages name
+        it relative to the working directory when it lies below it."""
+        shown = str(path)
+        with contextlib.suppress(ValueError):
+            shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return cls(str(path))
+            return cls(shown)
         except OSError as error:
-            raise MachinesFileError(f"{path}: cannot read it: {error}") from None
-        return cls.parse(text, str(path))
+            raise MachinesFileError(f"{shown}: cannot read it: {error}") from None
+        return cls.parse(text, shown)
 
     @classmethod
     def parse(cls, text: str, source: str) -> MachinesFile:
