@@ -57,10 +57,6 @@ class Screened:
     acknowledged: list[Any] = field(default_factory=list)  # follow-ups nobody needs
     mute_reasons: dict[str, str] = field(default_factory=dict)  # episode id -> why
 
-    def statuses(self) -> dict[str, str]:
-        """Episode id -> the status to store for episodes that differ from the usual."""
-        return dict.fromkeys(self.mute_reasons, MUTED)
-
     def summary(self) -> str:
         """For the check step's log line: `2 muted (machine2: maintenance), 1 acknowledged`."""
         parts = []

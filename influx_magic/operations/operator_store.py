@@ -256,9 +256,6 @@ class OperatorState:
         drop = {a.id for a in written[: max(0, len(written) - KEEP_WRITTEN_ACTIONS)]}
         self.actions = [a for a in self.actions if a.id not in drop]
 
-    def drop_faded(self, now: datetime, decay: timedelta) -> None:
-        self.false_alarms = [f for f in self.false_alarms if _time(f.at) + decay > now]
-
     # -- JSON ----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from fleetwatch.feedback import FeedbackSettings, raise_for, rules_with_feedback
@@ -24,15 +24,15 @@ from magic_common.durations import parse_duration
 
 
 def feedback_settings(env: Mapping[str, str] | None = None) -> FeedbackSettings:
-    """`FALSE_ALARM_STEP`, `FALSE_ALARM_MAX` and `FALSE_ALARM_DECAY`, checked."""
-    decay = setting("FALSE_ALARM_DECAY", env)
+    """`FALSE_ALARM_STEP`, `FALSE_ALARM_MAX` and `FALSE_ALARM_DECAY`, checked (an error names
+    the setting)."""
     try:
-        seconds = parse_duration(decay)
-        return FeedbackSettings(
-            step=float_setting("FALSE_ALARM_STEP", env),
-            most=float_setting("FALSE_ALARM_MAX", env),
-            decay_seconds=seconds,
-        )
+        seconds = parse_duration(setting("FALSE_ALARM_DECAY", env))
+    except ValueError as error:
+        raise ValueError(f"FALSE_ALARM_DECAY: {error}") from None
+    step, most = float_setting("FALSE_ALARM_STEP", env), float_setting("FALSE_ALARM_MAX", env)
+    try:
+        return FeedbackSettings(step=step, most=most, decay_seconds=seconds)
     except ValueError as error:
         raise ValueError(
             f"FALSE_ALARM_STEP / FALSE_ALARM_MAX / FALSE_ALARM_DECAY: {error}"
@@ -100,6 +100,3 @@ class OperatorPolicy:
         rule = self.rules([who], now, threshold).get(who.unique_id, MachineRule())
         limit = rule.limit(lead, threshold)
         return raise_for(peak, limit, self.feedback), limit
-
-    def faded_before(self, now: datetime) -> datetime:
-        return now - timedelta(seconds=self.feedback.decay_seconds)

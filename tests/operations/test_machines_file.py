@@ -170,3 +170,15 @@ def test_an_unreadable_file_names_the_path(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(MachinesFileError, match=re.escape(str(folder))):
         MachinesFile.load(folder)
+
+
+def test_the_products_feedback_settings_default_to_the_cores_and_bad_ones_are_named() -> None:
+    from fleetwatch.feedback import FeedbackSettings
+    from influx_magic.operations.policy import feedback_settings
+
+    assert feedback_settings({}) == FeedbackSettings()
+    assert feedback_settings({"FALSE_ALARM_DECAY": "36h"}).decay_seconds == 36 * 3600
+    with pytest.raises(ValueError, match="FALSE_ALARM_DECAY: invalid duration 'a week'"):
+        feedback_settings({"FALSE_ALARM_DECAY": "a week"})
+    with pytest.raises(ValueError, match="step <= most"):
+        feedback_settings({"FALSE_ALARM_STEP": "0.2"})
