@@ -13,6 +13,9 @@
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
   `triggers.yaml`; so the trigger is created (or its token updated) through Mage's REST API
   once the server answers, when `MAGE_API_TRIGGER_TOKEN` is set. No tracked file holds it.
+  When that fails (say the owner's password was changed in Mage's UI, so the login with
+  `DEFAULT_OWNER_PASSWORD` is refused), the reason is logged and Mage keeps serving without
+  the API trigger: exiting would only make a container's restart policy loop on it.
 * Mage 0.9.80's worker pool can miss a job it was started for, leaving the run `running` for
   good, which stops a `skip_if_previous_running` schedule: `mage start` runs through
   `fleetwatch.mage_patches`, which fixes that first (see its docstring). Runs a killed server
@@ -184,6 +187,37 @@ def ensure_api_trigger(api: MageApi, token: str, pipeline: str = PIPELINE) -> in
     return schedule_id
 
 
+def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | None:
+    """Create or update the API trigger; its schedule id, or None when Mage refused.
+
+    Never raises: a refused login or an unexpected answer is logged with its reason and the
+    server goes on without the API trigger (the scheduled trigger does not need it).
+    """
+    api = MageApi(
+        local,
+        auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower() in ("1", "true", "yes"),
+        password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
+    )
+    try:
+        schedule_id = ensure_api_trigger(api, token)
+    except (MageServerError, LookupError, TypeError, ValueError) as error:
+        detail = error if isinstance(error, MageServerError) else f"unexpected answer ({error!r})"
+        log.error(
+            "API trigger not set up, Mage keeps serving without it: %s. With login on, the "
+            "launcher logs in as %s with DEFAULT_OWNER_PASSWORD; if the owner's password was "
+            "changed in Mage, set DEFAULT_OWNER_PASSWORD to it and restart",
+            detail,
+            OWNER_EMAIL,
+        )
+        return None
+    log.info(
+        "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
+        env["MAGE_PUBLIC_HOST"],
+        schedule_id,
+    )
+    return schedule_id
+
+
 class MageServer:
     """`mage start` in its own process group, stopped as a whole.
 
@@ -324,18 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Mage is up at %s (project %s)", env["MAGE_PUBLIC_HOST"], args.project)
         token = setting("MAGE_API_TRIGGER_TOKEN", env)
         if token:
-            api = MageApi(
-                local,
-                auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower()
-                in ("1", "true", "yes"),
-                password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
-            )
-            schedule_id = ensure_api_trigger(api, token)
-            log.info(
-                "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
-                env["MAGE_PUBLIC_HOST"],
-                schedule_id,
-            )
+            set_up_api_trigger(env, local, token)
         assert server.process is not None
         code = server.process.wait()
         log.error("mage start exited with code %s", code)
