@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from image_build.wheels import dockerfile_stages
 from tests.support import PYTHON, REPO_ROOT, free_port, wait_until
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -295,26 +296,33 @@ def dockerfile_env() -> dict[str, str]:
     return env
 
 
-def test_dockerfile_base_image_is_pinned() -> None:
-    [base] = [arg for ins, arg in dockerfile_instructions() if ins == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
+def test_dockerfile_base_image_is_pinned_and_the_same_in_both_stages() -> None:
+    bases = [arg.split()[0] for ins, arg in dockerfile_instructions() if ins == "FROM"]
+    assert len(bases) == 2 and len(set(bases)) == 1, bases
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", bases[0]), bases
 
 
-def test_dockerfile_installs_the_lock_then_the_project_without_resolving() -> None:
-    steps = dockerfile_instructions()
-    runs = [arg for ins, arg in steps if ins == "RUN"]
-    copies = [arg for ins, arg in steps if ins == "COPY"]
+def test_dockerfile_builds_the_lock_then_installs_the_project_without_resolving() -> None:
+    """The build stage installs the lock into a virtualenv; the runtime stage copies it and adds
+    the project with --no-deps (image_build/wheels.py checks the compilers)."""
+    build, runtime = dockerfile_stages(DOCKERFILE.read_text())
+    build_runs, runtime_runs = build.runs(), runtime.runs()
 
-    lock_install = next(
-        i for i, (ins, arg) in enumerate(steps) if "pip install -r requirements.txt" in arg
-    )
-    project_install = next(
-        i for i, (ins, arg) in enumerate(steps) if "pip install --no-deps" in arg
-    )
-    assert lock_install < project_install
-    assert any(arg.split()[0] == "requirements.txt" for arg in copies)
+    assert any("pip install -r requirements.txt" in run for run in build_runs)
+    assert any("python -m venv /opt/venv" in run for run in build_runs)
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime.instructions
+    assert [run for run in runtime_runs if "pip install" in run] == ["pip install --no-deps -e ."]
+    copies = [arg for ins, arg in runtime.instructions if ins == "COPY"]
     assert any("pyproject.toml" in arg.split() for arg in copies)
-    assert sum("pip install" in run for run in runs) == 2
+    # Both stages find the virtualenv's python first (compose commands say `python`).
+    for stage in (build, runtime):
+        env = dict(
+            pair.split("=", 1)
+            for ins, arg in stage.instructions
+            if ins == "ENV"
+            for pair in shlex.split(arg)
+        )
+        assert env["PATH"].startswith("/opt/venv/bin:"), stage.name
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
@@ -344,7 +352,7 @@ def test_dockerfile_bakes_in_no_secret() -> None:
 def test_dockerfile_copies_what_exists_and_is_not_ignored() -> None:
     ignored = set(DOCKERIGNORE.read_text().split())
     for instruction, argument in dockerfile_instructions():
-        if instruction == "COPY":
+        if instruction == "COPY" and "--from=" not in argument:  # --from copies between stages
             for source in [p for p in argument.split()[:-1] if not p.startswith("--")]:
                 assert (REPO_ROOT / source).exists(), source
                 assert source.rstrip("/") not in ignored, source
