@@ -52,6 +52,7 @@ COPY magic_common/ magic_common/
 COPY fleetwatch/ fleetwatch/
 COPY influx_magic/ influx_magic/
 COPY localflux/ localflux/
+COPY localsystem/ localsystem/
 COPY machine_simulator/ machine_simulator/
 RUN pip install --no-deps -e .
 

@@ -7,7 +7,8 @@
 * Its login is on by default, which a local run does not need: `REQUIRE_USER_AUTHENTICATION=0`
   unless the environment says otherwise (the Docker stack keeps it on).
 * Links to a run (in our alerts and in Mage's own failure notices) use `MAGE_PUBLIC_HOST`,
-  which defaults to `http://localhost:6789` whatever the port: set from `--port` unless given.
+  which Mage defaults to `http://localhost:6789` whatever the port: when the setting is empty
+  it is set from `--port` (and 127.0.0.1 for a wildcard bind address, which no browser opens).
 * Mage's own failure notice goes to `MAGE_SLACK_WEBHOOK_URL`, or to `SLACK_WEBHOOK_URL` when
   that is empty (as `.env.example` documents); Mage cannot express that fallback itself.
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
@@ -74,6 +75,11 @@ def mage_environment(
     ('sqlite:////data/mage/mage-ai.db', 'http://127.0.0.1:7000')
     >>> env["REQUIRE_USER_AUTHENTICATION"]
     '0'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": ""}, host="0.0.0.0", port=6789)["MAGE_PUBLIC_HOST"]
+    'http://127.0.0.1:6789'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": "https://mage.example.com"}, host="0.0.0.0", port=1)[
+    ...     "MAGE_PUBLIC_HOST"]
+    'https://mage.example.com'
     >>> mage_environment({"SLACK_WEBHOOK_URL": "http://hook"}, host="127.0.0.1", port=1)[
     ...     "MAGE_SLACK_WEBHOOK_URL"]
     'http://hook'
@@ -86,7 +92,7 @@ def mage_environment(
     # metadata.yaml reads MAGE_SLACK_WEBHOOK_URL itself; empty means SLACK_WEBHOOK_URL.
     result["MAGE_SLACK_WEBHOOK_URL"] = setting("MAGE_SLACK_WEBHOOK_URL", env)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    result.setdefault("MAGE_PUBLIC_HOST", f"http://{public_host}:{port}")
+    result["MAGE_PUBLIC_HOST"] = setting("MAGE_PUBLIC_HOST", env) or f"http://{public_host}:{port}"
     if home is not None:
         result["HOME"] = str(home)
     return result

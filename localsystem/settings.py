@@ -20,8 +20,8 @@ from localflux.influxdb.settings import SETTINGS as INFLUXDB
 from machine_simulator.settings import SETTINGS as SIMULATOR
 from magic_common.envsettings import Settings, joined, load_dotenv
 
-# Read by docker compose only (the stack's published address).
-DOCKER_STACK = Settings({"DOCKER_PUBLISH_ADDRESS": "127.0.0.1"})
+# Read by docker compose only (the stack's published address and its plots server's port).
+DOCKER_STACK = Settings({"DOCKER_PUBLISH_ADDRESS": "127.0.0.1", "PLOTS_PORT": "5006"})
 
 REGISTRY = joined([PRODUCT, INFLUXDB, INBOX, SIMULATOR, EVALUATION, DOCKER_STACK])
 DEFAULTS = REGISTRY.defaults

@@ -54,9 +54,7 @@ def write_point(influx: Any, table: str) -> None:
         client.write(Point(table).tag("machineID", "machine1").field("load", 80.0))
 
 
-def test_an_empty_database_gets_the_backfill(
-    localflux_server, start_process, port_factory
-) -> None:
+def test_an_empty_database_gets_the_backfill(localflux_server, start_process, port_factory) -> None:
     # No database at all yet (InfluxDB answers the query with 404).
     sim, port = start_simulator(start_process, port_factory, localflux_server)
     assert backfill_readings(port) == BACKFILL_SECONDS
