@@ -110,11 +110,12 @@ def env_example() -> dict[str, str]:
 
 
 def filled_env(**changes: str) -> dict[str, str]:
-    """A `.env` copied from `.env.example` with the two secrets filled in, plus `changes`."""
+    """A `.env` copied from `.env.example` with the secrets filled in, plus `changes`."""
     return {
         **env_example(),
         "INFLUX_TOKEN": SAMPLE_TOKEN,
         "DEFAULT_OWNER_PASSWORD": "pw",
+        "GRAFANA_ADMIN_PASSWORD": "gpw",
         **changes,
     }
 

@@ -40,10 +40,19 @@ from tests.support import PYTHON, REPO_ROOT, free_port
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
-SERVICES = {"influxdb3", "mosquitto", "telegraf-session", "telegraf", "simulator", "mage", "plots"}
+SERVICES = {
+    "influxdb3",
+    "mosquitto",
+    "telegraf-session",
+    "telegraf",
+    "simulator",
+    "mage",
+    "plots",
+    "grafana",
+}
 ONE_SHOT = {"telegraf-session"}  # runs to completion before what depends on it
-PUBLISHED_CONTAINER_PORTS = {5005, 6789, 8000, 8181}
-SECRETS = ("INFLUX_TOKEN", "DEFAULT_OWNER_PASSWORD")
+PUBLISHED_CONTAINER_PORTS = {3000, 5005, 6789, 8000, 8181}
+SECRETS = ("INFLUX_TOKEN", "DEFAULT_OWNER_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 # Documented as empty in .env.example, where the empty value stands for a derived one.
 EMPTY_MEANS = {"MAGE_PUBLIC_HOST": "http://127.0.0.1:6789"}
 INFLUXDB_IMAGE_UID = "1500"  # user influxdb3 in the influxdb:3.x-core images
@@ -97,6 +106,7 @@ def test_pulled_images_are_pinned_to_a_release(services: dict[str, Any]) -> None
         "influxdb3": r"influxdb:3\.\d+\.\d+-core",
         "mosquitto": r"eclipse-mosquitto:2\.\d+\.\d+",
         "telegraf": r"telegraf:1\.\d+\.\d+",
+        "grafana": r"grafana/grafana:\d+\.\d+\.\d+",
     }
     for name, pattern in expected.items():
         assert "build" not in services[name]
@@ -141,6 +151,7 @@ def test_the_dependency_graph(services: dict[str, Any]) -> None:
         "simulator": {"telegraf": "service_healthy"},
         "mage": {"influxdb3": "service_healthy"},
         "plots": {},
+        "grafana": {"influxdb3": "service_healthy"},
     }
     for name, edges in graph.items():
         for target, condition in edges.items():
@@ -273,6 +284,7 @@ def test_only_the_pages_people_open_are_published_on_localhost_by_default(
     assert ports[6789] == ("mage", "127.0.0.1", 6789)
     assert ports[8000] == ("plots", "127.0.0.1", 5006)
     assert ports[8181] == ("influxdb3", "127.0.0.1", 8181)
+    assert ports[3000] == ("grafana", "127.0.0.1", 3000)
 
 
 def test_links_in_alerts_use_the_address_people_open_not_the_bind_address() -> None:
@@ -335,9 +347,14 @@ def test_bind_mounted_config_files_exist() -> None:
         for volume in service.get("volumes", [])
         if volume.startswith(".")
     ]
-    assert sorted(set(sources)) == ["./mosquitto/mosquitto.conf", "./telegraf/telegraf.conf"]
+    assert sorted(set(sources)) == [
+        "./grafana/dashboards",
+        "./grafana/provisioning",
+        "./mosquitto/mosquitto.conf",
+        "./telegraf/telegraf.conf",
+    ]
     for source in sources:
-        assert (REPO_ROOT / source).is_file(), f"{source} is mounted but missing"
+        assert (REPO_ROOT / source).exists(), f"{source} is mounted but missing"
 
 
 def test_telegraf_gets_every_variable_its_config_reads(services: dict[str, Any]) -> None:

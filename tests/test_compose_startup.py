@@ -213,7 +213,7 @@ def test_telegraf_session_holds_the_first_backfill_for_telegraf_across_a_broker_
     broker.process.stop(signal.SIGTERM)  # Mosquitto saves sessions and queues on exit
     broker = stack_mosquitto()  # same data dir: restores the session and its queue
     assert (tmp_path / "mosquitto-data" / "mosquitto.db").is_file()
-    bridge_factory(broker.url, localflux_server.url, localflux_server.database)
+    bridge = bridge_factory(broker.url, localflux_server.url, localflux_server.database)
 
     def rows() -> int:
         with localflux_server.client() as client:
@@ -223,7 +223,7 @@ def test_telegraf_session_holds_the_first_backfill_for_telegraf_across_a_broker_
                 return 0
             return int(table.column("n")[0].as_py())
 
-    assert wait_until(lambda: rows() == total, 60), (rows(), total)
+    assert wait_until(lambda: rows() == total, 60), (rows(), total, bridge.log()[-2000:])
 
 
 @needs_mosquitto
