@@ -4,7 +4,7 @@ Grafana cannot run here. The provisioning files are parsed and checked against t
 every SQL the dashboard holds (panels, the repeated per-machine panel, the annotation, the
 `machine` variable) is expanded the way Grafana expands it (tests/grafana_sql.py) and run
 against a localflux holding what the pipeline really writes: telemetry with a fault, then one
-pipeline run (`run_all`), which fills anomaly_scores and opens an episode in anomaly_episodes.
+pipeline run (the five blocks, `run_blocks`), which fills anomaly_scores and opens an episode in anomaly_episodes.
 The episode is still open, so `anomaly_episodes` has no `end` column yet (InfluxDB creates a
 column with its first value): a dashboard query naming it would fail here as it would on a new
 stack.
@@ -13,7 +13,6 @@ stack.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,10 +22,10 @@ import pytest
 import yaml
 
 from fleetwatch.detector import DetectorConfig
-from influx_magic.pipeline import run_all
 from tests.compose_file import compose, filled_env
 from tests.grafana_sql import expand_macros, expand_variables
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from tests.influx_magic.helpers import run_blocks
 from tests.support import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "grafana"
@@ -148,10 +147,10 @@ def run_sql(world: PipelineWorld, sql: str) -> pa.Table:
 
 
 def test_every_dashboard_query_returns_rows_from_the_pipelines_tables(
-    world: PipelineWorld, dashboard
+    world: PipelineWorld, dashboard, tmp_path
 ) -> None:
     seed_fault(world)  # 9 min healthy, then machine2 overloaded for 3 min
-    summary = run_all({}, env=dict(os.environ))
+    summary = run_blocks(tmp_path)  # the five blocks, in this process
     assert summary["episode_events_written"] >= 1, summary
     start = datetime.fromtimestamp(world.telemetry.start_ms / 1000, tz=UTC) - timedelta(minutes=1)
     end = datetime.now(UTC) + timedelta(minutes=1)
