@@ -32,6 +32,8 @@ DEFAULTS: dict[str, str] = {
     "LOCALFLUX_PORT": "8181",
     "LOCALFLUX_DATA_DIR": ".local/influx",
     "LOCALFLUX_TOKEN": "",
+    "LOCALFLUX_QUERY_TIMEOUT": "60",
+    "LOCALFLUX_MAX_ANSWER_MB": "256",
     "MQTT_BROKER_URL": "tcp://127.0.0.1:1883",
     "SIM_MACHINES": "3",
     "SIM_INTERVAL": "1.0",
@@ -107,6 +109,15 @@ def int_setting(name: str, env: Mapping[str, str] | None = None) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def float_setting(name: str, env: Mapping[str, str] | None = None) -> float:
+    """A number setting, with an error that names the variable when it is not a number."""
+    value = setting(name, env)
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 def path_setting(name: str, env: Mapping[str, str] | None = None) -> Path:

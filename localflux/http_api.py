@@ -23,8 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 
 from localflux import __version__, formats, lineprotocol
+from localflux.answers import Answers
 from localflux.auth import MalformedAuthorization, token_from_header, token_matches
-from localflux.query import QueryEngine, QueryError
+from localflux.query import QueryError
+from localflux.query_process import ClientGone, ProcessFailed, QueryTimedOut
 from localflux.storage import DatabaseExists, DatabaseNotFound, Store, WriteRejected
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class Api:
     """What the handlers share: the store, the query engine and the server's settings."""
 
     store: Store
-    engine: QueryEngine
+    answers: Answers
     token: str | None
     max_request_bytes: int = MAX_REQUEST_BYTES
     process_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -178,18 +180,27 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        self._send_head(status, content_type, len(body), headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_head(
+        self,
+        status: int,
+        content_type: str | None,
+        length: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if not self._body_read:
             self._discard_body()
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Access-Control-Allow-Origin", "*")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _authenticate(self, path: str) -> None:
         expected = self.server.token
@@ -403,13 +414,23 @@ class Handler(BaseHTTPRequestHandler):
         if params is not None and not isinstance(params, dict):
             raise HttpError(400, "serde json error: params must be a JSON object")
         try:
-            table = self.server.engine.query(db, sql, params)
+            answer = self.server.answers.rendered(db, sql, params, str(fmt), client=self.connection)
         except DatabaseNotFound as error:
             raise _json_error(404, {"error": f"query error: {error}", "data": None}) from None
-        except QueryError as error:
+        except (QueryError, formats.AnswerTooLarge, QueryTimedOut) as error:
             raise HttpError(400, str(error)) from None
-        body, content_type = formats.render(table, str(fmt))
-        self._send(200, body, content_type)
+        except ClientGone:
+            self.close_connection = True
+            return 499  # nginx's "client closed request": logged, never sent
+        except ProcessFailed as error:
+            log.error("query on %s failed: %s; SQL: %.300s", db, error, sql)
+            raise HttpError(500, f"internal error: {error}") from None
+        try:
+            self._send_head(200, formats.CONTENT_TYPES[str(fmt)], answer.size)
+            if self.command != "HEAD":
+                answer.send(self.connection)
+        finally:
+            answer.close()
         return 200
 
     def _configure_database(self, method: str) -> int:

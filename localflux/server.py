@@ -18,14 +18,19 @@ import threading
 import traceback
 from pathlib import Path
 
-from fleetwatch.settings import int_setting, path_setting, setting
+from fleetwatch.settings import float_setting, int_setting, path_setting, setting
+from localflux.answers import Answers
 from localflux.flight import FlightService
 from localflux.front import Front
 from localflux.http_api import MAX_REQUEST_BYTES, Api
 from localflux.query import QueryEngine
+from localflux.query_process import QueryProcesses
 from localflux.storage import DataDirLocked, Store
 
 log = logging.getLogger("localflux.server")
+
+# Query processes running at once; more wait (within their time limit) for one to finish.
+MAX_RUNNING_QUERIES = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_REQUEST_BYTES,
         help="largest request body in bytes after gzip decompression (default 10 MiB)",
     )
+    parser.add_argument(
+        "--query-timeout",
+        type=float,
+        default=None,
+        help="seconds a query may run before it is stopped; 0 = no limit "
+        "(LOCALFLUX_QUERY_TIMEOUT, 60)",
+    )
+    parser.add_argument(
+        "--max-answer-mb",
+        type=int,
+        default=None,
+        help="largest json/jsonl/csv/pretty answer in MiB; Parquet and Flight are not capped "
+        "(LOCALFLUX_MAX_ANSWER_MB, 256)",
+    )
 
 
 class _FullTracebacks(logging.Formatter):
@@ -96,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else setting("LOCALFLUX_TOKEN")
     token = token or None
     try:
+        if args.query_timeout is None:
+            args.query_timeout = float_setting("LOCALFLUX_QUERY_TIMEOUT")
+        if args.max_answer_mb is None:
+            args.max_answer_mb = int_setting("LOCALFLUX_MAX_ANSWER_MB")
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    try:
         store = Store(
             data_dir,
             compact_rows=args.compact_rows,
@@ -105,9 +132,14 @@ def run(args: argparse.Namespace) -> int:
     except DataDirLocked as error:
         log.error("%s", error)
         return 1
-    engine = QueryEngine(store)
-    flight_service = FlightService(engine, token)
-    api = Api(store, engine, token, max_request_bytes=args.max_request_size)
+    processes = QueryProcesses(
+        store.fork_guard, timeout=args.query_timeout, max_running=MAX_RUNNING_QUERIES
+    )
+    answers = Answers(
+        QueryEngine(store), processes, max_answer_bytes=args.max_answer_mb * 1024 * 1024
+    )
+    flight_service = FlightService(answers, token)
+    api = Api(store, answers, token, max_request_bytes=args.max_request_size)
     try:
         front = Front(args.host, port, api.serve, flight_service.port)
     except OSError as error:
@@ -118,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: front.close())
     store.start_compactor()
-    threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=answers.warm_up, name="warm-up", daemon=True).start()
     log.info(
         "localflux serving the InfluxDB 3 API (HTTP and Arrow Flight) on http://%s:%d "
         "(data dir %s, auth %s)",

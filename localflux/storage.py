@@ -21,6 +21,7 @@ compaction merges them into one clean file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -251,6 +252,14 @@ class Store:
                         log.exception(
                             "compaction of %s failed; its WAL is kept", db.definition.name
                         )
+
+    @contextlib.contextmanager
+    def fork_guard(self) -> Iterator[None]:
+        """Hold every lock a reader takes, for forking a query process: a child gets a copy
+        of memory in which no other thread holds one of them (and releases its copies when
+        the block ends, as the parent does)."""
+        with self._lock, self.files.lock:
+            yield
 
     # --- databases ---------------------------------------------------------------------------
 
