@@ -11,9 +11,12 @@ detail shrinks to `localflux.DatabaseNotFound: <message>` and clients never see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import pyarrow.flight as flight
 
@@ -70,8 +73,18 @@ class FlightService(flight.FlightServerBase):
         middleware = {"auth": _AuthFactory(token)} if token else {}
         super().__init__("grpc+tcp://127.0.0.1:0", middleware=middleware)
         self.answers = answers
+        # Set by the server once the front exists: marks a call's connection busy.
+        self.track_call: Callable[[str], AbstractContextManager[None]] = lambda peer: (
+            contextlib.nullcontext()
+        )
 
     def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.RecordBatchStream:
+        with self.track_call(context.peer()):
+            return self._do_get(context, ticket)
+
+    def _do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.RecordBatchStream:
         started = time.perf_counter()
