@@ -11,6 +11,7 @@ what the query read (in the background), as the child's own cache fills die with
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -52,6 +53,11 @@ class Answers:
             import pyarrow.dataset  # noqa: F401
             import pyarrow.ipc  # noqa: F401
             import pyarrow.parquet  # noqa: F401
+
+            # Creating a session fills DataFusion's function registries (a few ms each
+            # query process would pay) without starting its thread pool, which must not
+            # exist in the server.
+            self.engine.session()
         finally:
             self._ready.set()
         while True:
@@ -69,6 +75,8 @@ class Answers:
         def work(out: BinaryIO) -> dict[str, object]:
             table, meta = self._execute(database, sql, params)
             if table is not None:
+                # Reserve the memory file's pages in one call, not one page fault at a time.
+                os.posix_fallocate(out.fileno(), 0, table.nbytes + (1 << 20))
                 with pa.ipc.new_file(pa.PythonFile(out, mode="w"), table.schema) as writer:
                     writer.write_table(table)
             return meta

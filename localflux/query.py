@@ -178,7 +178,9 @@ class QueryEngine:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _session(self) -> SessionContext:
+    def session(self) -> SessionContext:
+        """A fresh DataFusion session with Core's catalog and schema names (no thread pool
+        starts until it plans or runs something)."""
         from datafusion import SessionConfig, SessionContext
 
         config = (
@@ -202,7 +204,7 @@ class QueryEngine:
     ) -> tuple[pa.Table, dict[str, Scan]]:
         """Run one SQL statement: its result and what it read of each table."""
         definitions = self.store.tables(database)
-        ctx = self._session()
+        ctx = self.session()
         for name, definition in definitions.items():
             schema = definition.schema()
             ctx.register_record_batches(_quoted(name), [[pa.RecordBatch.from_pylist([], schema)]])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib._bootstrap
 import json
 import logging
@@ -80,7 +81,11 @@ class Finished:
         """The payload, memory-mapped (no copy); it stays valid after `close`."""
         if not self.size:
             return pa.py_buffer(b"")
-        return pa.py_buffer(mmap.mmap(self._fd, self.size, prot=mmap.PROT_READ))
+        return pa.py_buffer(
+            mmap.mmap(
+                self._fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
+            )
+        )
 
     def send(self, sock: socket.socket) -> None:
         """Send the payload to a socket from the kernel's side (sendfile)."""
@@ -258,6 +263,7 @@ def _child(work: Work, answer: int, done: int, parent: int, timeout: float) -> N
     """Compute, write, signal, exit; never returns, never runs the parent's cleanup."""
     code = 0
     try:
+        gc.disable()
         _detach(parent, timeout)
         with open(answer, "wb", closefd=False) as out:
             try:
@@ -270,6 +276,7 @@ def _child(work: Work, answer: int, done: int, parent: int, timeout: float) -> N
             encoded = json.dumps(meta).encode()
             out.write(encoded)
             out.write(_TRAILER.pack(len(encoded)))
+            out.truncate()  # the payload may have reserved more (posix_fallocate)
         os.write(done, _DONE)
     except BaseException:
         code = 70
