@@ -417,9 +417,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise _json_error(
                     400, {"error": "line protocol parsing error", "data": error.as_json()}
                 ) from None
+            # Core's text ("write buffer error: ..."), which clients match; then the reason.
             raise api.error(
                 400,
-                f"failed to parse line protocol: errors encountered on line(s): "
+                f"write buffer error: parsing for line protocol failed: "
                 f"line {error.line_number}: {error.message}",
             ) from None
         if rejected:
