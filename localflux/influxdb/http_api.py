@@ -412,6 +412,12 @@ class Handler(BaseHTTPRequestHandler):
             )
         except lineprotocol.BodyError as error:
             raise api.error(400, str(error)) from None
+        except OSError as error:  # a full disk, say: nothing was acknowledged, and why
+            log.error("write to %s not stored: %s", db, error)
+            reason = error.strerror or str(error)
+            raise api.error(
+                500, f"write buffer error: the write was not stored: {reason}", "internal error"
+            ) from None
         except WriteRejected as rejection:
             error = rejection.error
             if api.name == "v3":

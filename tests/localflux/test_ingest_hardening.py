@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from tests.localflux.helpers import rows, write_lp
+from tests.support import PYTHON
 
 NOW_S = 1_700_000_000
 
@@ -77,4 +78,29 @@ def test_a_float_out_of_range_is_refused_as_core_refuses_it(localflux_server, li
     ]
     assert rows(localflux_server, "SELECT count(*) AS n, max(f) AS top FROM m") == [
         {"n": lines, "top": 1.5}
+    ]
+
+
+def test_a_full_disk_is_reported_with_its_reason_and_loses_no_later_write(localflux_factory):
+    """A storage error (here the file-size limit, as a full disk behaves) used to answer 500
+    without the reason; a record cut short in the log must not hide the writes after it."""
+    limit = (
+        "import os, resource, sys; "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20)); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    server = localflux_factory(prefix=[PYTHON, "-c", limit])
+    assert write_lp(server, f"m,host=a v=1i {NOW_S}", precision="s").status_code == 204
+    big = "".join(f"m,host=big,n={i} v={i}i {NOW_S}\n" for i in range(150_000))
+    assert 4 << 20 < len(big) < 10 << 20
+    for api in ("v3", "v2"):
+        response = write_lp(server, big, api=api, precision="s")
+        assert response.status_code == 500, response.text
+        assert "the write was not stored: File too large" in response.text
+    assert write_lp(server, f"m,host=b v=2i {NOW_S + 1}", precision="s").status_code == 204
+    server.kill()  # no compaction: the rows must come back from the log
+    server.start()
+    assert rows(server, "SELECT host, v FROM m ORDER BY v") == [
+        {"host": "a", "v": 1},
+        {"host": "b", "v": 2},
     ]
