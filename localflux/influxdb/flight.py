@@ -94,7 +94,7 @@ class FlightService(flight.FlightServerBase):
             params = request.get("params") or None
             if not isinstance(database, str) or not isinstance(sql, str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise InvalidArgument("Invalid ticket") from None
         if params is not None and not isinstance(params, dict):
             raise InvalidArgument("Invalid ticket: params must be a JSON object of $name values")

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
@@ -77,6 +78,16 @@ class HttpError(Exception):
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
         self.content_type = content_type
+
+
+def _parse_json(data: bytes | str) -> Any:
+    """A request's JSON, or a 400 (also for JSON nested deeper than the parser recurses)."""
+    try:
+        return json.loads(data)
+    except ValueError as error:
+        raise HttpError(400, f"serde json error: {error}") from None
+    except RecursionError:
+        raise HttpError(400, "serde json error: nested too deeply") from None
 
 
 def _json_error(status: int, payload: object) -> HttpError:
@@ -445,15 +456,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET":
             request: dict[str, object] = dict(self.query)
             if "params" in request:
-                try:
-                    request["params"] = json.loads(str(request["params"]))
-                except ValueError as error:
-                    raise HttpError(400, f"serde json error: {error}") from None
+                request["params"] = _parse_json(str(request["params"]))
         else:
-            try:
-                request = json.loads(self._body(HttpError(413, "request too large")) or b"{}")
-            except ValueError as error:
-                raise HttpError(400, f"serde json error: {error}") from None
+            request = _parse_json(self._body(HttpError(413, "request too large")) or b"{}")
             if not isinstance(request, dict):
                 raise HttpError(400, "serde json error: expected a JSON object")
         db, sql = request.get("db"), request.get("q")
@@ -499,10 +504,10 @@ class Handler(BaseHTTPRequestHandler):
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if content_type != "application/json" and not content_type.endswith("+json"):
                 raise HttpError(415, "unacceptable content-type, expected: application/json")
+            request = _parse_json(self._body(HttpError(413, "request too large")))
             try:
-                request = json.loads(self._body(HttpError(413, "request too large")))
-                db = request["db"]
-            except (ValueError, KeyError, TypeError) as error:
+                db = request["db"]  # type: ignore[index]
+            except (KeyError, TypeError) as error:
                 raise HttpError(400, f"serde json error: {error}") from None
             name_error = database_name_error(str(db))
             if name_error:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+import requests
 from influxdb_client_3.exceptions import InfluxDB3ClientQueryError
 
 from tests.localflux.helpers import query_sql, rows, write_lp
@@ -143,3 +144,15 @@ def test_flight_params_that_are_not_an_object_are_an_invalid_argument(localflux_
     with pytest.raises(pa.ArrowInvalid, match="params must be a JSON object") as raised:
         raw_ticket(localflux_server, ticket)
     assert "Traceback" not in str(raised.value)
+
+
+def test_json_nested_too_deeply_is_a_400(localflux_server):
+    """It used to be a 500 (a RecursionError in the JSON parser)."""
+    response = requests.post(
+        localflux_server.url + "/api/v3/query_sql",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert "nested too deeply" in response.text
