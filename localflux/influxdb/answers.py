@@ -77,13 +77,14 @@ class Answers:
             if table is not None:
                 # Reserve the memory file's pages in one call, not one page fault at a time.
                 os.posix_fallocate(out.fileno(), 0, table.nbytes + (1 << 20))
-                with pa.ipc.new_file(pa.PythonFile(out, mode="w"), table.schema) as writer:
+                # A stream, not a file: batches may carry different tag dictionaries.
+                with pa.ipc.new_stream(pa.PythonFile(out, mode="w"), table.schema) as writer:
                     writer.write_table(table)
             return meta
 
         finished = self._run(work, database, sql, cancelled=cancelled)
         try:
-            return pa.ipc.open_file(finished.buffer()).read_all()
+            return pa.ipc.open_stream(finished.buffer()).read_all()
         finally:
             finished.close()
 

@@ -82,7 +82,7 @@ def write(table: pa.Table, fmt: str, out: BinaryIO, limit: int | None = None) ->
     >>> write(pa.table({"v": list(range(100))}), "csv", io.BytesIO(), limit=100)
     Traceback (most recent call last):
     ...
-    localflux.formats.AnswerTooLarge: the answer is larger than 100 bytes (LOCALFLUX_MAX_ANSWER_MB); use format=parquet or Arrow Flight for large results, or narrow the query
+    localflux.influxdb.formats.AnswerTooLarge: the answer is larger than 100 bytes (LOCALFLUX_MAX_ANSWER_MB); use format=parquet or Arrow Flight for large results, or narrow the query
     """
     if fmt == "parquet":
         pq.write_table(table, out)

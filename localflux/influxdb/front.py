@@ -52,27 +52,63 @@ class Connection:
         self.address = address
         self.idle_since: float | None = time.monotonic()
         self.flight = False
-        self.calls = 0
+        self.served = False  # has it ever sent a complete request (or a Flight call)?
+        self._calls = 0
+        self._closed = False
+        self._lock = threading.Lock()  # a request starts, or the connection closes: not both
 
     def idle(self) -> None:
-        if not self.calls:
-            self.idle_since = time.monotonic()
+        with self._lock:
+            if not self._calls:
+                self.idle_since = time.monotonic()
 
-    def busy(self) -> None:
-        self.idle_since = None
+    def busy(self) -> bool:
+        """Mark a request in progress; False if the connection was closed as idle first."""
+        with self._lock:
+            if self._closed:
+                return False
+            self.idle_since = None
+            self.served = True
+            return True
 
-    def close(self) -> None:
-        """Close from another thread: the serving thread sees end-of-file and finishes."""
+    def call_started(self) -> None:
+        with self._lock:
+            self._calls += 1
+            self.idle_since = None
+            self.served = True
+
+    def call_ended(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if not self._calls:
+                self.idle_since = time.monotonic()
+
+    def close_if_idle(self, before: float | None = None) -> bool:
+        """Close from another thread if no request is in progress (and it has been idle
+        since before `before`, when given): the serving thread sees end-of-file and ends."""
+        with self._lock:
+            if self.idle_since is None or (before is not None and self.idle_since >= before):
+                return False
+            self._closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        return True
+
+
+def _eviction_order(connection: Connection) -> tuple[bool, bool, float]:
+    """Which idle connection goes first at the cap: those that never sent a complete request
+    (what an attacker holds), then idle HTTP keep-alives, then idle Flight channels; the
+    longest-idle first within each."""
+    return connection.served, connection.flight, connection.idle_since or 0.0
 
 
 class Front:
     """Accept loop on the public port; one thread per connection.
 
-    At most `max_connections` are served at once. When a new one arrives at the cap, the
-    connection idle the longest is closed to make room (so idle sockets cannot hold the cap
-    against real clients); with none idle, the new one waits in the listen backlog. An HTTP
+    At most `max_connections` are served at once. When a new one arrives at the cap, an idle
+    connection is closed to make room, one that never sent a request first (so idle sockets
+    cannot hold the cap against real clients, see `_eviction_order`); with none idle, the new
+    one waits in the listen backlog. An HTTP
     connection that has not sent a complete request `idle_timeout` seconds after it was
     accepted (or after its previous answer) is closed. Accept errors (out of file
     descriptors, say) are logged and retried with backoff; the server keeps serving.
@@ -108,15 +144,11 @@ class Front:
         if connection is None:
             yield
             return
-        with self._changed:
-            connection.calls += 1
-            connection.busy()
+        connection.call_started()
         try:
             yield
         finally:
-            with self._changed:
-                connection.calls -= 1
-                connection.idle()
+            connection.call_ended()
 
     def serve_forever(self) -> None:
         backoff = 0.0
@@ -156,12 +188,11 @@ class Front:
         with self._changed:
             while len(self._connections) >= self.max_connections and not self._closed.is_set():
                 idle = [c for c in self._connections if c.idle_since is not None]
-                if idle:
-                    oldest = min(idle, key=lambda c: c.idle_since or 0.0)
-                    self._connections.discard(oldest)
-                    oldest.close()
-                    log.debug("at the connection cap: closed idle %s", oldest.address)
-                    return
+                for oldest in sorted(idle, key=_eviction_order):
+                    if oldest.close_if_idle():
+                        self._connections.discard(oldest)
+                        log.debug("at the connection cap: closed idle %s", oldest.address)
+                        return
                 self._changed.wait(_WATCH_INTERVAL)
 
     def _forget(self, connection: Connection) -> None:
@@ -174,19 +205,13 @@ class Front:
         while not self._closed.wait(_WATCH_INTERVAL):
             limit = time.monotonic() - self.idle_timeout
             with self._changed:
-                expired = [
-                    c
-                    for c in self._connections
-                    if not c.flight and c.idle_since is not None and c.idle_since < limit
-                ]
-                for connection in expired:
-                    self._connections.discard(connection)
+                expired = [c for c in self._connections if not c.flight and c.close_if_idle(limit)]
+                self._connections.difference_update(expired)
                 self._changed.notify_all()
             for connection in expired:
                 log.debug(
                     "closed %s: no complete request in %g s", connection.address, self.idle_timeout
                 )
-                connection.close()
 
     def _handle(self, connection: Connection) -> None:
         conn = connection.sock

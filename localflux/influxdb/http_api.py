@@ -158,8 +158,13 @@ class Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        self.state.busy()
-        return super().parse_request()
+        # The head is read while the connection still counts as idle, so a client trickling
+        # header lines is closed by the front's idle watch like a silent one.
+        parsed = super().parse_request()
+        if not self.state.busy():  # closed as idle just as the head completed: drop it
+            self.close_connection = True
+            return False
+        return parsed
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -194,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
         except HttpError as error:
             status = error.status
             self._send(error.status, error.body, error.content_type)
+        except ConnectionError:
+            raise  # the client went away: nothing to answer (Api.serve ends the connection)
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
             self._send(500, b"internal error", "text/plain")

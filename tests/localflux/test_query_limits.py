@@ -156,3 +156,12 @@ def test_json_nested_too_deeply_is_a_400(localflux_server):
     )
     assert response.status_code == 400
     assert "nested too deeply" in response.text
+
+
+def test_flight_answers_whose_batches_have_different_tag_dictionaries(localflux_server):
+    """Each write is its own batch with its own tag dictionary; the answer crosses from the
+    query's process to the server as an Arrow stream, which allows that (a file does not)."""
+    for host in ("a", "b", "c"):
+        assert write_lp(localflux_server, f"m,host={host} v=1i 1700000000000000000").status_code
+    table = localflux_server.client().query("SELECT host FROM m")
+    assert sorted(table.column("host").to_pylist()) == ["a", "b", "c"]
