@@ -115,7 +115,7 @@ class Settings:
             raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
     def number(self, name: str, env: Mapping[str, str] | None = None) -> float:
-        """A decimal setting, with an error that names the variable when it is not a number."""
+        """A number setting (seconds, say), with an error that names the variable."""
         value = self.get(name, env)
         try:
             return float(value)

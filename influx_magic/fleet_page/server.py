@@ -14,6 +14,8 @@ Routes:
 Same origin only: the page fetches its own origin (its CSP allows nothing else), the API
 answers no CORS requests (no `Access-Control-Allow-Origin`) and refuses with 403 a request a
 browser marks as coming from another site (`Sec-Fetch-Site`) or another origin (`Origin`).
+Bound to a loopback address it answers only loopback host names (`magic_common.http_guard`),
+so a page that re-points its own name to 127.0.0.1 (DNS rebinding) reads nothing.
 Standard library only: the page is polled by a few browsers, and must start in well under a
 second.
 """
@@ -43,6 +45,7 @@ from influx_magic.operations import fleet_status
 from influx_magic.operations.machines_file import MachinesFileError
 from influx_magic.operations.operator_store import OperatorStateError
 from influx_magic.settings import SETTINGS, load_dotenv
+from magic_common.http_guard import host_allowed, host_refusal
 
 log = logging.getLogger("influx_magic.fleet_page")
 
@@ -92,7 +95,12 @@ class FleetPageHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = urlsplit(self.path).path
-        if path == "/health":
+        host = self.headers.get("Host")
+        if not host_allowed(host, self.server.server_address[0]):
+            self.close_connection = True
+            body = (host_refusal(host) + "\n").encode()
+            self._send(HTTPStatus.FORBIDDEN, body, "text/plain; charset=utf-8", {})
+        elif path == "/health":
             self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8", {})
         elif path == "/":
             nonce = secrets.token_urlsafe(16)

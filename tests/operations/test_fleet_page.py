@@ -87,6 +87,9 @@ def test_the_status_api_answers_its_own_origin_only(fleet_after_a_fault: FleetPa
     assert all(len(points) > 50 for points in history.values())  # 10 s bins over 11 minutes
     for refused in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
         assert get(f"{base}/api/status", refused)[0] == 403
+    port = base.rsplit(":", 1)[1]
+    assert get(f"{base}/api/status", {"Host": f"evil.example:{port}"})[0] == 403  # rebinding
+    assert get(f"{base}/", {"Host": f"evil.example:{port}"})[0] == 403
     own = {"Origin": base, "Sec-Fetch-Site": "same-origin"}
     assert get(f"{base}/api/status", own)[0] == 200
     page = get(f"{base}/")
