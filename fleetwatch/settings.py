@@ -50,7 +50,8 @@ DEFAULTS: dict[str, str] = {
     "MAGE_API_TRIGGER_TOKEN": "",
     "FLEETWATCH_STATE_DIR": ".local/state",
     "FLEETWATCH_OUTPUT_DIR": ".local/plots",
-    "NAB_DIR": "../shared/nab",
+    "NAB_DIR": "../shared/nab-dev",
+    "SKAB_DIR": "../shared/skab-dev",
     "DOCKER_PUBLISH_ADDRESS": "127.0.0.1",
     "DEFAULT_OWNER_PASSWORD": "",
 }

@@ -33,9 +33,9 @@ def test_readings_follow_the_script_and_carry_ground_truth() -> None:
 def test_same_seed_same_report_different_seed_different_faults(tmp_path: Path) -> None:
     args = ["simulator", "--minutes", "60", "--machines", "5", "--faults", "overload,stuck"]
     first, second, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
-    assert main([*args, "--seed", "3", "--json", str(first)]) == 0
-    assert main([*args, "--seed", "3", "--json", str(second)]) == 0
-    assert main([*args, "--seed", "4", "--json", str(other)]) == 0
+    assert main([*args, "--seeds", "3", "--json", str(first)]) == 0
+    assert main([*args, "--seeds", "3", "--json", str(second)]) == 0
+    assert main([*args, "--seeds", "4", "--json", str(other)]) == 0
     report = json.loads(first.read_text())
     assert report == json.loads(second.read_text())
     assert report["faults"] != json.loads(other.read_text())["faults"]
@@ -69,15 +69,19 @@ def test_the_upstream_pipeline_catches_spikes_on_power_and_misses_bearing_wear()
     assert report.result.kinds["bearing"].recall == 0.0
 
 
-def test_all_without_nab_data_runs_the_simulator_for_both_detectors(
+def test_all_without_nab_or_skab_data_runs_the_simulator_for_both_detectors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("NAB_DIR", str(tmp_path / "no-nab-here"))
-    assert main(["all", "--output", str(tmp_path), "--minutes", "60", "--machines", "5"]) == 0
+    monkeypatch.setenv("SKAB_DIR", str(tmp_path / "no-skab-here"))
+    args = ["all", "--output", str(tmp_path), "--minutes", "60", "--machines", "5"]
+    assert main([*args, "--sim-seeds", "1", "--scenarios", "none"]) == 0
     out = capsys.readouterr().out
-    assert "skipping NAB" in out and "upstream" in out
+    assert "skipping NAB" in out and "skipping SKAB" in out and "upstream" in out
     payload = json.loads((tmp_path / "eval.json").read_text())
-    assert "nab" not in payload and set(payload["simulator"]) == {"upstream", "default"}
+    assert "nab" not in payload and "skab" not in payload
+    pooled = payload["simulator"]["pooled"]
+    assert [r["detector"] for r in pooled] == ["upstream", "default"]
 
 
 def test_the_product_detector_alerts_once_per_overload_with_no_false_episode() -> None:
