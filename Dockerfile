@@ -25,9 +25,11 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
 # The project's packages, installed without re-resolving (the lock is the resolution). Editable,
-# so fleetwatch.settings.REPO_ROOT is /app as in a checkout.
+# so influx_magic.settings.REPO_ROOT is /app as in a checkout.
 COPY pyproject.toml README.md ./
+COPY magic_common/ magic_common/
 COPY fleetwatch/ fleetwatch/
+COPY influx_magic/ influx_magic/
 COPY localflux/ localflux/
 COPY machine_simulator/ machine_simulator/
 RUN pip install --no-deps -e .
@@ -44,4 +46,4 @@ ENV FLEETWATCH_STATE_DIR=/data/state \
 USER app
 
 EXPOSE 5005 6789
-CMD ["python", "-m", "fleetwatch.mage_server", "--host", "0.0.0.0", "--port", "6789"]
+CMD ["python", "-m", "influx_magic.mage_server", "--host", "0.0.0.0", "--port", "6789"]
