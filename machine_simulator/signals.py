@@ -512,7 +512,7 @@ class Fleet:
         while self._pending and self._pending[0].time <= t:
             e = self._pending.pop(0)
             self.set_fault(e.machine_id, e.kind, e.active, e.time)
-        if self._outages:
+        if self._outages or self._stopped:
             self._apply_outages(t)
         readings = [machine.step(t) for machine in self.machines.values()]
         return [r for r, m in zip(readings, self.machines.values(), strict=True) if m.running]
