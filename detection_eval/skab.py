@@ -421,7 +421,8 @@ def format_table(scores: Sequence[SkabScore], published: bool = True) -> str:
     """One row per detector (seed mean [lowest, highest]), SKAB's published models below."""
     rows = []
     for name, group in _group(scores).items():
-        label = name if len(group) == 1 else f"{name} (seeds {len(group)})"
+        seeds = [s.detector.rpartition("@seed")[2] for s in group]
+        label = name if len(group) == 1 else f"{name} (seeds {','.join(seeds)})"
         delays = [s.median_delay for s in group if s.median_delay is not None]
         rows.append(
             (
