@@ -26,7 +26,7 @@ def check_anomalies(data, *args, **kwargs):
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
         plots = plot_alerts(run.settings, checked, alerts, state)
-        report = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
+        report = deliver_alerts(alerts, plots.urls, run)
         run.keep(state, alerts, update.episodes)
         print(
             f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "
