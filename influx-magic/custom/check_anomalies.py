@@ -25,7 +25,7 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data)
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        plots = plot_alerts(run.settings, checked, alerts, state)
+        plots = plot_alerts(run, checked, alerts)
         report = deliver_alerts(alerts, plots.urls, run)
         run.keep(state, alerts, update.episodes)
         print(
