@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent, EpisodeUpdate
 from fleetwatch.state import FleetState
 from influx_magic.alerts import Alert, AlertDelivery, DeliveryReport, SlackWebhookNotifier
-from influx_magic.run_context import MageRun, PipelineSettings
+from influx_magic.run_transaction import Run
 
 
 def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]:
@@ -30,20 +30,19 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
     return alerts
 
 
-def deliver_alerts(
-    alerts: list[Alert],
-    plot_urls: Mapping[str, str],
-    settings: PipelineSettings,
-    mage: MageRun,
-) -> DeliveryReport:
-    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key)."""
+def deliver_alerts(alerts: list[Alert], plot_urls: Mapping[str, str], run: Run) -> DeliveryReport:
+    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
+    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert."""
+    if not run.configuration.sends_alerts:
+        return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
+    settings = run.settings
     delivery = AlertDelivery(
         SlackWebhookNotifier.from_settings(settings.env),
-        settings.state_dir,
+        run.configuration.alert_dir(settings.state_dir),
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
-    return delivery.run(alerts, plot_urls=plot_urls, run_url=mage.url)
+    return delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
 
 
 def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:
@@ -58,6 +57,8 @@ def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:
 
 def delivery_summary(report: DeliveryReport) -> str:
     """Alerts sent and queued, and why they wait when no channel is configured."""
+    if report.withheld:
+        return f"not sent ({report.withheld})"
     text = f"{len(report.sent)} sent, {report.outbox_left} waiting in the outbox"
     if report.late:
         text += f" ({len(report.late)} sent late)"

@@ -28,9 +28,11 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data)
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        screened = screen_alerts(alerts, run.settings.state_dir, run.settings.env)
-        plots = plot_alerts(run.settings, checked, screened.send, state)
-        report = deliver_alerts(screened.send, plots.urls, run.settings, run.mage)
+        screened = screen_alerts(
+            alerts, run.settings.state_dir, run.settings.env, run.configuration
+        )
+        plots = plot_alerts(run, checked, screened.send)
+        report = deliver_alerts(screened.send, plots.urls, run)
         run.keep(state, alerts, update.episodes)
         held = f" (not sent: {screened.summary()})" if screened.summary() else ""
         print(

@@ -1,9 +1,12 @@
 """The run's results to InfluxDB, then the run is committed.
 
 Scores go to table `anomaly_scores` (tags machineID, provider; fields score, is_anomaly,
-episode_id), every episode the run changed to `anomaly_episodes` (with its status: held, open,
-resolved, or muted for a muted machine's), operator actions not yet in `anomaly_feedback`, in
-the database the loader read. Only once both writes succeeded are the run's models, episodes and watermark committed, in one atomic
+episode_id, unique_id, config_id, warm, dev_<feature>), every episode the run changed to
+`anomaly_episodes` (with its status: held, open, resolved, or muted for a muted machine's),
+operator actions not yet in `anomaly_feedback`, in the database the loader read.
+An experiment (a configuration other than the pipeline's defaults) writes to
+`anomaly_scores_<config_id>` and `anomaly_episodes_<config_id>` instead. Only once
+both writes succeeded are the run's models, episodes and watermark committed, in one atomic
 rename of the state file: a run that fails anywhere changes nothing, and the next run redoes it.
 """
 
@@ -23,13 +26,17 @@ def export_anomaly_scores(data, *args, **kwargs):
         identities = state.extra.get("machines", {})
         episodes = run.episodes()
         statuses = episode_statuses(episodes, run.settings.state_dir)
-        written = write_results(run.settings.influx, data, episodes, identities, statuses)
+        written = write_results(
+            run.settings.influx, run.configuration, data, episodes, identities, statuses
+        )
         feedback = write_feedback(run.settings.state_dir, run.settings.influx)
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(
-            f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode(s) "
-            f"written{'; ' + feedback if feedback else ''}; committed {run.state_path.name} at "
+            f"export_anomaly_scores: {written.scores} score(s) to "
+            f"{run.configuration.scores_table}, {written.episodes} episode(s) to "
+            f"{run.configuration.episodes_table}{'; ' + feedback if feedback else ''}; "
+            f"committed {run.state_path.name} at "
             f"watermark {watermark}"
         )
     return {
@@ -39,4 +46,7 @@ def export_anomaly_scores(data, *args, **kwargs):
         "events": [f"{a.kind} {a.unique_id}" for a in alerts],
         "watermark": watermark,
         "state": str(run.state_path),
+        "config_id": run.configuration.config_id,
+        "scores_table": run.configuration.scores_table,
+        "episodes_table": run.configuration.episodes_table,
     }

@@ -7,14 +7,16 @@ environment) and reads, in 30-minute slices with `$since` bound as a query param
     WHERE time >= $since ORDER BY time, "machineID"
 
 `since` is the committed watermark minus 30 s for late points; the first run reads
-`lookback_minutes` back. The runtime variables `threshold` and `features` choose the detector
-configuration: one other than the defaults keeps its own models and watermark.
+`lookback_minutes` back. The runtime variables `threshold`, `features` and any other detector
+setting by name (`z_alarm`, `persistence`, ...) choose the detector configuration. One other
+than this pipeline's variables is an experiment: its own models, tables, plots, and no alerts
+unless `send_alerts` is true; the log says where its results go.
 """
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader, test
 
-from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
+from influx_magic.run_context import PipelineSettings, RunVariables
 from influx_magic.run_transaction import start_run
 from influx_magic.telemetry import read_telemetry
 
@@ -23,13 +25,13 @@ from influx_magic.telemetry import read_telemetry
 def load_influx_data(*args, **kwargs):
     settings = PipelineSettings.from_env()
     variables = RunVariables.from_kwargs(kwargs)
-    mage = MageRun.from_kwargs(kwargs, settings.mage_public_host)
-    with start_run(settings, variables, mage) as run:
+    with start_run(kwargs, settings, variables) as run:
         frame = read_telemetry(settings.influx, since=run.since, features=run.config.features)
         first = "first run, " if run.first else ""
         print(
-            f"load_influx_data: {len(frame)} row(s) since {run.since.isoformat()} "
-            f"({first}{settings.influx})"
+            f"load_influx_data: {len(frame)} row(s) of {frame['machineID'].nunique()} "
+            f"machine(s) since {run.since.isoformat()} ({first}{settings.influx}); "
+            f"{run.configuration.describe()}"
         )
     return frame
 

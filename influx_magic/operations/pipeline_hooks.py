@@ -13,6 +13,7 @@ so a run redone after a failure flags the same points.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +24,13 @@ from fleetwatch.episodes import Episode
 from fleetwatch.machine_rules import MachineRule
 from fleetwatch.state import FleetState
 from influx_magic.influx import InfluxSettings
-from influx_magic.operations.alert_gate import MUTED, Screened, screen
+from influx_magic.operations.alert_gate import MUTED, Screened, decide, screen
 from influx_magic.operations.feedback_table import try_flush
 from influx_magic.operations.machine_names import MachineIdentity, identities_from_state
 from influx_magic.operations.machines_file import MachinesFile
 from influx_magic.operations.operator_store import OperatorStore
 from influx_magic.operations.policy import OperatorPolicy
+from influx_magic.run_context import Configuration
 from influx_magic.settings import path_setting
 
 
@@ -58,10 +60,17 @@ def _data_time(frame: pd.DataFrame, state: FleetState) -> datetime:
     return datetime.now(UTC)
 
 
-def screen_alerts(alerts: Iterable[Any], state_dir: Any, env: Mapping[str, str]) -> Screened:
-    """Which of the run's alerts go out (see `alert_gate`); records every episode."""
+def screen_alerts(
+    alerts: Iterable[Any], state_dir: Any, env: Mapping[str, str], configuration: Configuration
+) -> Screened:
+    """Which of the run's alerts go out (see `alert_gate`). A production run records every
+    episode (for `ack` / `false-alarm`); an experiment (`configuration.experiment`) is screened
+    against the same mutes without recording anything."""
     machines_file = MachinesFile.load(path_setting("MACHINES_FILE", env))
-    return screen(alerts, OperatorStore(state_dir), machines_file)
+    store = OperatorStore(state_dir)
+    if configuration.experiment:
+        return decide(alerts, copy.deepcopy(store.read()), machines_file)
+    return screen(alerts, store, machines_file)
 
 
 def episode_statuses(episodes: Iterable[Episode], state_dir: Any) -> dict[str, str]:

@@ -35,6 +35,7 @@ from influx_magic import state_file
 from influx_magic.alerting import alerts_for
 from influx_magic.influx import (
     EPISODES_TABLE,
+    SCORE_FIELDS,
     SCORES_TABLE,
     TAGS,
     connect,
@@ -115,8 +116,11 @@ def replay(
     if len(rows) or update.episodes:
         with contextlib.closing(connect(settings.influx)) as client:
             if len(rows):
-                columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
-                written = write_scores(client, rows[columns], table=scores_table)
+                columns = ["time", *TAGS, *SCORE_FIELDS]
+                columns += [c for c in rows.columns if c.startswith("dev_")]
+                written = write_scores(
+                    client, rows.assign(config_id=name)[columns], table=scores_table
+                )
             write_episodes(
                 client,
                 update.episodes,

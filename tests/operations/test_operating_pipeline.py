@@ -279,3 +279,23 @@ def test_replay_rescores_history_into_its_own_tables_with_todays_feedback(
     assert world.state_file.read_bytes() == committed
     assert OperatorStore(world.state_dir).path.read_bytes() == operator
     assert len(world.receiver.payloads()) == sent
+
+
+def test_an_experiment_that_alerts_respects_mutes_and_records_nothing_for_operators(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
+    story.write(HISTORY)
+    run_blocks(tmp_path)  # production knows the machines
+    tool(capsys, "mute", "machine2", "--for", "1h", "--reason", "maintenance")
+    story.write(180, overload=["machine2", "machine3"])
+    operator = OperatorStore(world.state_dir).path.read_bytes()
+
+    run_blocks(tmp_path, threshold=0.79, send_alerts=True)  # an experiment that alerts
+
+    assert messages(world.receiver, "Anomaly", "machine3")
+    assert messages(world.receiver, "Anomaly", "machine2") == []
+    assert OperatorStore(world.state_dir).path.read_bytes() == operator
