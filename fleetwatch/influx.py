@@ -14,10 +14,11 @@ A database or table that does not exist yet is the normal first run (Telegraf cr
 the first write), so it gives an empty frame; a server that does not answer is an
 `InfluxUnavailable` error naming the host, so the run fails and its state stays as it was.
 
-Writing. One DataFrame becomes line protocol through the client's own serializer (its
-escaping), split into bodies below `MAX_BODY_BYTES` (InfluxDB 3 Core rejects bodies over
-10 MiB), each written synchronously: an error raises, naming the table and how many rows were
-already written. The client's batching mode is never used: it only logs write errors.
+Writing. A frame becomes line protocol column by column (`fleetwatch.line_protocol`: Arrow
+compute, Core's escaping), split into bodies below `MAX_BODY_BYTES` (InfluxDB 3 Core rejects
+bodies over 10 MiB), each handed to the official client as bytes and written synchronously: an
+error raises, naming the table and how many rows were already written. The client's batching
+mode is never used: it only logs write errors.
 
 >>> sql_ident('machineID')
 '"machineID"'
@@ -40,12 +41,11 @@ import pandas as pd
 import pyarrow as pa
 from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, WriteType
 from influxdb_client_3.exceptions import InfluxDB3ClientQueryError, InfluxDBError
-from influxdb_client_3.write_client.client.write.dataframe_serializer import DataframeSerializer
-from influxdb_client_3.write_client.client.write_api import PointSettings
 from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.alerts.events import as_event
+from fleetwatch.line_protocol import bodies, encode_frame
 from fleetwatch.settings import setting
 
 log = logging.getLogger("fleetwatch.influx")
@@ -56,7 +56,6 @@ EPISODES_TABLE = "anomaly_episodes"
 FEATURES: tuple[str, ...] = ("temperature", "load", "power", "vibration")
 TAGS: tuple[str, ...] = ("machineID", "provider")
 MAX_BODY_BYTES = 8 * 1024 * 1024
-SERIALIZE_ROWS = 20_000
 
 
 class InfluxError(RuntimeError):
@@ -400,12 +399,28 @@ def write_frame(
     """Write `frame` to `table` in bodies below `max_body_bytes`; the number of lines written.
 
     Rows with no field value are skipped (line protocol needs one). Naive times are UTC.
+    Names or values line protocol cannot carry raise `LineProtocolValueError` before anything
+    is sent.
     """
-    missing = [c for c in [time_column, *tags, *fields] if c not in frame.columns]
-    if missing:
-        raise ValueError(f"cannot write {table}: the frame lacks column(s) {', '.join(missing)}")
+    encoded = encode_frame(frame, table, tags=tags, fields=fields, time_column=time_column)
+    return write_lines(client, encoded.lines, table=table, max_body_bytes=max_body_bytes)
+
+
+def write_lines(
+    client: InfluxDBClient3,
+    lines: pa.ChunkedArray | pa.Array,
+    *,
+    table: str,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> int:
+    """Write ready line protocol (`fleetwatch.line_protocol`) in bodies below
+    `max_body_bytes`, each acknowledged before the next; the number of lines written.
+
+    The client writes synchronously: a rejected body raises `InfluxWriteError` (with the rows
+    written before it), an unreachable server `InfluxUnavailable`.
+    """
     lines_written = 0
-    for body, count in _bodies(frame, table, tags, fields, time_column, max_body_bytes):
+    for body, count in bodies(lines, max_body_bytes):
         try:
             client.write(record=body, write_precision=WritePrecision.NS)
         except InfluxDBError as error:
@@ -424,47 +439,11 @@ def write_frame(
     return lines_written
 
 
-def _bodies(
-    frame: pd.DataFrame,
-    table: str,
-    tags: Sequence[str],
-    fields: Sequence[str],
-    time_column: str,
-    max_bytes: int,
-) -> Iterator[tuple[list[bytes], int]]:
-    """Line-protocol bodies (lists of lines) of at most `max_bytes`, with their line counts."""
-    data = frame[[time_column, *tags, *fields]].copy()
-    time = pd.to_datetime(data[time_column])
-    data[time_column] = time.dt.tz_localize("UTC") if time.dt.tz is None else time
-    body: list[bytes] = []
-    size = 0
-    for offset in range(0, len(data), SERIALIZE_ROWS):
-        part = data.iloc[offset : offset + SERIALIZE_ROWS]
-        lines = DataframeSerializer(
-            part,
-            PointSettings(),
-            WritePrecision.NS,
-            data_frame_measurement_name=table,
-            data_frame_tag_columns=list(tags),
-            data_frame_timestamp_column=time_column,
-        ).serialize()
-        for line in lines:
-            encoded = line.encode("utf-8")
-            if len(encoded) + 1 > max_bytes:
-                raise ValueError(f"one {table} row is larger than {max_bytes} bytes")
-            if body and size + len(encoded) + 1 > max_bytes:
-                yield body, len(body)
-                body, size = [], 0
-            body.append(encoded)
-            size += len(encoded) + 1
-    if body:
-        yield body, len(body)
-
-
 def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
     (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
-    data = scores.copy()
+    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
+    data = scores[[c for c in columns if c in scores.columns]].copy()
     data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
     data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
     if "episode_id" not in data.columns:
