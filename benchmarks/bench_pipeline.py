@@ -154,8 +154,11 @@ def _text(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
-def one_run(ctx: pipeline.RunContext, saved: Path) -> dict[str, float]:
-    """The five steps from the saved state (models warm, watermark a minute ago): seconds each."""
+def one_run(
+    ctx: pipeline.RunContext, saved: Path, keep: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """The five steps from the saved state (models warm, watermark a minute ago): seconds each.
+    `keep` receives the checked frame (`keep["checked"]`) when given."""
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(saved, ctx.state_path)
     seconds: dict[str, float] = {}
@@ -171,6 +174,8 @@ def one_run(ctx: pipeline.RunContext, saved: Path) -> dict[str, float]:
         frame = step("transform", pipeline.prepare_telemetry, frame)
         scored = step("detect", pipeline.detect, frame)
         checked = step("check", pipeline.check, scored)
+        if keep is not None:
+            keep["checked"] = checked
         summary = step("export", pipeline.export, checked)
     assert summary["scores_written"] == 60 * int(ctx.env["BENCH_MACHINES"]), summary
     seconds["run"] = sum(seconds.values())
