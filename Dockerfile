@@ -25,7 +25,7 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
 # The project's packages, installed without re-resolving (the lock is the resolution). Editable,
-# so fleetwatch.settings.REPO_ROOT is /app as in a checkout.
+# so influx_magic.settings.REPO_ROOT is /app as in a checkout.
 COPY pyproject.toml README.md ./
 COPY fleetwatch/ fleetwatch/
 COPY localflux/ localflux/
@@ -44,4 +44,4 @@ ENV FLEETWATCH_STATE_DIR=/data/state \
 USER app
 
 EXPOSE 5005 6789
-CMD ["python", "-m", "fleetwatch.mage_server", "--host", "0.0.0.0", "--port", "6789"]
+CMD ["python", "-m", "influx_magic.mage_server", "--host", "0.0.0.0", "--port", "6789"]

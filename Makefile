@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	@exec $(BIN)/python -m localflux run
+	@exec $(BIN)/python -m localsystem
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,7 +39,7 @@ bench: setup
 	$(BIN)/python -m benchmarks $(BENCH)
 
 eval: setup
-	$(BIN)/python -m fleetwatch.evaluate all
+	$(BIN)/python -m detection_eval all
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ history the table holds. For 3 and for 100 machines at 1 Hz:
    warms the models (watermark one minute ago) and that state is kept; both get the last minute;
    the second server also gets the 23 hours before (24 h in all); both restart, so their data
    is compacted to Parquet as on a long-running server;
-2. one run (the five steps of `fleetwatch.pipeline`, in process, as `mage run` calls them) from
+2. one run (the five steps of `influx_magic.pipeline`, in process, as `mage run` calls them) from
    the kept state is timed against each server, alternately (which goes first alternates too),
    RUNS times; medians compared, in total and per step (the load step is where history could
    show; the others work on the same minute of rows either way).
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, WriteType
 
-from fleetwatch import pipeline
+from influx_magic import pipeline
 
 RUNS = 8
 BODY_BYTES = 8 * 1024 * 1024

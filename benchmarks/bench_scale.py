@@ -36,10 +36,10 @@ import pandas as pd
 import pyarrow as pa
 
 from benchmarks.bench_pipeline import Localflux, client_for, one_run
-from fleetwatch import pipeline
-from fleetwatch.influx import SCORES_TABLE, TAGS, write_lines
-from fleetwatch.line_protocol import encode_frame, encode_table
 from fleetwatch.state import FleetState
+from influx_magic import pipeline, state_file
+from influx_magic.influx import SCORES_TABLE, TAGS, write_lines
+from influx_magic.line_protocol import encode_frame, encode_table
 
 RUNS = 3
 SIZES = (1_000, 10_000)
@@ -100,7 +100,7 @@ def warm_state(
     providers = pd.Series(telemetry.providers.to_pylist())
     keys = providers.str.lower() + "-" + ids
     state.extra["machines"] = {k: [m, p] for k, m, p in zip(keys, ids, providers, strict=True)}
-    state.save(path)
+    state_file.save(state, path)
     return state
 
 

@@ -23,9 +23,9 @@ import sys
 
 from aiohttp import web
 
-from fleetwatch.settings import int_setting, setting
 from machine_simulator.publisher import BufferedPublisher, parse_broker_url
 from machine_simulator.runner import Simulator
+from machine_simulator.settings import SETTINGS
 from machine_simulator.signals import Fleet
 from machine_simulator.web import create_app
 
@@ -72,26 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="machine_simulator", description=__doc__.splitlines()[0].split(": ", 1)[1]
     )
-    parser.add_argument("--broker", type=_broker, default=setting("MQTT_BROKER_URL"))
-    parser.add_argument("--machines", type=int, default=int_setting("SIM_MACHINES"))
+    parser.add_argument("--broker", type=_broker, default=SETTINGS.get("MQTT_BROKER_URL"))
+    parser.add_argument("--machines", type=int, default=SETTINGS.integer("SIM_MACHINES"))
     parser.add_argument(
         "--interval",
         type=_positive_float,
-        default=float(setting("SIM_INTERVAL")),
+        default=float(SETTINGS.get("SIM_INTERVAL")),
         help="seconds between readings per machine",
     )
-    parser.add_argument("--port", type=int, default=int_setting("SIM_PORT"))
+    parser.add_argument("--port", type=int, default=SETTINGS.integer("SIM_PORT"))
     parser.add_argument("--host", default="127.0.0.1", help="address of the web page")
     parser.add_argument(
         "--seed",
         type=int,
-        default=int_setting("SIM_SEED"),
+        default=SETTINGS.integer("SIM_SEED"),
         help="providers, barcodes and noise (keeps series keys stable)",
     )
     parser.add_argument(
         "--backfill",
         type=_duration,
-        default=parse_duration(setting("SIM_BACKFILL")),
+        default=parse_duration(SETTINGS.get("SIM_BACKFILL")),
         help="healthy history to publish first, e.g. 30m (0 = none)",
     )
     parser.add_argument(

@@ -260,7 +260,7 @@ def test_telegraf_gets_every_variable_its_config_reads(services: dict[str, Any])
     config = REPO_ROOT / "telegraf" / "telegraf.conf"
     if not config.is_file():
         pytest.fail("telegraf/telegraf.conf is missing")
-    wanted = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", config.read_text()))
+    wanted = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)(?::-[^}]*)?\}", config.read_text()))
 
     assert wanted >= {"MQTT_BROKER_URL", "INFLUX_HOST", "INFLUX_TOKEN", "INFLUX_DATABASE"}
     assert wanted <= services["telegraf"]["environment"].keys()
@@ -357,7 +357,7 @@ def test_dockerfile_creates_the_volume_dirs_for_the_app_user() -> None:
 
 
 def test_commands_of_the_built_services_exist(services: dict[str, Any]) -> None:
-    assert services["mage"]["command"][:3] == ["python", "-m", "fleetwatch.mage_server"]
+    assert services["mage"]["command"][:3] == ["python", "-m", "influx_magic.mage_server"]
     assert (REPO_ROOT / "influx-magic" / "metadata.yaml").is_file()
     for name in ("simulator", "mage"):
         command = services[name]["command"]

@@ -4,7 +4,7 @@ and one PNG per machine with anomalies (linked from the messages)."""
 if "custom" not in globals():
     from mage_ai.data_preparation.decorators import custom, test
 
-from fleetwatch.pipeline import RunContext, check
+from influx_magic.pipeline import RunContext, check
 
 
 @custom

@@ -4,7 +4,7 @@ detector state, episodes and watermark are committed together."""
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
 
-from fleetwatch.pipeline import RunContext, export
+from influx_magic.pipeline import RunContext, export
 
 
 @data_exporter

@@ -1,12 +1,12 @@
 """Telemetry from InfluxDB 3 since the last committed watermark (first run: lookback_minutes).
 
-Connection from INFLUX_HOST, INFLUX_TOKEN and INFLUX_DATABASE; logic in fleetwatch.pipeline.
+Connection from INFLUX_HOST, INFLUX_TOKEN and INFLUX_DATABASE; logic in influx_magic.pipeline.
 """
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader, test
 
-from fleetwatch.pipeline import RunContext, load_telemetry
+from influx_magic.pipeline import RunContext, load_telemetry
 
 
 @data_loader

@@ -6,7 +6,7 @@ The new models are a pending state until export_anomaly_scores commits the run.
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import test, transformer
 
-from fleetwatch.pipeline import RunContext, detect
+from influx_magic.pipeline import RunContext, detect
 
 
 @transformer

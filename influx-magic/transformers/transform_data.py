@@ -4,7 +4,7 @@ sorted, duplicates dropped; rows that cannot be used are dropped and counted."""
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import test, transformer
 
-from fleetwatch.pipeline import RunContext, prepare_telemetry
+from influx_magic.pipeline import RunContext, prepare_telemetry
 
 
 @transformer

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from fleetwatch.influx import FEATURES, write_frame
+from influx_magic.influx import FEATURES, write_frame
 from machine_simulator.signals import Fleet
 from tests.support import REPO_ROOT
 

@@ -12,18 +12,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from fleetwatch.alerts import RetryPolicy
 from fleetwatch.detector import DetectorConfig
-from fleetwatch.influx import InfluxUnavailable
-from fleetwatch.pipeline import (
+from fleetwatch.state import FleetState
+from influx_magic import state_file
+from influx_magic.alerts import RetryPolicy
+from influx_magic.influx import InfluxUnavailable
+from influx_magic.pipeline import (
     PipelineError,
     RunContext,
     plot_history,
     prepare_telemetry,
     unique_ids,
 )
-from fleetwatch.runlock import RunLock, RunLockBusy
-from fleetwatch.state import FILENAME, FleetState
+from influx_magic.runlock import RunLock, RunLockBusy
+from influx_magic.state_file import FILENAME
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
     BLOCKS,
@@ -158,13 +160,13 @@ def test_a_run_with_no_new_data_posts_nothing_and_scores_nothing_twice(
     seed_fault(world)
     run_blocks(tmp_path)
     assert len(world.receiver.requests) == 1
-    before = FleetState.load(world.state_file)
+    before = state_file.load(world.state_file)
 
     summary = run_blocks(tmp_path)
 
     assert summary["scores_written"] == 0
     assert len(world.receiver.requests) == 1
-    after = FleetState.load(world.state_file)
+    after = state_file.load(world.state_file)
     assert_same_models(after, before)
     assert after.watermark == before.watermark
     assert after.episodes.to_json() == before.episodes.to_json()
@@ -210,7 +212,7 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     for batch in (history, pd.concat([fault, more], ignore_index=True)):
         keyed = batch.assign(unique_id=unique_ids(batch["provider"], batch["machineID"]))
         reference.detector.score_frame(keyed.sort_values(["time", "unique_id"], kind="stable"))
-    assert_same_models(FleetState.load(world.state_file), reference)
+    assert_same_models(state_file.load(world.state_file), reference)
 
 
 def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
@@ -305,7 +307,7 @@ def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path:
     assert not world.state_file.exists()
     custom = Path(summary["state"])
     assert custom.exists() and custom.parent == world.state_dir
-    assert FleetState.load(custom).detector.config.features == ("load", "power")
+    assert state_file.load(custom).detector.config.features == ("load", "power")
     run_blocks(tmp_path)
     assert world.state_file.exists() and custom.exists()
 
@@ -323,11 +325,11 @@ def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
     output = load_block("load_influx_data").load_influx_data()
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
         output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
-    FleetState.new().save(world.state_file)  # someone else committed
+    state_file.save(FleetState.new(), world.state_file)  # someone else committed
 
     with pytest.raises(PipelineError, match="changed while this run was in progress"):
         load_block("export_anomaly_scores").export_anomaly_scores(output)
-    assert FleetState.load(world.state_file).watermark is None
+    assert state_file.load(world.state_file).watermark is None
 
 
 def test_the_pipeline_defaults_are_the_detector_defaults() -> None:

@@ -1,4 +1,4 @@
-"""`python -m fleetwatch.mage_server`: the scheduler runs the pipeline every minute, the API
+"""`python -m influx_magic.mage_server`: the scheduler runs the pipeline every minute, the API
 trigger is created from MAGE_API_TRIGGER_TOKEN (with Mage's login on, as in Docker), failures
 get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, and SIGTERM
 stops every process it started."""
@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from fleetwatch.mage_server import MageApi
+from influx_magic.mage_server import MageApi
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import PIPELINE, messages, project_files
 from tests.support import PYTHON, ManagedProcess, wait_until
@@ -46,7 +46,7 @@ def api(port: int, path: str, body: dict | None = None) -> Any:
 def start_mage(start_process, port: int, env: dict[str, str]) -> ManagedProcess:
     return start_process(
         "mage_server",
-        [PYTHON, "-m", "fleetwatch.mage_server", "--port", str(port)],
+        [PYTHON, "-m", "influx_magic.mage_server", "--port", str(port)],
         env=env,
         url=f"http://127.0.0.1:{port}/api/status",
         timeout=240,
@@ -90,7 +90,7 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     ]
     alert = messages(world.receiver, "Anomaly", "machine2")
     assert len(alert) == 1
-    assert "ProcessQueue patched" in server.log()  # through fleetwatch.mage_patches
+    assert "ProcessQueue patched" in server.log()  # through influx_magic.mage_patches
     link = re.search(
         rf"http://127\.0\.0\.1:{port}/pipelines/{PIPELINE}/runs/(\d+)", json.dumps(alert)
     )

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from localflux.telegraf_config import ConfigError, load_config, parse_config
-from localflux.telegraf_json_v2 import parse_payload
+from localflux.telegraf.config import ConfigError, load_config, parse_config
+from localflux.telegraf.json_v2 import parse_payload
 from machine_simulator.payload import (
     FAULT_TOPIC_PREFIX,
     QOS,
@@ -131,7 +131,7 @@ def test_upstream_object_config_still_parses_the_payload() -> None:
     ("change", "message"),
     [
         (('data_format = "json_v2"', 'data_format = "influx"'), "json_v2 only"),
-        (("${MQTT_BROKER_URL}", "ssl://broker:8883"), "TLS and websockets"),
+        (("${MQTT_BROKER_URL:-tcp://127.0.0.1:1883}", "ssl://broker:8883"), "TLS and websockets"),
         (('client_id = "telegraf-machine-data"', 'client_id = ""'), "needs a client_id"),
         (('path = "data.1.load"', 'path = "data.#.load"'), "GJSON path"),
         (('timestamp_format = "unix_ms"', 'timestamp_format = "2006-01-02"'), "timestamp_format"),

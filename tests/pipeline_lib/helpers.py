@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from fleetwatch.plots import FEATURES
+from influx_magic.plots import FEATURES
 
 START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

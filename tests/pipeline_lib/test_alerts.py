@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.alerts import (
+from influx_magic.alerts import (
     AlertDelivery,
     DeliveryError,
     EventError,
@@ -19,8 +19,8 @@ from fleetwatch.alerts import (
     StoreError,
     as_event,
 )
-from fleetwatch.alerts.slack import episode_message
-from fleetwatch.alerts.store import Ledger
+from influx_magic.alerts.slack import episode_message
+from influx_magic.alerts.store import Ledger
 from tests.pipeline_lib.helpers import START, event
 from tests.support import free_port
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fleetwatch.alerts import AlertDelivery, SlackWebhookNotifier
-from fleetwatch.plots import plot_url, render_machine_plots
+from influx_magic.alerts import AlertDelivery, SlackWebhookNotifier
+from influx_magic.plots import plot_url, render_machine_plots
 from tests.pipeline_lib.helpers import PNG_MAGIC, event, scores
 from tests.support import PYTHON
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.influx import InfluxSettings, connect, sql_ident, write_lines
-from fleetwatch.line_protocol import LineProtocolValueError, bodies, encode_table
-from localflux.lineprotocol import parse
-from localflux.model import Kind
+from influx_magic.influx import InfluxSettings, connect, sql_ident, write_lines
+from influx_magic.line_protocol import LineProtocolValueError, bodies, encode_table
+from localflux.influxdb.lineprotocol import parse
+from localflux.influxdb.model import Kind
 
 # Names with everything line protocol escapes: spaces, commas, equals, quotes, backslashes
 # (never at the end: Core refuses that even escaped), and no tab, line break or NUL.

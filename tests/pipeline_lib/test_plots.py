@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from fleetwatch.plots import plot_path, plot_url, render_machine_plots
+from influx_magic.plots import plot_path, plot_url, render_machine_plots
 from tests.pipeline_lib.helpers import PNG_MAGIC, scores
 
 

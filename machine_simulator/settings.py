@@ -1,0 +1,16 @@
+"""The simulator's settings: fleet size, pace, page port, seed, backfill and broker."""
+
+from __future__ import annotations
+
+from magic_common.envsettings import Settings
+
+SETTINGS = Settings(
+    {
+        "MQTT_BROKER_URL": "tcp://127.0.0.1:1883",
+        "SIM_MACHINES": "3",
+        "SIM_INTERVAL": "1.0",
+        "SIM_PORT": "5005",
+        "SIM_SEED": "42",
+        "SIM_BACKFILL": "30m",
+    }
+)
