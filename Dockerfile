@@ -27,7 +27,9 @@ RUN pip install -r requirements.txt
 # The project's packages, installed without re-resolving (the lock is the resolution). Editable,
 # so influx_magic.settings.REPO_ROOT is /app as in a checkout.
 COPY pyproject.toml README.md ./
+COPY magic_common/ magic_common/
 COPY fleetwatch/ fleetwatch/
+COPY influx_magic/ influx_magic/
 COPY localflux/ localflux/
 COPY machine_simulator/ machine_simulator/
 RUN pip install --no-deps -e .

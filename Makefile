@@ -51,9 +51,9 @@ format: setup
 
 # Re-resolve the pins after editing pyproject.toml's dependencies.
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" -o requirements.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --extra dev --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
 
 up:

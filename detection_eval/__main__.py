@@ -1,4 +1,4 @@
-"""`python -m detection_eval`: see fleetwatch/evaluate/cli.py."""
+"""`python -m detection_eval`: see detection_eval/cli.py."""
 
 import sys
 

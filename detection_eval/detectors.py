@@ -19,7 +19,7 @@ blog's rule (points above 0.8, grouped while they come less than 60 rows apart).
 those alerts as they stand (no sweep): what a user would receive, beside NAB's
 threshold-free ranking of the scores.
 
->>> config = DetectorConfig.from_mapping({"n_trees": 25, "height": 10})
+>>> config = SeriesDetectorConfig.from_mapping({"n_trees": 25, "height": 10})
 >>> config.n_trees, config.height, config.window_size
 (25, 10, 250)
 >>> resolve("upstream").config.scaling
@@ -53,7 +53,7 @@ BLOG_QUIET_ROWS = 60
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class SeriesDetectorConfig:
     """Everything that decides an HST detector's scores on one series."""
 
     name: str = "custom"
@@ -100,7 +100,7 @@ class DetectorConfig:
                 raise ValueError(f"{key} must be >= 1")
 
     @classmethod
-    def from_mapping(cls, raw: dict) -> DetectorConfig:
+    def from_mapping(cls, raw: dict) -> SeriesDetectorConfig:
         """Build from a dict, rejecting unknown keys (a typo must not silently do nothing)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
@@ -124,7 +124,7 @@ class SeriesDetector:
     Every call starts from a fresh state: NAB runs each series on its own.
     """
 
-    config: DetectorConfig
+    config: SeriesDetectorConfig
 
     @property
     def name(self) -> str:
@@ -237,7 +237,7 @@ def _river_scores(
     return scores
 
 
-UPSTREAM = DetectorConfig(
+UPSTREAM = SeriesDetectorConfig(
     name="upstream",
     views=("value",),
     scaling="global_minmax",
@@ -275,7 +275,7 @@ def resolve(spec: str):
     """A detector from a registered name, a JSON file path, or inline JSON.
 
     JSON with a `"product"` object runs the product's detector with those settings changed;
-    any other JSON object is a `DetectorConfig` for the experimental series detector.
+    any other JSON object is a `SeriesDetectorConfig` for the experimental series detector.
     """
     if spec in NAMED:
         return NAMED[spec]()
@@ -288,7 +288,7 @@ def resolve(spec: str):
         if not isinstance(product, dict):
             raise ValueError('"product" must be an object of DetectorConfig settings')
         return ProductSeriesDetector(name, product)
-    return SeriesDetector(DetectorConfig.from_mapping({**raw, "name": name}))
+    return SeriesDetector(SeriesDetectorConfig.from_mapping({**raw, "name": name}))
 
 
 def load_spec(spec: str) -> tuple[dict, str]:

@@ -8,7 +8,7 @@ when the pipeline would tell Slack). An episode already open when a fault starts
 for that fault: its alert was about something else. Everything else is a false episode.
 
 >>> faults = [Fault("m1", "overload", 100.0, 400.0)]
->>> episodes = [Episode("m1", 50.0, 52.0), Episode("m1", 110.0, 125.0), Episode("m1", 420.0, 421.0)]
+>>> episodes = [AlertedSpan("m1", 50.0, 52.0), AlertedSpan("m1", 110.0, 125.0), AlertedSpan("m1", 420.0, 421.0)]
 >>> result = match(faults, episodes, machine_seconds=86400.0, grace=60.0)
 >>> result.kinds["overload"].latencies, result.false_episodes, result.precision
 ([25.0], 1, 0.6666666666666666)
@@ -35,7 +35,7 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Episode:
+class AlertedSpan:
     """An episode the pipeline reported: first anomalous reading and the moment it alerted."""
 
     machine_id: str
@@ -80,7 +80,7 @@ class MatchResult:
     false_episodes: int
     total_episodes: int
     machine_days: float
-    false_examples: list[Episode] = field(default_factory=list)
+    false_examples: list[AlertedSpan] = field(default_factory=list)
 
     @property
     def false_per_machine_day(self) -> float:
@@ -105,7 +105,7 @@ class MatchResult:
 
 def match(
     faults: Sequence[Fault],
-    episodes: Sequence[Episode],
+    episodes: Sequence[AlertedSpan],
     machine_seconds: float,
     grace: float = DEFAULT_GRACE_SECONDS,
     kinds_order: Sequence[str] = (),
@@ -118,7 +118,7 @@ def match(
     for fault in faults:
         kinds.setdefault(fault.kind, KindResult(fault.kind)).events += 1
     first_alert: dict[int, float] = {}
-    false: list[Episode] = []
+    false: list[AlertedSpan] = []
     for episode in sorted(episodes, key=lambda e: (e.machine_id, e.start)):
         # The latest fault started by then, so a settling machine's grace period never steals
         # an episode from the next fault.

@@ -3,12 +3,12 @@
 The evaluation must judge the detection and episode logic a pipeline really runs, so it talks to
 it through one small protocol (`Monitor`):
 
-    monitor.process(batch) -> list[Episode]   # batch: one scheduled run's new rows
-    monitor.finish() -> list[Episode]         # anything the pipeline reports at the end
+    monitor.process(batch) -> list[AlertedSpan]   # batch: one scheduled run's new rows
+    monitor.finish() -> list[AlertedSpan]         # anything the pipeline reports at the end
 
 `batch` is a DataFrame with `machine_id, time` (epoch seconds) and the sensor columns
 `temperature, load, power, vibration`, in time order, as one scheduled pipeline run reads it;
-the returned episodes are the ones that opened during the batch (`Episode.opened_at` is the
+the returned episodes are the ones that opened during the batch (`AlertedSpan.opened_at` is the
 reading at which the pipeline would alert).
 
 - `UpstreamMonitor` is the blog's pipeline: every run refits a fresh River HST (5 trees,
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from detection_eval.detectors import hst_scores, load_spec
-from detection_eval.episode_matching import Episode
+from detection_eval.episode_matching import AlertedSpan
 from detection_eval.product_detector import product_config
 
 SENSORS: tuple[str, ...] = ("temperature", "load", "power", "vibration")
@@ -42,9 +42,9 @@ class Monitor(Protocol):
     detector: str  # the name it was asked for by
     name: str  # what runs under that name
 
-    def process(self, batch: pd.DataFrame) -> list[Episode]: ...
+    def process(self, batch: pd.DataFrame) -> list[AlertedSpan]: ...
 
-    def finish(self) -> list[Episode]: ...
+    def finish(self) -> list[AlertedSpan]: ...
 
 
 @dataclass
@@ -54,12 +54,12 @@ class EpisodeGrouper:
     quiet: float = QUIET_SECONDS
     _last_flag: dict[str, float] = field(default_factory=dict)
 
-    def feed(self, machine_id: str, times: np.ndarray, flags: np.ndarray) -> list[Episode]:
+    def feed(self, machine_id: str, times: np.ndarray, flags: np.ndarray) -> list[AlertedSpan]:
         opened = []
         last = self._last_flag.get(machine_id)
         for t in times[np.asarray(flags, dtype=bool)].tolist():
             if last is None or t - last > self.quiet:
-                opened.append(Episode(machine_id, t, t))
+                opened.append(AlertedSpan(machine_id, t, t))
             last = t
         if last is not None:
             self._last_flag[machine_id] = last
@@ -76,8 +76,8 @@ class UpstreamMonitor:
         self._history: dict[str, list[np.ndarray]] = {}
         self._episodes = EpisodeGrouper()
 
-    def process(self, batch: pd.DataFrame) -> list[Episode]:
-        opened: list[Episode] = []
+    def process(self, batch: pd.DataFrame) -> list[AlertedSpan]:
+        opened: list[AlertedSpan] = []
         for machine_id, rows in batch.groupby("machine_id", sort=True):
             key = str(machine_id)
             parts = self._history.setdefault(key, [])
@@ -100,7 +100,7 @@ class UpstreamMonitor:
             opened.extend(self._episodes.feed(key, history[new, 0], flags))
         return opened
 
-    def finish(self) -> list[Episode]:
+    def finish(self) -> list[AlertedSpan]:
         return []
 
 
@@ -119,17 +119,17 @@ class ProductMonitor:
         self.state = FleetState.new(product_config(overrides), cooldown_seconds=cooldown)
         self.name = "fleetwatch FleetDetector + EpisodeTracker"
 
-    def process(self, batch: pd.DataFrame) -> list[Episode]:
+    def process(self, batch: pd.DataFrame) -> list[AlertedSpan]:
         frame = batch.rename(columns={"machine_id": "unique_id"})
         frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
         _, events = self.state.process(frame)
         return [
-            Episode(e.episode.machine, e.episode.start / 1e9, e.time / 1e9)
+            AlertedSpan(e.episode.machine, e.episode.start / 1e9, e.time / 1e9)
             for e in events
             if e.kind == "opened"
         ]
 
-    def finish(self) -> list[Episode]:
+    def finish(self) -> list[AlertedSpan]:
         return []
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from detection_eval.episode_matching import (
     DEFAULT_GRACE_SECONDS,
-    Episode,
+    AlertedSpan,
     Fault,
     MatchResult,
     match,
@@ -55,7 +55,7 @@ class SimulatorReport:
     monitor: str  # what ran under that name
     grace: float
     faults: list[Fault]
-    episodes: list[Episode]
+    episodes: list[AlertedSpan]
     result: MatchResult
 
     def as_dict(self) -> dict:
@@ -104,7 +104,7 @@ def evaluate(
     script = scripted_faults(machine_ids, START, count * INTERVAL, faults, seed)
     readings = simulate_readings(machine_ids, seed, script, count)
     monitor = make_monitor(detector)
-    episodes: list[Episode] = []
+    episodes: list[AlertedSpan] = []
     batch_of = ((readings["time"] - START) // BATCH_SECONDS).astype(int)
     for _, batch in readings.groupby(batch_of, sort=True):
         episodes.extend(monitor.process(batch.drop(columns="fault")))

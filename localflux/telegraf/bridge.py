@@ -1,7 +1,7 @@
 """`python -m localflux bridge`: the local stand-in for Telegraf (MQTT -> json_v2 -> InfluxDB).
 
 It reads the same `telegraf/telegraf.conf` as the Docker stack's Telegraf (see
-`telegraf_config` for the options it implements; the rest are listed at start) and behaves
+`localflux.telegraf.config` for the options it implements; the rest are listed at start) and behaves
 like Telegraf where it matters for not losing data:
 
 - it subscribes with the configured QoS and, with `persistent_session`, a fixed client id and a

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from river.anomaly import HalfSpaceTrees
 
-from detection_eval.detectors import DetectorConfig, SeriesDetector, resolve
+from detection_eval.detectors import SeriesDetector, SeriesDetectorConfig, resolve
 from detection_eval.product_detector import ProductSeriesDetector
 
 
@@ -64,7 +64,9 @@ def test_bad_detector_specs_are_clear_errors(spec: str, message: str) -> None:
 
 def test_same_config_same_scores_and_smoothing_is_a_trailing_mean() -> None:
     values = series(800)
-    config = DetectorConfig(views=("value", "diff"), scaling="running_minmax", window_size=100)
+    config = SeriesDetectorConfig(
+        views=("value", "diff"), scaling="running_minmax", window_size=100
+    )
     first = SeriesDetector(config).score(values)
     np.testing.assert_array_equal(first, SeriesDetector(config).score(values))
     smoothed = SeriesDetector(dataclasses.replace(config, smoothing=4)).score(values)
@@ -75,7 +77,7 @@ def test_numpy_engine_reproduces_river_scores_for_a_multi_view_config() -> None:
     """`engine="river"` stays the reference: the NumPy HST must give the same scores."""
     pytest.importorskip("fleetwatch.hst")
     values = series(1200)
-    config = DetectorConfig(
+    config = SeriesDetectorConfig(
         views=("value", "abs_diff", "baseline_dev"),
         scaling="running_minmax",
         n_trees=8,

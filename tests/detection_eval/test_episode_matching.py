@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detection_eval.episode_matching import Episode, Fault, match
+from detection_eval.episode_matching import AlertedSpan, Fault, match
 from detection_eval.fault_script import scripted_faults
 
 KINDS = ("overload", "spike", "bearing", "drift", "stuck")
@@ -18,13 +18,13 @@ def test_recall_latency_false_episodes_and_precision() -> None:
         Fault("m2", "stuck", 3000.0, 3300.0),  # never detected
     ]
     episodes = [
-        Episode("m1", 1010.0, 1020.0),  # drift 1: 20 s
-        Episode("m1", 1100.0, 1100.0),  # drift 1 again: counted for the kind, not as detection
-        Episode("m1", 5040.0, 5060.0),  # drift 2: 60 s
-        Episode("m2", 1001.0, 1005.0),  # spike: 5 s
-        Episode("m2", 1390.0, 1390.0),  # 190 s after the spike ended: within grace
-        Episode("m2", 2000.0, 2000.0),  # false
-        Episode("m3", 1010.0, 1010.0),  # false: the other machine's fault does not count
+        AlertedSpan("m1", 1010.0, 1020.0),  # drift 1: 20 s
+        AlertedSpan("m1", 1100.0, 1100.0),  # drift 1 again: counted for the kind, not as detection
+        AlertedSpan("m1", 5040.0, 5060.0),  # drift 2: 60 s
+        AlertedSpan("m2", 1001.0, 1005.0),  # spike: 5 s
+        AlertedSpan("m2", 1390.0, 1390.0),  # 190 s after the spike ended: within grace
+        AlertedSpan("m2", 2000.0, 2000.0),  # false
+        AlertedSpan("m3", 1010.0, 1010.0),  # false: the other machine's fault does not count
     ]
     result = match(faults, episodes, machine_seconds=3 * 43200.0, grace=300.0, kinds_order=KINDS)
     assert list(result.kinds) == list(KINDS)
@@ -43,13 +43,15 @@ def test_recall_latency_false_episodes_and_precision() -> None:
 
 def test_an_episode_open_before_the_fault_does_not_detect_it() -> None:
     faults = [Fault("m1", "overload", 1000.0, 1300.0)]
-    result = match(faults, [Episode("m1", 990.0, 995.0)], machine_seconds=86400.0)
+    result = match(faults, [AlertedSpan("m1", 990.0, 995.0)], machine_seconds=86400.0)
     assert result.kinds["overload"].detected == 0 and result.false_episodes == 1
 
 
 def test_an_episode_goes_to_the_latest_fault_not_the_previous_one_s_grace() -> None:
     faults = [Fault("m1", "drift", 1000.0, 1100.0), Fault("m1", "stuck", 1200.0, 1500.0)]
-    result = match(faults, [Episode("m1", 1250.0, 1250.0)], machine_seconds=86400.0, grace=300.0)
+    result = match(
+        faults, [AlertedSpan("m1", 1250.0, 1250.0)], machine_seconds=86400.0, grace=300.0
+    )
     assert result.kinds["stuck"].detected == 1 and result.kinds["drift"].detected == 0
 
 

@@ -153,3 +153,12 @@ def test_options_that_would_change_the_data_are_errors(change, message) -> None:
 def test_env_values_cannot_break_the_toml() -> None:
     config = load_config(CONF, {**ENV, "INFLUX_TOKEN": 'has "quotes" and \\ backslash'})
     assert config.output.token == 'has "quotes" and \\ backslash'
+
+
+def test_the_sample_config_beside_the_bridge_is_read_whole() -> None:
+    """localflux/telegraf/sample.conf (the README's smallest config) has nothing unsupported."""
+    sample = REPO_ROOT / "localflux" / "telegraf" / "sample.conf"
+    config = load_config(sample, {"MQTT_BROKER_URL": "tcp://127.0.0.1:1999"})
+    assert (config.unsupported, config.notes) == ((), ())
+    assert config.input.servers == ("tcp://127.0.0.1:1999",)
+    assert (config.output.urls, config.output.bucket) == (("http://127.0.0.1:8181",), "machines")
