@@ -46,9 +46,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import pandas as pd
-from slugify import slugify
 
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from fleetwatch.episodes import EpisodeEvent, episode_id
@@ -69,6 +67,7 @@ from influx_magic.plots import plot_path, plot_url, render_machine_plots
 from influx_magic.runlock import acquire_run_lock, release_run_lock
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
 from influx_magic.state_file import FILENAME
+from influx_magic.telemetry_frame import prepare_frame
 from magic_common.atomic import fsync_dir, write_atomically
 
 P = ParamSpec("P")
@@ -377,17 +376,6 @@ def load_telemetry(ctx: RunContext, *, now: pd.Timestamp | None = None) -> pd.Da
 # --- 2. transform_data ----------------------------------------------------------------------
 
 
-def unique_ids(provider: pd.Series, machine: pd.Series) -> pd.Series:
-    """`slugify(provider)-machineID`, the series key upstream used (slugified once per
-    provider, not once per row).
-
-    >>> unique_ids(pd.Series(["Nordhoff, Weiss & Partner"]), pd.Series(["machine2"])).tolist()
-    ['nordhoff-weiss-partner-machine2']
-    """
-    slugs = {name: slugify(str(name)) for name in pd.unique(provider)}
-    return provider.map(slugs) + "-" + machine.astype(str)
-
-
 @releases_lock_on_error
 def prepare_telemetry(frame: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     """One row per machine and time with the features as floats, sorted by time and machine.
@@ -397,37 +385,11 @@ def prepare_telemetry(frame: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     machine's last value forward). Of duplicate (machine, time) rows the last one is kept.
     """
     ctx.hold_lock()
-    missing = [c for c in ["time", *TAGS] if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"transform_data: the loaded frame lacks column(s) {missing}")
-    data = frame.copy()
-    data["time"] = pd.to_datetime(data["time"], utc=True, errors="coerce")
-    for tag in TAGS:
-        data[tag] = data[tag].astype("string").str.strip().replace("", pd.NA)
-    for name in ctx.features:
-        values = pd.to_numeric(data[name], errors="coerce") if name in data else np.nan
-        data[name] = pd.Series(values, index=data.index, dtype="float64")
-        data.loc[~np.isfinite(data[name]), name] = np.nan
-    reasons = {
-        "no time": data["time"].isna(),
-        "no machineID": data["machineID"].isna(),
-        "no provider": data["provider"].isna(),
-        "no finite feature value": data[list(ctx.features)].isna().all(axis=1),
-    }
-    bad = pd.Series(False, index=data.index)
-    dropped: dict[str, int] = {}
-    for reason, mask in reasons.items():
-        if count := int((mask & ~bad).sum()):
-            dropped[reason] = count
-        bad |= mask
-    data = data[~bad].astype({tag: object for tag in TAGS})
-    data["unique_id"] = unique_ids(data["provider"], data["machineID"]).astype(object)
-    before = len(data)
-    data = data.drop_duplicates(["unique_id", "time"], keep="last")
-    if before > len(data):
-        dropped["duplicate"] = before - len(data)
-    columns = ["time", "machineID", "provider", "unique_id", *ctx.features]
-    data = data.sort_values(["time", "unique_id"], kind="stable")[columns].reset_index(drop=True)
+    try:
+        prepared = prepare_frame(frame, ctx.features)
+    except KeyError as error:
+        raise PipelineError(f"transform_data: {error.args[0]}") from None
+    data, dropped = prepared.data, prepared.dropped
     summary = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "none"
     print(
         f"transform_data: {len(data)} row(s) of {data['unique_id'].nunique()} machine(s); "

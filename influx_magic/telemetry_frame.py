@@ -103,6 +103,16 @@ def prepare_frame(frame: pd.DataFrame, features: Sequence[str]) -> Prepared:
     return Prepared(data, dropped)
 
 
+def unique_ids(provider: pd.Series, machine: pd.Series) -> pd.Series:
+    """`slugify(provider)-machineID` per row (slugified once per provider).
+
+    >>> unique_ids(pd.Series(["Nordhoff, Weiss & Partner"]), pd.Series(["machine2"])).tolist()
+    ['nordhoff-weiss-partner-machine2']
+    """
+    slugs = {name: slugify(str(name)) for name in pd.unique(provider)}
+    return provider.map(slugs) + "-" + machine.astype(str)
+
+
 def _tag_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per row a code into the distinct trimmed values (-1: missing or blank), and the values."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)

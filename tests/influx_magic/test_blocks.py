@@ -22,10 +22,10 @@ from influx_magic.pipeline import (
     RunContext,
     plot_history,
     prepare_telemetry,
-    unique_ids,
 )
 from influx_magic.runlock import RunLock, RunLockBusy
 from influx_magic.state_file import FILENAME
+from influx_magic.telemetry_frame import unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
     BLOCKS,
