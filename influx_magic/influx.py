@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +46,7 @@ from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from influx_magic.alerts.events import as_event
-from influx_magic.line_protocol import bodies, encode_frame
+from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
 
 log = logging.getLogger("influx_magic.influx")
@@ -399,11 +400,36 @@ def write_frame(
     """Write `frame` to `table` in bodies below `max_body_bytes`; the number of lines written.
 
     Rows with no field value are skipped (line protocol needs one). Naive times are UTC.
-    Names or values line protocol cannot carry raise `LineProtocolValueError` before anything
-    is sent.
+    Names or tag values line protocol cannot carry raise `LineProtocolValueError` before
+    anything is sent. The frame is encoded slice by slice while a writer thread sends the
+    previous slice, so building line protocol overlaps with the server's work.
     """
-    encoded = encode_frame(frame, table, tags=tags, fields=fields, time_column=time_column)
-    return write_lines(client, encoded.lines, table=table, max_body_bytes=max_body_bytes)
+    slices = iter_frame_lines(frame, table, tags=tags, fields=fields, time_column=time_column)
+    written = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as writer:
+        sending: Future[int] | None = None
+        for part in slices:
+            if sending is not None:
+                written += _sent(sending, written)
+            sending = writer.submit(
+                write_lines, client, part.lines, table=table, max_body_bytes=max_body_bytes
+            )
+        if sending is not None:
+            written += _sent(sending, written)
+    return written
+
+
+def _sent(sending: Future[int], before: int) -> int:
+    """The lines a slice's write sent; its error counts the lines of earlier slices too."""
+    try:
+        return sending.result()
+    except InfluxWriteError as error:
+        raise InfluxWriteError(
+            str(error).replace(
+                f"after {error.rows_written} row(s)", f"after {before + error.rows_written} row(s)"
+            ),
+            before + error.rows_written,
+        ) from None
 
 
 def write_lines(

@@ -31,7 +31,7 @@ anomaly\\ scores n=4i 2
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,14 +74,45 @@ def encode_frame(
 ) -> EncodedLines:
     """`encode_table` for a pandas frame (naive times are UTC, object columns of str/None
     become strings)."""
+    return _joined(
+        iter_frame_lines(frame, measurement, tags=tags, fields=fields, time_column=time_column)
+    )
+
+
+def iter_frame_lines(
+    frame: pd.DataFrame,
+    measurement: str,
+    *,
+    tags: Sequence[str],
+    fields: Sequence[str],
+    time_column: str = "time",
+    slice_rows: int = SLICE_ROWS,
+) -> Iterator[EncodedLines]:
+    """A frame's line protocol slice by slice (each converted to Arrow only when its turn
+    comes), so a writer can send one slice while the next is built.
+
+    Names and every tag value are checked before the first slice is yielded; a string field
+    over 64 KiB is refused at its slice.
+    """
     missing = [c for c in [time_column, *tags, *fields] if c not in frame.columns]
     if missing:
         raise LineProtocolValueError(
             f"cannot write {measurement}: the frame lacks column(s) {', '.join(missing)}"
         )
+    head, keys = _names(measurement, tags, fields, time_column)
+    for name in tags:
+        distinct = pd.unique(frame[name].dropna())
+        _refuse(
+            pa.array(np.asarray(distinct, dtype=object).astype(str), pa.string()),
+            f"tag {name!r} value",
+        )
     columns = list(dict.fromkeys([time_column, *tags, *fields]))
-    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
-    return encode_table(table, measurement, tags=tags, fields=fields, time_column=time_column)
+    for offset in range(0, len(frame), slice_rows):
+        part = pa.Table.from_pandas(
+            frame.iloc[offset : offset + slice_rows][columns], preserve_index=False
+        )
+        lines, dropped = _encode_slice(part, head, keys, tags, fields, time_column)
+        yield EncodedLines(pa.chunked_array([lines], pa.string()), dropped)
 
 
 def encode_table(
@@ -98,6 +129,20 @@ def encode_table(
     `u`, boolean, string (or dictionary of strings) -> quoted string. Tags are written in the
     order given (Core sorts them itself).
     """
+    head, keys = _names(measurement, tags, fields, time_column)
+    return _joined(
+        EncodedLines(pa.chunked_array([lines], pa.string()), dropped)
+        for lines, dropped in (
+            _encode_slice(table.slice(offset, SLICE_ROWS), head, keys, tags, fields, time_column)
+            for offset in range(0, table.num_rows, SLICE_ROWS)
+        )
+    )
+
+
+def _names(
+    measurement: str, tags: Sequence[str], fields: Sequence[str], time_column: str
+) -> tuple[str, dict[str, str]]:
+    """The escaped measurement and keys, or `LineProtocolValueError`."""
     head = _measurement(measurement)
     keys = {name: _key(name, "tag key") for name in tags}
     keys.update({name: _key(name, "field key") for name in fields})
@@ -109,15 +154,16 @@ def encode_table(
         )
     if not fields:
         raise LineProtocolValueError(f"cannot write {measurement}: no field columns")
-    parts: list[pa.Array] = []
+    return head, keys
+
+
+def _joined(parts: Iterable[EncodedLines]) -> EncodedLines:
+    chunks: list[pa.Array] = []
     dropped = 0
-    for offset in range(0, table.num_rows, SLICE_ROWS):
-        lines, left_out = _encode_slice(
-            table.slice(offset, SLICE_ROWS), head, keys, tags, fields, time_column
-        )
-        parts.append(lines)
-        dropped += left_out
-    return EncodedLines(pa.chunked_array(parts, pa.string()), dropped)
+    for part in parts:
+        chunks.extend(part.lines.chunks)
+        dropped += part.dropped
+    return EncodedLines(pa.chunked_array(chunks, pa.string()), dropped)
 
 
 def _encode_slice(
