@@ -627,14 +627,13 @@ def export(checked: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
     alerts: list[dict[str, Any]] = (
         json.loads(events_path.read_text(encoding="utf-8")) if events_path.exists() else []
     )
-    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
+    rows = checked.loc[checked["status"].to_numpy() == "scored", columns]
     written = episodes = 0
     if len(rows) or alerts:
         with contextlib.closing(connect(ctx.influx)) as client:
             if len(rows):
-                written = write_scores(
-                    client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
-                )
+                written = write_scores(client, rows)
             episodes = write_episodes(client, alerts)
     state = run.load_state(ctx)
     run.commit(ctx)
