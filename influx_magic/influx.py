@@ -48,6 +48,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from influx_magic.alerts.events import as_event
 from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
+from influx_magic.shards import Shard
 
 log = logging.getLogger("influx_magic.influx")
 
@@ -57,6 +58,7 @@ EPISODES_TABLE = "anomaly_episodes"
 FEATURES: tuple[str, ...] = ("temperature", "load", "power", "vibration")
 TAGS: tuple[str, ...] = ("machineID", "provider")
 MAX_BODY_BYTES = 8 * 1024 * 1024
+WHOLE_FLEET = Shard()
 
 
 class InfluxError(RuntimeError):
@@ -162,13 +164,20 @@ ONE_MACHINE = ' AND "machineID" = $machine AND provider = $provider'
 
 
 def machine_data_sql(
-    features: Sequence[str], *, bounded: bool, table: str = MACHINE_TABLE, one_machine: bool = False
+    features: Sequence[str],
+    *,
+    bounded: bool,
+    table: str = MACHINE_TABLE,
+    one_machine: bool = False,
+    shard: Shard = WHOLE_FLEET,
 ) -> str:
     """The telemetry query for one time slice; `bounded=False` leaves the end open,
-    `one_machine` keeps the rows of the machine given as parameters."""
+    `one_machine` keeps the rows of the machine given as parameters, `shard` the rows of that
+    shard's machines (its hash range as parameters `$shard_lo`/`$shard_hi`)."""
     columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
     where = "time >= $since AND time < $until" if bounded else "time >= $since"
     where += ONE_MACHINE if one_machine else ""
+    where += shard.sql()
     return (
         f'SELECT time, {columns} FROM {sql_ident(table)} WHERE {where} ORDER BY time, "machineID"'
     )
@@ -203,6 +212,7 @@ def iter_machine_data(
     chunk: timedelta = timedelta(minutes=30),
     features: Sequence[str] = FEATURES,
     table: str = MACHINE_TABLE,
+    shard: Shard = WHOLE_FLEET,
 ) -> Iterator[pd.DataFrame]:
     """Telemetry in `[since, until)` as one frame per time slice of at most `chunk`.
 
@@ -227,10 +237,10 @@ def iter_machine_data(
         slice_end = min(start + chunk, stop)
         last = slice_end >= stop
         bounded = not (last and end is None)
-        params = {"since": time_param(start)}
+        params = {"since": time_param(start), **shard.params()}
         if bounded:
             params["until"] = time_param(slice_end)
-        sql = machine_data_sql(features, bounded=bounded, table=table)
+        sql = machine_data_sql(features, bounded=bounded, table=table, shard=shard)
         frame = _machine_frame(_query(client, sql, params, what=f"reading {table}"), features)
         if len(frame):
             yield frame
@@ -255,6 +265,33 @@ def _first_time(
     return None if first is None else _utc(first)
 
 
+def data_span(
+    client: InfluxDBClient3, *, since: datetime | pd.Timestamp, table: str = MACHINE_TABLE
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The oldest and newest point times at or after `since` across the whole fleet (None: no
+    point, or no table yet), exact to the nanosecond. Every shard of a run reads up to the
+    same newest point, so all reach the same data time."""
+    sql = (
+        f"SELECT min(time) AS first, max(time) AS latest FROM {sql_ident(table)} "
+        "WHERE time >= $since"
+    )
+    try:
+        result = _query(client, sql, {"since": time_param(since)}, what=f"reading {table}")
+    except InfluxNotFound:
+        return None
+    if not result.num_rows or not result.column("latest").is_valid()[0].as_py():
+        return None
+    first, latest = (
+        pd.Timestamp(
+            result.column(name).cast(pa.timestamp("ns")).cast(pa.int64())[0].as_py(),
+            unit="ns",
+            tz="UTC",
+        )
+        for name in ("first", "latest")
+    )
+    return first, latest
+
+
 def load_machine_data(
     client: InfluxDBClient3,
     *,
@@ -263,14 +300,21 @@ def load_machine_data(
     chunk: timedelta = timedelta(minutes=30),
     features: Sequence[str] = FEATURES,
     table: str = MACHINE_TABLE,
+    shard: Shard = WHOLE_FLEET,
 ) -> pd.DataFrame:
-    """All telemetry in `[since, until)`: columns `time` (UTC), `machineID`, `provider` and
-    the features as float64, sorted by time. Empty (same columns) when the database or table
-    does not exist yet."""
+    """All telemetry in `[since, until)` (of `shard`'s machines): columns `time` (UTC),
+    `machineID`, `provider` and the features as float64, sorted by time. Empty (same columns)
+    when the database or table does not exist yet."""
     try:
         frames = list(
             iter_machine_data(
-                client, since=since, until=until, chunk=chunk, features=features, table=table
+                client,
+                since=since,
+                until=until,
+                chunk=chunk,
+                features=features,
+                table=table,
+                shard=shard,
             )
         )
     except InfluxNotFound as missing:

@@ -57,6 +57,8 @@ from influx_magic.influx import (
     InfluxError,
     InfluxSettings,
     connect,
+    data_span,
+    empty_machine_frame,
     load_machine_data,
     load_machine_history,
     read_since,
@@ -66,6 +68,7 @@ from influx_magic.influx import (
 from influx_magic.plots import plot_path, plot_url, render_machine_plots
 from influx_magic.runlock import acquire_run_lock, release_run_lock
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
+from influx_magic.shards import Shard, ShardLayoutError, check_layout
 from influx_magic.state_file import FILENAME
 from influx_magic.telemetry_frame import prepare_frame
 from magic_common.atomic import fsync_dir, write_atomically
@@ -73,9 +76,11 @@ from magic_common.atomic import fsync_dir, write_atomically
 P = ParamSpec("P")
 R = TypeVar("R")
 
+ONE_NS = pd.Timedelta(1, unit="ns")
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
 DEFAULT_LOOKBACK_MINUTES = 60.0
 DEFAULT_LOCK_TIMEOUT = 60.0
+DEFAULT_CATCHUP_MINUTES = 60
 PENDING_DIR = "pending"
 CURRENT_RUN = "current.json"
 TAGS = ("machineID", "provider")
@@ -104,6 +109,9 @@ class RunContext:
     run_url: str | None = None
     describe: str = "mage run"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    shard: Shard = Shard()
+    state_root: Path | None = None  # FLEETWATCH_STATE_DIR; `state_dir` is the shard's folder
+    catchup: timedelta = timedelta(minutes=DEFAULT_CATCHUP_MINUTES)
 
     @classmethod
     def from_kwargs(
@@ -142,10 +150,20 @@ class RunContext:
         history = int_setting("PLOT_HISTORY_MIN", env)
         if history < 0:
             raise ValueError(f"PLOT_HISTORY_MIN must be >= 0, got {history}")
+        catchup = int_setting("FLEETWATCH_CATCHUP_MINUTES", env)
+        if catchup <= 0:
+            raise ValueError(f"FLEETWATCH_CATCHUP_MINUTES must be > 0, got {catchup}")
+        shard = Shard.from_run(kwargs.get("shard"), env)
+        if not shard.whole:
+            describe += f", {shard.describe()}"
+        root = path_setting("FLEETWATCH_STATE_DIR", env)
         return cls(
             config=config,
             lookback=timedelta(minutes=lookback),
-            state_dir=path_setting("FLEETWATCH_STATE_DIR", env),
+            state_dir=shard.folder(root),
+            state_root=root,
+            shard=shard,
+            catchup=timedelta(minutes=catchup),
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
@@ -267,9 +285,12 @@ class PendingRun:
     state_file: str
     base_digest: str | None
     since: str | None = None
+    until: str | None = None  # the read's exclusive end: the data time every shard reached
 
     @staticmethod
-    def begin(ctx: RunContext, since: pd.Timestamp | None) -> PendingRun:
+    def begin(
+        ctx: RunContext, since: pd.Timestamp | None, until: pd.Timestamp | None = None
+    ) -> PendingRun:
         """Start a run: forget any earlier run's pending files, record this one."""
         folder = ctx.pending_dir
         folder.mkdir(parents=True, exist_ok=True)
@@ -281,6 +302,7 @@ class PendingRun:
             state_file=ctx.state_path.name,
             base_digest=file_digest(ctx.state_path),
             since=None if since is None else since.isoformat(),
+            until=None if until is None else until.isoformat(),
         )
         write_atomically(folder / CURRENT_RUN, json.dumps(run.__dict__).encode())
         return run
@@ -354,22 +376,43 @@ def file_digest(path: Path) -> str | None:
 
 @releases_lock_on_error
 def load_telemetry(ctx: RunContext, *, now: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Telemetry since the committed watermark minus `LATENESS` (first run: `lookback`).
+    """Telemetry of the run's shard since its committed watermark minus `LATENESS` (first
+    run: `lookback`), up to the newest point of the whole fleet (so every shard reaches the
+    same data time), or `catchup` minutes when further behind: a long history is worked
+    through in bounded runs, each saying how far behind it still is.
 
     Takes the run lock and starts the run. An InfluxDB that does not answer fails the run here,
     before anything changed.
     """
     ctx.hold_lock()
     try:
+        check_layout(ctx.state_root or ctx.state_dir, ctx.shard)
         watermark = load_state(ctx).watermark
-    except StateError as error:
+    except (StateError, ShardLayoutError) as error:
         raise PipelineError(str(error)) from None
     since = read_since(watermark, lookback=ctx.lookback, lateness=LATENESS, now=now)
-    PendingRun.begin(ctx, since)
     with contextlib.closing(connect(ctx.influx)) as client:
-        frame = load_machine_data(client, since=since, features=ctx.features)
+        span = data_span(client, since=since)
+        latest = None if span is None else span[1]
+        until = None if span is None else min(span[1] + ONE_NS, span[0] + ctx.catchup)
+        PendingRun.begin(ctx, since, until)
+        frame = (
+            empty_machine_frame(ctx.features)
+            if until is None
+            else load_machine_data(
+                client, since=since, until=until, features=ctx.features, shard=ctx.shard
+            )
+        )
     first = "first run, " if watermark is None else ""
-    print(f"load_influx_data: {len(frame)} row(s) since {since.isoformat()} ({first}{ctx.influx})")
+    shard = f"{ctx.shard.describe()}, " if not ctx.shard.whole else ""
+    window = f"[{since.isoformat()}, {until.isoformat()})" if until is not None else "(no data)"
+    print(f"load_influx_data: {len(frame)} row(s) in {window} ({shard}{first}{ctx.influx})")
+    if latest is not None and until is not None and until <= latest:
+        print(
+            f"load_influx_data: catching up: {latest - until + ONE_NS} behind the newest point "
+            f"({latest.isoformat()}); this run takes {ctx.catchup} "
+            "(FLEETWATCH_CATCHUP_MINUTES), the next one goes on from here"
+        )
     return frame
 
 
@@ -447,7 +490,9 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     run = PendingRun.current(ctx)
     state = run.load_state(ctx)
     open_before = {uid: e.episode_id for uid, e in state.episodes.open.items()}
-    events = state.episodes.update(scored)
+    # The fleet's data time, the same for every shard: silent machines time out alike.
+    clock = None if run.until is None else pd.Timestamp(run.until) - ONE_NS
+    events = state.episodes.update(scored, now=clock)
     checked = scored.copy()
     checked["episode_id"] = episode_ids(checked, open_before)
     identities = state.extra.get("machines", {})
