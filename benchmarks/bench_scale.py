@@ -18,6 +18,14 @@ Printed per fleet size: the steps, run / floor (goal <= 4), the export's rate ag
 line protocol's rate (export timed until the last write was acknowledged; goal >= 0.7), and the
 detector state's size per 1,000 machines (in memory and as committed bytes).
 
+Then, for the largest size, Mage itself runs the pipeline (`influx_magic.mage_server` on a copy of
+the project without its every-minute trigger): one API-triggered run over the whole fleet
+(FLEETWATCH_SHARDS=1), and one run per shard with FLEETWATCH_SHARDS=2 (state re-partitioned from
+the same warm state, `shard` as the runtime variable), MAGE_RUNS times each from the same state.
+From Mage's own run records: whether the shards' runs overlapped; the wall time runs from the
+first run's start (run record) to the last shard's commit (its state file: Mage records a
+completion only at its next scheduler tick, up to ~10 s later); goal: one / two shards >= 1.3.
+
 `BENCH_SCALE_MACHINES=1000` (comma-separated) runs only the sizes given.
 """
 
@@ -26,7 +34,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +46,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from benchmarks.bench_pipeline import Localflux, client_for, one_run
+from benchmarks.bench_pipeline import Localflux, client_for, free_port, one_run
 from fleetwatch.state import FleetState
 from influx_magic import pipeline, state_file
 from influx_magic.influx import SCORES_TABLE, TAGS, write_lines
 from influx_magic.line_protocol import encode_frame, encode_table
+from influx_magic.mage_server import (
+    PIPELINE,
+    PROJECT,
+    MageApi,
+    MageServerError,
+    ensure_api_trigger,
+    mage_command,
+    mage_environment,
+)
+from influx_magic.shards import Shard, repartition
 
 RUNS = 3
+MAGE_RUNS = 2
+API_TOKEN = "benchscale0token"
 SIZES = (1_000, 10_000)
 WARM_SECONDS = 270
 FRESH_SECONDS = 90
@@ -127,7 +150,7 @@ def floor(client, lines: pa.ChunkedArray, read_since: pd.Timestamp, features) ->
     return {"floor write": written - started, "floor read": read - written}
 
 
-def scenario(machines: int, folder: Path) -> dict[str, float]:
+def scenario(machines: int, folder: Path, mage: bool = False) -> dict[str, float]:
     server = Localflux(folder / "influx")
     server.start()
     client = client_for(server)
@@ -185,6 +208,8 @@ def scenario(machines: int, folder: Path) -> dict[str, float]:
             results[name] = statistics.median(f[name] for f in floors)
         results["floor"] = results["floor write"] + results["floor read"]
         results["rows"] = len(ready)
+        if mage:
+            results.update(mage_shards(folder, env, saved))
     finally:
         client.close()
         server.stop()
@@ -198,7 +223,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             print(f"{machines:,} machines, one minute at 1 Hz:", flush=True)
             with contextlib.redirect_stdout(io.StringIO()):
-                results = scenario(machines, Path(tmp))
+                results = scenario(machines, Path(tmp), mage=machines == max(sizes))
         report(machines, results)
 
 
@@ -222,6 +247,132 @@ def report(machines: int, r: dict[str, float]) -> None:
         f"  state per 1,000 machines: {r['MB in memory / 1k machines']:.2f} MB in memory, "
         f"{r['MB committed / 1k machines']:.2f} MB committed; warm-up {r['warm-up s']:.0f} s"
     )
+    if "mage 1 shard" in r:
+        speedup = r["mage 1 shard"] / r["mage 2 shards"]
+        print(
+            f"  Mage runs (first start in the run records to the last commit): 1 shard "
+            f"{r['mage 1 shard']:.1f} s, 2 shards {r['mage 2 shards']:.1f} s "
+            f"(overlapping: {'yes' if r['mage overlap'] else 'NO'}); 1 / 2 = {speedup:.2f} "
+            f"(goal >= 1.3: {'ok' if speedup >= 1.3 else 'BELOW GOAL'})"
+        )
+
+
+def mage_shards(folder: Path, env: dict[str, str], saved: Path) -> dict[str, float]:
+    """Mage's scheduler runs the pipeline: one run over the fleet, then one run per shard of
+    two; wall times and overlap from Mage's run records (median of MAGE_RUNS)."""
+    project = folder / "project"
+    shutil.copytree(
+        PROJECT, project, ignore=shutil.ignore_patterns("__pycache__", ".file_versions")
+    )
+    (project / "pipelines" / PIPELINE / "triggers.yaml").unlink()  # no every-minute runs here
+    layouts = {}
+    for count in (1, 2):
+        root = folder / f"mage-state-{count}"
+        Shard(0, count).folder(root).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saved, root / state_file.FILENAME)
+        repartition(root, count)
+        layouts[count] = root
+    results: dict[str, float] = {}
+    for count, root in layouts.items():
+        pristine = folder / f"pristine-{count}"
+        shutil.copytree(root, pristine)
+        walls, overlaps = [], []
+        with running_mage(folder / f"mage-{count}", project, env, root, count) as (api, trigger):
+            for _ in range(MAGE_RUNS):
+                shutil.rmtree(root)
+                shutil.copytree(pristine, root)
+                runs = [
+                    api.call(
+                        "POST",
+                        f"/api/pipeline_schedules/{trigger}/pipeline_runs/{API_TOKEN}",
+                        {"pipeline_run": {"variables": {"shard": index} if count > 1 else {}}},
+                    )["pipeline_run"]["id"]
+                    for index in range(count)
+                ]
+                records = wait_for_runs(api, runs)
+                starts = [pd.Timestamp(r["started_at"], tz="UTC") for r in records]
+                ends = [pd.Timestamp(r["completed_at"], tz="UTC") for r in records]
+                overlaps.append(count == 1 or max(starts) < min(ends))
+                # Mage records a completion at its next scheduler tick (up to ~10 s late): the
+                # work ends when the shard's exporter committed its state.
+                commits = [
+                    pd.Timestamp(
+                        (Shard(i, count).folder(root) / state_file.FILENAME).stat().st_mtime,
+                        unit="s",
+                        tz="UTC",
+                    )
+                    for i in range(count)
+                ]
+                walls.append((max(commits) - min(starts)).total_seconds())
+        label = "mage 1 shard" if count == 1 else "mage 2 shards"
+        results[label] = statistics.median(walls)
+        if count > 1:
+            results["mage overlap"] = float(all(overlaps))
+    return results
+
+
+@contextlib.contextmanager
+def running_mage(folder: Path, project: Path, env: dict[str, str], root: Path, count: int):
+    """`mage start` (through influx_magic.mage_patches) on `project` with FLEETWATCH_SHARDS=count;
+    yields a REST client and the API trigger's id; stops the whole process group after."""
+    port = free_port()
+    home, data = folder / "home", folder / "data"
+    home.mkdir(parents=True)
+    data.mkdir()
+    mage_env = mage_environment(
+        {
+            **os.environ,
+            **env,
+            "MAGE_DATA_DIR": str(data),
+            "FLEETWATCH_STATE_DIR": str(root),
+            "FLEETWATCH_SHARDS": str(count),
+        },
+        host="127.0.0.1",
+        port=port,
+        home=home,
+    )
+    with (folder / "mage.log").open("wb") as log:
+        process = subprocess.Popen(
+            mage_command(project, "127.0.0.1", port),
+            env=mage_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        api = MageApi(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                api.call("GET", f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+                break
+            except MageServerError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(1)
+        yield api, ensure_api_trigger(api, API_TOKEN)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_for_runs(api: MageApi, ids: list[int], timeout: float = 900) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [api.call("GET", f"/api/pipeline_runs/{i}")["pipeline_run"] for i in ids]
+        if all(r["status"] in ("completed", "failed", "cancelled") for r in records):
+            failed = [r["id"] for r in records if r["status"] != "completed"]
+            if failed:
+                raise RuntimeError(f"Mage runs {failed} did not complete (see the mage.log)")
+            return records
+        time.sleep(0.5)
+    raise RuntimeError(f"Mage runs {ids} did not finish within {timeout:g} s")
 
 
 if __name__ == "__main__":
