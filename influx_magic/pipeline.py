@@ -65,10 +65,11 @@ from influx_magic.influx import (
     write_episodes,
     write_scores,
 )
+from influx_magic.object_state import ObjectState, StaleStateError, is_url
 from influx_magic.plots import plot_path, plot_url, render_machine_plots
 from influx_magic.runlock import acquire_run_lock, release_run_lock
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
-from influx_magic.shards import Shard, ShardLayoutError, check_layout
+from influx_magic.shards import LAYOUT_FILE, Shard, ShardLayoutError, check_layout
 from influx_magic.state_file import FILENAME
 from influx_magic.telemetry_frame import prepare_frame
 from magic_common.atomic import fsync_dir, write_atomically
@@ -112,6 +113,7 @@ class RunContext:
     shard: Shard = Shard()
     state_root: Path | None = None  # FLEETWATCH_STATE_DIR; `state_dir` is the shard's folder
     catchup: timedelta = timedelta(minutes=DEFAULT_CATCHUP_MINUTES)
+    remote: ObjectState | None = field(default=None, repr=False)  # state dir as a URL
 
     @classmethod
     def from_kwargs(
@@ -156,7 +158,9 @@ class RunContext:
         shard = Shard.from_run(kwargs.get("shard"), env)
         if not shard.whole:
             describe += f", {shard.describe()}"
-        root = path_setting("FLEETWATCH_STATE_DIR", env)
+        location = setting("FLEETWATCH_STATE_DIR", env)
+        remote = ObjectState.open(location) if is_url(location) else None
+        root = remote.mirror if remote else path_setting("FLEETWATCH_STATE_DIR", env)
         return cls(
             config=config,
             lookback=timedelta(minutes=lookback),
@@ -164,6 +168,7 @@ class RunContext:
             state_root=root,
             shard=shard,
             catchup=timedelta(minutes=catchup),
+            remote=remote,
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
@@ -300,7 +305,11 @@ class PendingRun:
         run = PendingRun(
             key=uuid.uuid4().hex[:12],
             state_file=ctx.state_path.name,
-            base_digest=file_digest(ctx.state_path),
+            # The committed version the run starts from: the object's ETag when the state dir
+            # is a URL (the loader has just pulled it), else the file's SHA-256.
+            base_digest=ctx.remote.etag(ctx.state_path)
+            if ctx.remote
+            else file_digest(ctx.state_path),
             since=None if since is None else since.isoformat(),
             until=None if until is None else until.isoformat(),
         )
@@ -349,15 +358,28 @@ class PendingRun:
         pending = self.state_path(ctx)
         if not pending.exists():
             raise PipelineError(f"no pending state for run {self.key}: nothing to commit")
-        if file_digest(ctx.state_path) != self.base_digest:
-            raise PipelineError(
-                f"{ctx.state_path} changed while this run was in progress (another run "
-                "committed); this run's results are dropped and the next run redoes them"
-            )
-        os.replace(pending, ctx.state_path)
-        fsync_dir(ctx.state_path.parent)
+        if ctx.remote is not None:  # one conditional PUT: atomic, and refused when stale
+            try:
+                ctx.remote.commit(ctx.state_path, pending.read_bytes(), self.base_digest)
+            except StaleStateError as error:
+                raise PipelineError(str(error)) from None
+            pending.unlink()
+        else:
+            if file_digest(ctx.state_path) != self.base_digest:
+                raise PipelineError(
+                    f"{ctx.state_path} changed while this run was in progress (another run "
+                    "committed); this run's results are dropped and the next run redoes them"
+                )
+            os.replace(pending, ctx.state_path)
+            fsync_dir(ctx.state_path.parent)
         for leftover in (self.events_path(ctx), ctx.pending_dir / CURRENT_RUN):
             leftover.unlink(missing_ok=True)
+
+
+def alert_files(ctx: RunContext) -> list[Path]:
+    """The alert ledger and outbox of the run's shard (see `influx_magic.alerts.store`)."""
+    folder = ctx.state_dir / "alerts" / SlackWebhookNotifier.name
+    return [folder / "ledger.json", folder / "outbox.json"]
 
 
 def load_state(ctx: RunContext) -> FleetState:
@@ -385,8 +407,13 @@ def load_telemetry(ctx: RunContext, *, now: pd.Timestamp | None = None) -> pd.Da
     before anything changed.
     """
     ctx.hold_lock()
+    root = ctx.state_root or ctx.state_dir
     try:
-        check_layout(ctx.state_root or ctx.state_dir, ctx.shard)
+        if ctx.remote is not None:  # the committed objects of this shard, into the mirror
+            ctx.remote.pull([root / LAYOUT_FILE, ctx.state_path, *alert_files(ctx)])
+        check_layout(root, ctx.shard)
+        if ctx.remote is not None:
+            ctx.remote.push([root / LAYOUT_FILE])
         watermark = load_state(ctx).watermark
     except (StateError, ShardLayoutError) as error:
         raise PipelineError(str(error)) from None
@@ -534,6 +561,8 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     else:
         delivery = AlertDelivery(notifier, ctx.state_dir, digest_min=ctx.digest_min)
         report = delivery.run(alerts, plot_urls=urls, run_url=ctx.run_url)
+        if ctx.remote is not None:  # what was delivered is recorded even if the run fails later
+            ctx.remote.push([delivery.ledger.path, delivery.outbox.path])
         sent = (
             f"{len(report.sent)} sent, {len(report.already_delivered)} already delivered, "
             f"{report.outbox_left} message(s) waiting in the outbox"
