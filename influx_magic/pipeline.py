@@ -520,14 +520,16 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     # The fleet's data time, the same for every shard: silent machines time out alike.
     clock = None if run.until is None else pd.Timestamp(run.until) - ONE_NS
     events = state.episodes.update(scored, now=clock)
-    checked = scored.copy()
+    checked = scored  # the step's own copy (Mage hands each block its input): add a column
     checked["episode_id"] = episode_ids(checked, open_before)
     identities = state.extra.get("machines", {})
     alerts = [alert_event(e, identities, ctx.config.threshold) for e in events]
     run.save_state(ctx, state)
     write_atomically(run.events_path(ctx), json.dumps(alerts).encode())
 
-    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    # What the plots need, of the scored rows only (not a copy of every column).
+    plotted_columns = [*_plot_columns(ctx).columns, "provider"]
+    rows = checked.loc[checked["status"].to_numpy() == "scored", plotted_columns]
     spans = [a for a in alerts if a["kind"] == "resolved"] + [
         {"unique_id": uid, "start": pd.Timestamp(e.start, tz="UTC"), "end": None}
         for uid, e in state.episodes.open.items()

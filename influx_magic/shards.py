@@ -49,8 +49,9 @@ from fleetwatch.partition import merge, take
 from fleetwatch.state import FleetState
 from influx_magic import state_file
 from influx_magic.alerts.store import FORMAT_VERSION, Ledger, Outbox, atomic_write_json
+from influx_magic.object_state import is_url
 from influx_magic.runlock import RunLock, RunLockBusy
-from influx_magic.settings import int_setting, load_dotenv, path_setting
+from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
 from magic_common.atomic import write_atomically
 
 HEX_DIGITS = 8
@@ -316,14 +317,23 @@ def _all_locks(folders: Sequence[Path]) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m influx_magic.shards", description=__doc__)
-    parser.add_argument("--state-dir", type=Path, help="default: FLEETWATCH_STATE_DIR")
+    parser.add_argument("--state-dir", help="a folder (default: FLEETWATCH_STATE_DIR)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="how many shards the state dir holds, machines in each")
     again = commands.add_parser("repartition", help="move every model into --to shards")
     again.add_argument("--to", type=int, required=True)
     args = parser.parse_args(argv)
     load_dotenv()
-    root = args.state_dir or path_setting("FLEETWATCH_STATE_DIR")
+    location = args.state_dir or setting("FLEETWATCH_STATE_DIR")
+    if is_url(location):
+        print(
+            f"error: {location} is an object-store URL; re-partition a local copy: stop the "
+            "schedule, copy it to a folder (e.g. `aws s3 sync`), run this command with "
+            "--state-dir <folder>, copy the folder back (deleting what it no longer has).",
+            file=sys.stderr,
+        )
+        return 2
+    root = Path(args.state_dir) if args.state_dir else path_setting("FLEETWATCH_STATE_DIR")
     try:
         if args.command == "status":
             count = layout(root)
