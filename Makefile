@@ -11,7 +11,7 @@ MOTO_VENV := .venv-moto
 MOTO_STAMP := $(MOTO_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench eval lint format lock up down clean
+.PHONY: setup run test test-fast bench eval lint format lock image-wheels up down clean
 
 setup: $(STAMP) $(MOTO_STAMP)
 
@@ -68,6 +68,11 @@ lock: setup
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
 	$(BIN)/uv pip compile pyproject.toml --extra moto-server --python-version 3.11 \
 		--custom-compile-command "make lock" --no-annotate -o requirements-moto.txt
+
+# After `make lock`: which pins have wheels for linux/amd64 and linux/arm64 (needs PyPI; the
+# tests check the Dockerfile against image_build/wheels.json offline).
+image-wheels: setup
+	$(BIN)/python -m image_build.wheels refresh
 
 up:
 	docker compose up -d --build

@@ -1,8 +1,7 @@
 """`FleetState`: the detector, its episodes and the watermark, as one versioned blob of bytes.
 
-The upstream demo rebuilt every model on every run, so an online detector never kept what it
-learnt and the first window of every run could never alert. Here one state object carries
-everything a run changes; a caller commits it as a whole (or not at all):
+An online detector keeps what it learnt between runs: one state object carries everything a run
+changes, and a caller commits it as a whole (or not at all):
 
 * the format is a zip of a JSON header, JSON metadata (configuration, machine keys, open
   episodes) and NumPy arrays stored with `allow_pickle=False`: loading never runs code;

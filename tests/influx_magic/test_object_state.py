@@ -13,19 +13,12 @@ from pathlib import Path
 import pytest
 
 from fleetwatch.state import FleetState
+from influx_magic.block_files import run_pipeline
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.object_state import ObjectState
-from influx_magic.pipeline import (
-    PipelineError,
-    RunContext,
-    check,
-    detect,
-    export,
-    load_telemetry,
-    prepare_telemetry,
-)
+from influx_magic.run_transaction import PipelineError
 from tests.influx_magic.helpers import Telemetry, messages
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, free_port
 
 MOTO_SERVER = REPO_ROOT / ".venv-moto" / "bin" / "moto_server"
 BUCKET = "fleet-state"
@@ -85,16 +78,22 @@ def fleet(localflux_server, slack_receiver, tmp_path, backend):
     client.close()
 
 
-def until_check(env: dict[str, str]):
-    ctx = RunContext.from_kwargs({}, env=env)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return ctx, check(detect(prepare_telemetry(load_telemetry(ctx), ctx), ctx), ctx)
+def run(env: dict[str, str], fail_export_with: dict[str, str] | None = None) -> dict:
+    """The five block files in process with `env` as the environment; the exporter's summary.
+    `fail_export_with`: environment changes for the exporter alone (to make it fail)."""
 
+    def step(name: str, call):
+        if name == "export_anomaly_scores" and fail_export_with:
+            with pytest.MonkeyPatch.context() as patch:
+                for key, value in fail_export_with.items():
+                    patch.setenv(key, value)
+                return call()
+        return call()
 
-def run(env: dict[str, str]) -> dict:
-    ctx, checked = until_check(env)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return export(checked, ctx)
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return run_pipeline(step=step)
 
 
 def committed(env: dict[str, str], fs) -> bytes | None:
@@ -108,21 +107,19 @@ def committed(env: dict[str, str], fs) -> bytes | None:
 
 
 def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_up(
-    fleet, localflux_server, slack_receiver
+    fleet, slack_receiver
 ) -> None:
     telemetry, env, fs = fleet
     telemetry.write(540)
     run(env)
     before = committed(env, fs)
     fault = telemetry.write(180, overload=["machine2"])
-    ctx, checked = until_check(env)
+    gone = {"INFLUX_HOST": f"http://127.0.0.1:{free_port()}"}
+    with pytest.raises(InfluxUnavailable):
+        run(env, fail_export_with=gone)
     assert len(messages(slack_receiver, "Anomaly")) == 1
-    localflux_server.kill()
-    with pytest.raises(InfluxUnavailable), contextlib.redirect_stdout(io.StringIO()):
-        export(checked, ctx)
     assert committed(env, fs) == before  # models, episodes, watermark unchanged
 
-    localflux_server.start()
     if fs is not None:  # a new worker: nothing but what the store holds
         shutil.rmtree(ObjectState.open(env["FLEETWATCH_STATE_DIR"]).mirror)
     more = telemetry.write(60, overload=["machine2"])
@@ -135,19 +132,22 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
 def test_the_commit_refuses_a_state_another_run_committed_meanwhile(fleet) -> None:
     telemetry, env, fs = fleet
     telemetry.write(300)
-    ctx, checked = until_check(env)
     other = FleetState.new().to_bytes()
-    if fs is None:
-        (Path(env["FLEETWATCH_STATE_DIR"]) / "fleetwatch-state.zip").write_bytes(other)
-    else:  # another worker's commit, straight to the store
-        fs.pipe_file(
-            env["FLEETWATCH_STATE_DIR"].removeprefix("s3://") + "/fleetwatch-state.zip", other
-        )
-    with (
-        pytest.raises(PipelineError, match="changed while this run was in progress"),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        export(checked, ctx)
+
+    def someone_else_commits(name: str, call):
+        if name == "export_anomaly_scores":
+            if fs is None:
+                (Path(env["FLEETWATCH_STATE_DIR"]) / "fleetwatch-state.zip").write_bytes(other)
+            else:  # another worker's commit, straight to the store
+                key = env["FLEETWATCH_STATE_DIR"].removeprefix("s3://") + "/fleetwatch-state.zip"
+                fs.pipe_file(key, other)
+        return call()
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        for key, value in env.items():
+            patch.setenv(key, value)
+        with pytest.raises(PipelineError, match="changed while this run was in progress"):
+            run_pipeline(step=someone_else_commits)
     assert committed(env, fs) == other
 
 
@@ -158,9 +158,10 @@ def test_shards_keep_their_state_under_the_url(fleet) -> None:
     sharded = {**env, "FLEETWATCH_SHARDS": "2"}
     telemetry.write(300)
     for shard in (0, 1):
-        ctx = RunContext.from_kwargs({"shard": shard}, env=sharded)
-        with contextlib.redirect_stdout(io.StringIO()):
-            export(check(detect(prepare_telemetry(load_telemetry(ctx), ctx), ctx), ctx), ctx)
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+            for key, value in sharded.items():
+                patch.setenv(key, value)
+            run_pipeline({"shard": shard})
     prefix = env["FLEETWATCH_STATE_DIR"].removeprefix("s3://")
     assert fs.cat_file(f"{prefix}/shards.json")
     machines = [

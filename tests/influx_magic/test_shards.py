@@ -16,16 +16,9 @@ import pandas as pd
 import pytest
 
 from fleetwatch.state import FleetState
+from influx_magic.block_files import run_pipeline
 from influx_magic.influx import InfluxUnavailable
-from influx_magic.pipeline import (
-    PipelineError,
-    RunContext,
-    check,
-    detect,
-    export,
-    load_telemetry,
-    prepare_telemetry,
-)
+from influx_magic.run_transaction import PipelineError
 from influx_magic.shards import Shard, layout, main, repartition, shard_of
 from tests.influx_magic.helpers import Telemetry
 from tests.support import free_port
@@ -53,20 +46,28 @@ def fleet(localflux_server, slack_receiver, tmp_path):
     client.close()
 
 
-def run(env: Mapping[str, str], shard: int | None = None, now=None) -> tuple[pd.DataFrame, dict]:
-    """The five steps in process, as `mage run` calls them; the exported rows and summary."""
-    ctx = RunContext.from_kwargs({} if shard is None else {"shard": shard}, env=dict(env))
-    with contextlib.redirect_stdout(io.StringIO()):
-        checked = check(detect(prepare_telemetry(load_telemetry(ctx, now=now), ctx), ctx), ctx)
-        summary = export(checked, ctx)
+def run(env: Mapping[str, str], shard: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """The five block files in process, as `mage run` calls them, with `env` as the
+    environment; the exported rows and the exporter's summary."""
+    outputs: dict[str, Any] = {}
+
+    def step(name: str, call):
+        outputs[name] = call()
+        return outputs[name]
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        for name, value in env.items():
+            patch.setenv(name, value)
+        summary = run_pipeline({} if shard is None else {"shard": shard}, step=step)
+    checked = outputs["check_anomalies"]
     rows = checked[checked["status"] == "scored"]
     return rows[["unique_id", "time", "score", "is_anomaly", "episode_id"]], summary
 
 
-def run_all_shards(env: Mapping[str, str], count: int, now=None) -> tuple[pd.DataFrame, list]:
+def run_all_shards(env: Mapping[str, str], count: int) -> tuple[pd.DataFrame, list]:
     frames, events = [], []
     for index in range(count):
-        rows, summary = run(env, index, now)
+        rows, summary = run(env, index)
         frames.append(rows)
         events += summary["events"]
     return pd.concat(frames, ignore_index=True), events
@@ -99,14 +100,13 @@ def test_three_shards_give_exactly_the_results_of_one(fleet, tmp_path) -> None:
     telemetry, env = fleet
     one = {**env, "FLEETWATCH_STATE_DIR": str(tmp_path / "one"), "FLEETWATCH_SHARDS": "1"}
     three = {**env, "FLEETWATCH_STATE_DIR": str(tmp_path / "three"), "FLEETWATCH_SHARDS": "3"}
-    now = pd.Timestamp.now(tz="UTC")
     # healthy history; a fault on two machines; it goes on; then quiet until they resolve
     rounds = [(9 * 60, []), (3 * 60, FAULTY), (2 * 60, FAULTY), (6 * 60, [])]
     all_events = []
     for seconds, faulty in rounds:
         telemetry.write(seconds, overload=faulty)
-        rows_one, summary_one = run(one, now=now)
-        rows_three, events_three = run_all_shards(three, 3, now=now)
+        rows_one, summary_one = run(one)
+        rows_three, events_three = run_all_shards(three, 3)
         pd.testing.assert_frame_equal(ordered(rows_three), ordered(rows_one))
         assert sorted(events_three) == sorted(summary_one["events"])
         all_events += summary_one["events"]
@@ -135,12 +135,24 @@ def test_a_failing_shard_leaves_the_others_committed_and_is_redone(fleet, tmp_pa
     telemetry.write(6 * 60)
     run(sharded, 0)
     # Shard 1's export finds InfluxDB gone: the run fails and commits nothing.
-    ctx = RunContext.from_kwargs({"shard": 1}, env=sharded)
-    with contextlib.redirect_stdout(io.StringIO()):
-        checked = check(detect(prepare_telemetry(load_telemetry(ctx), ctx), ctx), ctx)
-        gone = {**sharded, "INFLUX_HOST": f"http://127.0.0.1:{free_port()}"}
+    gone = {**sharded, "INFLUX_HOST": f"http://127.0.0.1:{free_port()}"}
+    checked = None
+
+    def fail_in_export(name: str, call):
+        nonlocal checked
+        if name == "export_anomaly_scores":
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("INFLUX_HOST", gone["INFLUX_HOST"])
+                return call()
+        result = call()
+        checked = result if name == "check_anomalies" else checked
+        return result
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        for name, value in sharded.items():
+            patch.setenv(name, value)
         with pytest.raises(InfluxUnavailable):
-            export(checked, RunContext.from_kwargs({"shard": 1}, env=gone))
+            run_pipeline({"shard": 1}, step=fail_in_export)
     rows_two, _ = run(sharded, 2)
     committed = machines_of(root, 3)
     assert set(committed) == {0, 2}, "shard 1 committed nothing; shards 0 and 2 kept theirs"

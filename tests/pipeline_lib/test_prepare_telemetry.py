@@ -1,4 +1,4 @@
-"""`prepare_frame` (work per distinct value) against the per-row pandas version it replaced."""
+"""`prepare_telemetry` (work per distinct value) against the per-row pandas version it replaced."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slugify import slugify
 
-from influx_magic.influx import empty_machine_frame
-from influx_magic.telemetry_frame import TAGS, prepare_frame
+from influx_magic.influx import TAGS, empty_machine_frame
+from influx_magic.telemetry import prepare_telemetry
 
 FEATURES = ("load", "power")
 
 
-def reference(frame: pd.DataFrame, features) -> tuple[pd.DataFrame, dict[str, int]]:
+def reference(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """The transform step as it was: pandas string methods on every row."""
+    features = [c for c in frame.columns if c not in ("time", *TAGS)]
     data = frame.copy()
     data["time"] = pd.to_datetime(data["time"], utc=True, errors="coerce")
     for tag in TAGS:
@@ -71,19 +72,19 @@ numbers = st.one_of(
 def test_same_rows_and_counts_as_the_per_row_version(rows, without_power) -> None:
     frame = pd.DataFrame(rows, columns=["time", "machineID", "provider", "load", "power"])
     if without_power:
-        frame = frame.drop(columns="power")  # a feature column absent from the frame
-    want, want_dropped = reference(frame, FEATURES)
-    got = prepare_frame(frame, FEATURES)
+        frame = frame.drop(columns="power")  # fewer feature columns
+    want, want_dropped = reference(frame)
+    got = prepare_telemetry(frame)
     assert got.dropped == want_dropped
-    pd.testing.assert_frame_equal(got.data, want, check_dtype=False)
-    assert str(got.data["time"].dtype) == "datetime64[ns, UTC]"
-    assert all(got.data[name].dtype == np.float64 for name in FEATURES)
+    pd.testing.assert_frame_equal(got.frame, want, check_dtype=False)
+    assert str(got.frame["time"].dtype) == "datetime64[ns, UTC]"
+    assert all(got.frame[name].dtype == np.float64 for name in FEATURES if name in frame)
 
 
 def test_the_loaders_empty_frame_gives_an_empty_frame() -> None:
-    got = prepare_frame(empty_machine_frame(FEATURES), FEATURES)
-    assert got.data.empty and got.dropped == {}
-    assert list(got.data.columns) == ["time", "machineID", "provider", "unique_id", *FEATURES]
+    got = prepare_telemetry(empty_machine_frame(FEATURES))
+    assert got.frame.empty and got.dropped == {}
+    assert list(got.frame.columns) == ["time", "machineID", "provider", "unique_id", *FEATURES]
 
 
 def test_a_large_frame_is_handled_per_distinct_value() -> None:
@@ -98,5 +99,5 @@ def test_a_large_frame_is_handled_per_distinct_value() -> None:
             "load": np.arange(n, dtype=float),
         }
     )
-    want, _ = reference(frame, ("load",))
-    pd.testing.assert_frame_equal(prepare_frame(frame, ("load",)).data, want, check_dtype=False)
+    want, _ = reference(frame)
+    pd.testing.assert_frame_equal(prepare_telemetry(frame).frame, want, check_dtype=False)
