@@ -40,8 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 STRING_LIMIT = 65536  # Core's largest string field and tag value, in bytes
-# Rows encoded per pass: bounds the intermediate arrays, whatever the table's size.
-SLICE_ROWS = 200_000
+# Rows encoded per pass: bounds the intermediate arrays, and lets the writer send the first
+# slice while the next is built (one body of about 6 MB each for anomaly_scores).
+SLICE_ROWS = 50_000
 _UNREPRESENTABLE = "[\t\n\r\x00]"
 _KEY_SPECIALS = r"([\\,= ])"
 _MEASUREMENT_SPECIALS = r"([\\, ])"
