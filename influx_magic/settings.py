@@ -42,6 +42,8 @@ SETTINGS = Settings(
         "FALSE_ALARM_MAX": "0.15",
         "FALSE_ALARM_DECAY": "7d",
         "FLEET_PAGE_PORT": "5007",
+        "FLEETWATCH_SHARDS": "1",
+        "FLEETWATCH_CATCHUP_MINUTES": "60",
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )
