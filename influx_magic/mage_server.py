@@ -7,12 +7,16 @@
 * Its login is on by default, which a local run does not need: `REQUIRE_USER_AUTHENTICATION=0`
   unless the environment says otherwise (the Docker stack keeps it on).
 * Links to a run (in our alerts and in Mage's own failure notices) use `MAGE_PUBLIC_HOST`,
-  which defaults to `http://localhost:6789` whatever the port: set from `--port` unless given.
+  which Mage defaults to `http://localhost:6789` whatever the port: when the setting is empty
+  it is set from `--port` (and 127.0.0.1 for a wildcard bind address, which no browser opens).
 * Mage's own failure notice goes to `MAGE_SLACK_WEBHOOK_URL`, or to `SLACK_WEBHOOK_URL` when
   that is empty (as `.env.example` documents); Mage cannot express that fallback itself.
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
   `triggers.yaml`; so the trigger is created (or its token updated) through Mage's REST API
   once the server answers, when `MAGE_API_TRIGGER_TOKEN` is set. No tracked file holds it.
+  When that fails (say the owner's password was changed in Mage's UI, so the login with
+  `DEFAULT_OWNER_PASSWORD` is refused), the reason is logged and Mage keeps serving without
+  the API trigger: exiting would only make a container's restart policy loop on it.
 * Mage 0.9.80's worker pool can miss a job it was started for, leaving the run `running` for
   good, which stops a `skip_if_previous_running` schedule: `mage start` runs through
   `influx_magic.mage_patches`, which fixes that first (see its docstring). Runs a killed server
@@ -52,6 +56,7 @@ log = logging.getLogger("influx_magic.mage_server")
 PROJECT = project_root() / "influx-magic"
 PIPELINE = "machine_anomaly_detection"
 API_TRIGGER_NAME = "api"
+SHARD_TRIGGER_PREFIX = "every_minute_shard_"
 OWNER_EMAIL = "admin@admin.com"  # Mage's DEFAULT_OWNER_EMAIL default
 
 
@@ -71,6 +76,11 @@ def mage_environment(
     ('sqlite:////data/mage/mage-ai.db', 'http://127.0.0.1:7000')
     >>> env["REQUIRE_USER_AUTHENTICATION"]
     '0'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": ""}, host="0.0.0.0", port=6789)["MAGE_PUBLIC_HOST"]
+    'http://127.0.0.1:6789'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": "https://mage.example.com"}, host="0.0.0.0", port=1)[
+    ...     "MAGE_PUBLIC_HOST"]
+    'https://mage.example.com'
     >>> mage_environment({"SLACK_WEBHOOK_URL": "http://hook"}, host="127.0.0.1", port=1)[
     ...     "MAGE_SLACK_WEBHOOK_URL"]
     'http://hook'
@@ -83,7 +93,7 @@ def mage_environment(
     # metadata.yaml reads MAGE_SLACK_WEBHOOK_URL itself; empty means SLACK_WEBHOOK_URL.
     result["MAGE_SLACK_WEBHOOK_URL"] = setting("MAGE_SLACK_WEBHOOK_URL", env)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    result.setdefault("MAGE_PUBLIC_HOST", f"http://{public_host}:{port}")
+    result["MAGE_PUBLIC_HOST"] = setting("MAGE_PUBLIC_HOST", env) or f"http://{public_host}:{port}"
     if home is not None:
         result["HOME"] = str(home)
     return result
@@ -182,6 +192,116 @@ def ensure_api_trigger(api: MageApi, token: str, pipeline: str = PIPELINE) -> in
             {"pipeline_schedule": {"token": token, "status": "active"}},
         )
         log.info("updated the API trigger (pipeline schedule %d)", schedule_id)
+    return schedule_id
+
+
+def _has_shard_triggers(api: MageApi, pipeline: str = PIPELINE) -> bool:
+    listing = api.call("GET", f"/api/pipelines/{pipeline}/pipeline_schedules")
+    return any(
+        str(s.get("name", "")).startswith(SHARD_TRIGGER_PREFIX)
+        for s in listing.get("pipeline_schedules", [])
+    )
+
+
+def ensure_shard_triggers(api: MageApi, count: int, pipeline: str = PIPELINE) -> list[int]:
+    """One every-minute trigger per shard beyond the first, with the runtime variable `shard`;
+    the ids of the active ones.
+
+    The schedule in triggers.yaml runs shard 0 (no `shard` variable); shards 1..N-1 get
+    `every_minute_shard_<k>`, so every minute Mage starts one pipeline run per shard, and runs
+    of a one-process pipeline run in parallel (each its own worker process; measured: README
+    "Scaling out"). Triggers of shards beyond N (after lowering FLEETWATCH_SHARDS) are set
+    inactive, not deleted, so their run history stays.
+    """
+    listing = api.call("GET", f"/api/pipelines/{pipeline}/pipeline_schedules")
+    existing = {
+        s.get("name"): s
+        for s in listing.get("pipeline_schedules", [])
+        if str(s.get("name", "")).startswith(SHARD_TRIGGER_PREFIX)
+    }
+    active = []
+    for index in range(1, max(count, 1 + len(existing))):
+        name = f"{SHARD_TRIGGER_PREFIX}{index}"
+        wanted = index < count
+        schedule = existing.get(name)
+        if schedule is None and wanted:
+            body = {
+                "name": name,
+                "schedule_type": "time",
+                "schedule_interval": "*/1 * * * *",
+                "start_time": "2024-01-01 00:00:00",
+                "status": "active",
+                "variables": {"shard": index},
+                "settings": {"skip_if_previous_running": True},
+            }
+            created = api.call(
+                "POST", f"/api/pipelines/{pipeline}/pipeline_schedules", {"pipeline_schedule": body}
+            )
+            schedule = created["pipeline_schedule"]
+            log.info("created trigger %s (pipeline schedule %s)", name, schedule["id"])
+        elif schedule is not None:
+            status = "active" if wanted else "inactive"
+            if schedule.get("status") != status:
+                api.call(
+                    "PUT",
+                    f"/api/pipeline_schedules/{schedule['id']}",
+                    {"pipeline_schedule": {"status": status}},
+                )
+                log.info("set trigger %s %s", name, status)
+        if wanted and schedule is not None:
+            active.append(int(schedule["id"]))
+    return active
+
+
+def owner_api(env: Mapping[str, str], local: str) -> MageApi:
+    """Mage's REST API as the owner (logged in when Mage's login is on)."""
+    return MageApi(
+        local,
+        auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower() in ("1", "true", "yes"),
+        password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
+    )
+
+
+def set_up_shard_triggers(env: Mapping[str, str], local: str, count: int) -> None:
+    """One every-minute trigger per shard (see `ensure_shard_triggers`). Never raises: a
+    refusal is logged, and Mage goes on running shard 0 only, which the log says."""
+    api = owner_api(env, local)
+    try:
+        if count > 1 or _has_shard_triggers(api):
+            ensure_shard_triggers(api, count)
+            log.info("every minute: one run per shard (FLEETWATCH_SHARDS=%d)", count)
+    except (MageServerError, LookupError, TypeError, ValueError) as error:
+        log.error(
+            "shard triggers not set up (%s): only shard 0 runs every minute; fix the cause "
+            "and restart",
+            error,
+        )
+
+
+def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | None:
+    """Create or update the API trigger; its schedule id, or None when Mage refused.
+
+    Never raises: a refused login or an unexpected answer is logged with its reason and the
+    server goes on without the API trigger (the scheduled trigger does not need it).
+    """
+    api = owner_api(env, local)
+    try:
+        schedule_id = ensure_api_trigger(api, token)
+    except (MageServerError, LookupError, TypeError, ValueError) as error:
+        detail = error if isinstance(error, MageServerError) else f"unexpected answer ({error!r})"
+        log.error(
+            "API trigger not set up, Mage keeps serving without it: %s. With login on, the "
+            "launcher logs in as %s with DEFAULT_OWNER_PASSWORD; if the owner's password was "
+            "changed in Mage, set DEFAULT_OWNER_PASSWORD to it and restart",
+            detail,
+            OWNER_EMAIL,
+        )
+        return None
+    log.info(
+        "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
+        env["MAGE_PUBLIC_HOST"],
+        schedule_id,
+    )
     return schedule_id
 
 
@@ -323,20 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         server.wait_ready(f"{local}/api/status", args.ready_timeout)
         log.info("Mage is up at %s (project %s)", env["MAGE_PUBLIC_HOST"], args.project)
+        set_up_shard_triggers(env, local, int_setting("FLEETWATCH_SHARDS", env))
         token = setting("MAGE_API_TRIGGER_TOKEN", env)
         if token:
-            api = MageApi(
-                local,
-                auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower()
-                in ("1", "true", "yes"),
-                password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
-            )
-            schedule_id = ensure_api_trigger(api, token)
-            log.info(
-                "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
-                env["MAGE_PUBLIC_HOST"],
-                schedule_id,
-            )
+            set_up_api_trigger(env, local, token)
         assert server.process is not None
         code = server.process.wait()
         log.error("mage start exited with code %s", code)

@@ -17,6 +17,7 @@ from fleetwatch.state import FleetState
 from influx_magic import state_file
 from influx_magic.alert_plots import plot_history
 from influx_magic.alerts import RetryPolicy
+from influx_magic.block_files import BLOCKS
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.run_context import PipelineSettings, RunVariables
 from influx_magic.run_transaction import PipelineError, state_path
@@ -25,7 +26,6 @@ from influx_magic.state_file import FILENAME
 from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
-    BLOCKS,
     PIPELINE,
     PROJECT,
     count_rows,

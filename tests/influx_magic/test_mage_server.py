@@ -1,7 +1,7 @@
 """`python -m influx_magic.mage_server`: the scheduler runs the pipeline every minute, the API
 trigger is created from MAGE_API_TRIGGER_TOKEN (with Mage's login on, as in Docker), failures
-get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, and SIGTERM
-stops every process it started."""
+get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, SIGTERM
+stops every process it started, and a refused trigger setup leaves Mage serving."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import signal
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from influx_magic.mage_server import MageApi
+from influx_magic.mage_server import MageApi, MageServerError
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import PIPELINE, messages, project_files
 from tests.support import PYTHON, ManagedProcess, wait_until
@@ -133,6 +134,46 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     assert project_files() == before  # `mage start` left `git status` as it was
 
 
+def test_two_shards_run_in_parallel_every_minute(
+    world: PipelineWorld, start_process, port_factory
+) -> None:
+    """FLEETWATCH_SHARDS=2: a trigger per shard, and Mage runs the shards' runs side by side
+    (its run records overlap in time); each shard commits its own state."""
+    seed_fault(world)
+    before = project_files()
+    port = port_factory()
+    server = start_mage(start_process, port, {"FLEETWATCH_SHARDS": "2"})
+    mage = MageApi(f"http://127.0.0.1:{port}")
+
+    def minute_runs() -> list[dict]:
+        """Completed runs of the latest minute that has a completed run of every shard."""
+        try:
+            runs = mage.call("GET", f"/api/pipeline_runs?pipeline_uuid={PIPELINE}&_limit=20")
+        except MageServerError:  # still migrating its database
+            return []
+        by_minute: dict[str, list[dict]] = {}
+        for run in runs["pipeline_runs"]:
+            if run["status"] == "completed":
+                by_minute.setdefault(str(run["execution_date"])[:16], []).append(run)
+        full = [group for _, group in sorted(by_minute.items()) if len(group) == 2]
+        return full[-1] if full else []
+
+    assert wait_until(minute_runs, timeout=300, interval=2)
+    first, second = sorted(minute_runs(), key=lambda run: run["started_at"])
+    assert {first["pipeline_schedule_name"], second["pipeline_schedule_name"]} == {
+        "every_minute",
+        "every_minute_shard_1",
+    }
+    assert second["started_at"] < first["completed_at"], (first, second)  # side by side
+    root = world.state_dir
+    assert json.loads((root / "shards.json").read_text()) == {"shards": 2}
+    for index in range(2):
+        assert (root / "shards-2" / f"shard-{index}" / "fleetwatch-state.zip").exists()
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+    stop_and_check_nothing_is_left(server)
+    assert project_files() == before  # the shard trigger lives in Mage's database only
+
+
 @pytest.mark.browser
 def test_the_pipeline_page_shows_the_five_blocks_in_order(
     local_dirs, start_process, port_factory, tmp_path, chromium
@@ -167,3 +208,56 @@ def test_the_pipeline_page_shows_the_five_blocks_in_order(
     assert list(dict.fromkeys(shown)) == BLOCK_ORDER
     stop_and_check_nothing_is_left(server)
     assert project_files() == before
+
+
+def test_a_refused_api_trigger_login_is_logged_and_mage_keeps_serving(
+    local_dirs, start_process, port_factory
+) -> None:
+    """The owner's password is no longer DEFAULT_OWNER_PASSWORD (changed in Mage's UI, or set
+    again in .env after the first start): the launcher's login is refused. It must say so and
+    keep Mage running; exiting made `restart: unless-stopped` loop the container."""
+    port = port_factory()
+    first_password, later_password = secrets.token_hex(8), secrets.token_hex(8)
+    token = secrets.token_hex(12)
+    # Scheduled runs fail fast and quietly here: no InfluxDB, no webhook.
+    quiet = {"INFLUX_HOST": "http://127.0.0.1:9", "SLACK_WEBHOOK_URL": ""}
+    login_on = {**quiet, "REQUIRE_USER_AUTHENTICATION": "1"}
+    # The first start creates the owner (admin@admin.com) with the password of that moment.
+    first = start_mage(
+        start_process,
+        port,
+        {**login_on, "DEFAULT_OWNER_PASSWORD": first_password, "MAGE_API_TRIGGER_TOKEN": ""},
+    )
+    assert wait_until(lambda: _logs_in(port, first_password), timeout=60)
+    stop_and_check_nothing_is_left(first)
+
+    later = {**login_on, "DEFAULT_OWNER_PASSWORD": later_password, "MAGE_API_TRIGGER_TOKEN": token}
+    server = start_mage(start_process, port, later)
+    assert wait_until(lambda: "API trigger not set up" in server.log(), timeout=120), server.log()
+    refusal = next(line for line in server.log().splitlines() if "API trigger not set up" in line)
+    assert "/api/sessions" in refusal and "DEFAULT_OWNER_PASSWORD" in refusal
+
+    # Still serving, well after the refusal: the launcher and Mage are up and answer.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert server.alive(), server.log()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200  # what the compose healthcheck asks
+        time.sleep(1)
+    assert "mage start exited" not in server.log()
+    owner = MageApi(f"http://127.0.0.1:{port}", auth_required=True, password=first_password)
+    schedules = owner.call("GET", f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+    assert not [s for s in schedules["pipeline_schedules"] if s["schedule_type"] == "api"]
+    for secret in (token, first_password, later_password):
+        assert secret not in server.log()
+    stop_and_check_nothing_is_left(server)
+
+
+def _logs_in(port: int, password: str) -> bool:
+    """True once Mage accepts the owner's login with `password`."""
+    owner = MageApi(f"http://127.0.0.1:{port}", auth_required=True, password=password)
+    try:
+        owner.call("GET", "/api/status")
+    except MageServerError:
+        return False
+    return True
