@@ -29,7 +29,7 @@ def check_anomalies(data, *args, **kwargs):
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
         screened = screen_alerts(
-            alerts, run.settings.state_dir, run.settings.env, run.configuration
+            alerts, run.settings.root, run.settings.env, run.configuration
         )
         plots = plot_alerts(run, checked, screened.send)
         report = deliver_alerts(screened.send, plots.urls, run)

@@ -25,11 +25,11 @@ def export_anomaly_scores(data, *args, **kwargs):
         alerts = run.alerts()
         identities = state.extra.get("machines", {})
         episodes = run.episodes()
-        statuses = episode_statuses(episodes, run.settings.state_dir)
+        statuses = episode_statuses(episodes, run.settings.root)
         written = write_results(
             run.settings.influx, run.configuration, data, episodes, identities, statuses
         )
-        feedback = write_feedback(run.settings.state_dir, run.settings.influx)
+        feedback = write_feedback(run.settings.root, run.settings.influx)
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(

@@ -22,7 +22,7 @@ from influx_magic.telemetry import detection_summary, record_identities
 def detect_anomalies(data, *args, **kwargs):
     with current_run(kwargs) as run:
         state = run.committed_state()
-        rules = machine_rules(state, data, run.settings.state_dir, run.settings.env)
+        rules = machine_rules(state, data, run.settings.root, run.settings.env)
         scored = state.detector.score_frame(data, rules=rules)
         record_identities(state, data)
         run.keep(state)

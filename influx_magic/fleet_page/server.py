@@ -44,7 +44,9 @@ from influx_magic.influx import InfluxError, InfluxSettings
 from influx_magic.operations import fleet_status
 from influx_magic.operations.machines_file import MachinesFileError
 from influx_magic.operations.operator_store import OperatorStateError
+from influx_magic.operations.production_state import NoSharedStateDir, state_root
 from influx_magic.settings import SETTINGS, load_dotenv
+from influx_magic.shards import ShardLayoutError
 from magic_common.http_guard import host_allowed, host_refusal
 
 log = logging.getLogger("influx_magic.fleet_page")
@@ -65,7 +67,7 @@ class FleetPageServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], env: Mapping[str, str]) -> None:
         self.env = dict(env)
-        self.state_dir = SETTINGS.path("FLEETWATCH_STATE_DIR", env)
+        self.state_dir = state_root(env)
         self.influx = InfluxSettings.from_env(env)
         super().__init__(address, FleetPageHandler)
 
@@ -77,7 +79,13 @@ class FleetPageServer(ThreadingHTTPServer):
     def status(self) -> dict[str, Any]:
         try:
             return fleet_status.collect(self.state_dir, self.influx, self.env).to_json()
-        except (StateError, MachinesFileError, OperatorStateError, ValueError) as error:
+        except (
+            StateError,
+            MachinesFileError,
+            OperatorStateError,
+            ShardLayoutError,
+            ValueError,
+        ) as error:
             now = datetime.now(UTC)
             return fleet_status.FleetStatus(now, self.state_dir, [], [str(error)]).to_json()
 
@@ -170,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         server = FleetPageServer((args.host, port), env)
+    except NoSharedStateDir as error:
+        log.error("%s", error)
+        return 1
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             log.error(

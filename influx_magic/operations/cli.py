@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from influx_magic import state_file
+from fleetwatch.state import FleetState, StateError
 from influx_magic.influx import InfluxError, InfluxSettings
 from influx_magic.operations import fleet_status
 from influx_magic.operations.feedback_table import FEEDBACK_TABLE, flush
@@ -44,7 +44,13 @@ from influx_magic.operations.operator_store import (
     who_is_acting,
 )
 from influx_magic.operations.policy import OperatorPolicy
-from influx_magic.settings import load_dotenv, path_setting
+from influx_magic.operations.production_state import (
+    NoSharedStateDir,
+    load_production,
+    state_root,
+)
+from influx_magic.settings import load_dotenv
+from influx_magic.shards import ShardLayoutError
 from magic_common.durations import format_duration, parse_duration
 
 FEEDBACK_TIMEOUT = 5.0  # seconds the tool waits for InfluxDB before leaving it to the next run
@@ -113,6 +119,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         UnknownMachine,
         OperatorStateError,
         MachinesFileError,
+        NoSharedStateDir,
+        ShardLayoutError,
+        StateError,
         ValueError,
     ) as error:
         print(f"influx-magic {args.command}: {error}", file=sys.stderr)
@@ -120,9 +129,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def command_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    status = fleet_status.collect(
-        path_setting("FLEETWATCH_STATE_DIR", env), InfluxSettings.from_env(env), env
-    )
+    status = fleet_status.collect(state_root(env), InfluxSettings.from_env(env), env)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -130,20 +137,22 @@ def command_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _production(env: Mapping[str, str]) -> FleetState:
+    """The fleet's committed state (every shard's), or why there is none."""
+    production = load_production(state_root(env))
+    if production.state is None:
+        raise CommandError(
+            f"no machine is known yet: no pipeline run has committed ({production.describe()})"
+        )
+    return production.state
+
+
 def _machines(env: Mapping[str, str]) -> list[MachineIdentity]:
-    path = path_setting("FLEETWATCH_STATE_DIR", env) / state_file.FILENAME
-    if not path.exists():
-        raise CommandError(f"no machine is known yet: no pipeline run has committed ({path})")
-    return identities_from_state(state_file.load(path).extra.get("machines", {}))
-
-
-def _threshold(env: Mapping[str, str]) -> float:
-    path = path_setting("FLEETWATCH_STATE_DIR", env) / state_file.FILENAME
-    return state_file.load(path).detector.config.threshold
+    return identities_from_state(_production(env).extra.get("machines", {}))
 
 
 def command_action(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    state_dir = path_setting("FLEETWATCH_STATE_DIR", env)
+    state_dir = state_root(env)
     store = OperatorStore(state_dir)
     now = datetime.now(UTC)
     by = who_is_acting()
@@ -180,7 +189,7 @@ def command_action(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             f'({episode.unique_id}): no follow-up messages for it; its "Resolved" still comes'
         ]
     else:  # false-alarm
-        threshold = _threshold(env)
+        threshold = _production(env).detector.config.threshold
         policy = OperatorPolicy.load(state_dir, env)
         episode = policy.state.find_episode(args.episode)
         who = MachineIdentity(episode.unique_id, episode.machine_id, episode.provider)

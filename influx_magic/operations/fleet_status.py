@@ -26,7 +26,6 @@ import pandas as pd
 
 from fleetwatch.machine_rules import MachineRule
 from fleetwatch.state import FleetState
-from influx_magic import state_file
 from influx_magic.influx import (
     SCORES_TABLE,
     InfluxError,
@@ -39,6 +38,7 @@ from influx_magic.influx import (
 )
 from influx_magic.operations.machine_names import MachineIdentity, identities_from_state
 from influx_magic.operations.policy import OperatorPolicy
+from influx_magic.operations.production_state import load_production
 from influx_magic.telemetry import unique_ids
 from magic_common.durations import format_duration
 
@@ -107,12 +107,13 @@ def collect(
 ) -> FleetStatus:
     """The status of the production pipeline's machines (`influx` None: without scores)."""
     now = now or datetime.now(UTC)
-    path = state_dir / state_file.FILENAME
+    production = load_production(state_dir)
+    path = production.where
     notes: list[str] = []
-    if not path.exists():
+    if production.state is None:
         notes.append(f"no pipeline run has committed yet ({path} does not exist)")
         return FleetStatus(now, path, [], notes)
-    state = state_file.load(path)
+    state = production.state
     policy = OperatorPolicy.load(state_dir, env)
     machines = sorted(
         identities_from_state(state.extra.get("machines", {})),

@@ -7,6 +7,9 @@
 - `export_anomaly_scores`: `episode_statuses(...)`, status `muted` for the run's muted
   episodes, and `write_feedback(...)`, operator actions not yet in InfluxDB.
 
+Every hook takes the state dir's root (`PipelineSettings.root`), not the run's shard's folder:
+the operator state is one for the whole fleet (`influx_magic.operations.production_state`).
+
 Rules depend on the run's data time (a false alarm's raise fades with it), not on the clock,
 so a run redone after a failure flags the same points.
 """

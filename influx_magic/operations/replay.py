@@ -31,7 +31,6 @@ from fleetwatch.detector import DetectorConfig
 from fleetwatch.episodes import Episode
 from fleetwatch.machine_rules import MachineRule
 from fleetwatch.state import FleetState
-from influx_magic import state_file
 from influx_magic.alerting import alerts_for
 from influx_magic.influx import (
     EPISODES_TABLE,
@@ -39,14 +38,16 @@ from influx_magic.influx import (
     SCORES_TABLE,
     TAGS,
     connect,
+    load_machine_data,
     write_episodes,
     write_scores,
 )
 from influx_magic.operations.alert_gate import MUTED, decide
 from influx_magic.operations.machine_names import MachineIdentity
 from influx_magic.operations.policy import OperatorPolicy
+from influx_magic.operations.production_state import load_production, state_root
 from influx_magic.run_context import PipelineSettings
-from influx_magic.telemetry import prepare_telemetry, read_telemetry, record_identities
+from influx_magic.telemetry import prepare_telemetry, record_identities
 from magic_common.durations import format_duration
 
 
@@ -88,12 +89,15 @@ def replay(
     """Replay the `span` before `now` (see the module doc)."""
     until = now or datetime.now(UTC)
     since = until - span
-    path = settings.state_dir / state_file.FILENAME
-    config = state_file.load(path).detector.config if path.exists() else DetectorConfig()
-    policy = OperatorPolicy.load(settings.state_dir, settings.env)
-    raw = read_telemetry(settings.influx, since=pd.Timestamp(since), features=config.features)
+    root = state_root(settings.env)
+    production = load_production(root).state
+    config = production.detector.config if production is not None else DetectorConfig()
+    policy = OperatorPolicy.load(root, settings.env)
+    with contextlib.closing(connect(settings.influx)) as client:
+        raw = load_machine_data(
+            client, since=pd.Timestamp(since), until=pd.Timestamp(until), features=config.features
+        )
     frame = prepare_telemetry(raw).frame
-    frame = frame[frame["time"] < pd.Timestamp(until)]
     state = FleetState.new(config)
     state.episodes.recur_gap_seconds = settings.recur_gap.total_seconds()
     record_identities(state, frame)
