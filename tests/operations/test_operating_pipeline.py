@@ -5,20 +5,26 @@ the `influx-magic` tool's own entry point on the same settings."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from influx_magic.influx import FEATURES, write_frame
 from influx_magic.operations.cli import main
 from influx_magic.operations.machines_file import MachinesFileError
 from influx_magic.operations.operator_store import OperatorStore
 from influx_magic.runlock import RunLock
+from influx_magic.shards import shard_of
 from tests.influx_magic.conftest import PipelineWorld, world  # noqa: F401 - the fixture
 from tests.influx_magic.helpers import count_rows, messages, run_blocks
 from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
 
 pytestmark = pytest.mark.slow
 
+CONSOLE_SCRIPT = Path(sys.executable).with_name("influx-magic")  # installed by `make setup`
 HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
 RECUR_GAP = 600  # quiet seconds after which an episode resolves (ALERT_RECUR_GAP_MIN = 10)
 
@@ -299,3 +305,87 @@ def test_an_experiment_that_alerts_respects_mutes_and_records_nothing_for_operat
     assert messages(world.receiver, "Anomaly", "machine3")
     assert messages(world.receiver, "Anomaly", "machine2") == []
     assert OperatorStore(world.state_dir).path.read_bytes() == operator
+
+
+def test_with_shards_status_sees_the_fleet_and_one_mute_holds_in_every_shard(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+    capsys,
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("FLEETWATCH_SHARDS", "3")
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
+    story.write(HISTORY)
+    for shard in (0, 1, 2):
+        run_blocks(tmp_path, shard=shard)
+    homes = {m: shard_of(m, story.provider(m), 3) for m in ("machine1", "machine2")}
+    assert homes == {"machine1": 1, "machine2": 0}, "the two machines are in different shards"
+    assert not world.state_file.exists(), "each shard keeps its own state file"
+    capsys.readouterr()
+
+    table = tool(capsys, "status")
+    assert "3 machine(s)" in table.splitlines()[0]
+    tool(capsys, "mute", "machine2", "--for", "1h", "--reason", "belt change")
+
+    story.write(180, overload=["machine1", "machine2"])
+    for shard in (0, 1, 2):
+        run_blocks(tmp_path, shard=shard)
+    assert messages(world.receiver, "Anomaly", "machine1")
+    assert messages(world.receiver, "Anomaly", "machine2") == []
+    assert [r["status"] for r in episode_rows(world.client, "machine2")] == ["muted"]
+    assert not (world.state_dir / "shards-3" / "shard-0" / "operator").exists()
+    capsys.readouterr()
+    assert " muted " in next(
+        line for line in tool(capsys, "status").splitlines() if line.startswith("machine2 ")
+    )
+
+
+def test_names_with_spaces_quotes_and_commas_work_and_a_shared_machine_id_is_refused(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+    tmp_path: Path,
+) -> None:
+    odd, provider = "press 2, left", 'O\'Brien "& Co", Ltd'
+    fleet = [(odd, provider), ("machine2", "Acme"), ("machine2", "Zeta")]
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(seconds=60)
+    rows = [
+        {"time": start + pd.Timedelta(seconds=k), "machineID": m, "provider": p}
+        | {f: 1.0 + 0.01 * (k % 7) for f in FEATURES}
+        for k in range(60)
+        for m, p in fleet
+    ]
+    write_frame(
+        world.client,
+        pd.DataFrame(rows),
+        table="machine_data",
+        tags=["machineID", "provider"],
+        fields=FEATURES,
+    )
+    run_blocks(tmp_path)
+
+    def influx_magic(*argv: str) -> subprocess.CompletedProcess:
+        """The installed console script, each argument one argv word as a shell passes it."""
+        return subprocess.run(
+            [str(CONSOLE_SCRIPT), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    done = influx_magic("mute", odd, "--for", "30m", "--reason", 'guard "B", loose')
+    assert done.returncode == 0, done.stderr
+    assert f"muted {odd} (provider {provider}, " in done.stdout
+    assert "unmute 'press 2, left'" in done.stdout  # how to end it, quoted for a shell
+    rows = feedback_rows(world.client)
+    assert [(r["machineID"], r["provider"], r["reason"]) for r in rows] == [
+        (odd, provider, 'guard "B", loose')
+    ]
+
+    refused = influx_magic("mute", "machine2", "--for", "30m")
+    assert refused.returncode == 1
+    assert "'machine2' is the machineID of 2 machines: give the unique_id: " in refused.stderr
+    assert "acme-machine2 (provider Acme), zeta-machine2 (provider Zeta)" in refused.stderr
+    assert influx_magic("mute", "zeta-machine2", "--for", "30m").returncode == 0
+
+    status = influx_magic("status")
+    assert status.returncode == 0, status.stderr
+    muted = [line for line in status.stdout.splitlines() if " muted " in line]
+    assert [line.split("  ")[0] for line in muted] == ["machine2", odd]
