@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from fleetwatch.detector import DetectorConfig
+from fleetwatch.state import FleetState
+from influx_magic import state_file
 from influx_magic.operations.alert_gate import screen
+from influx_magic.operations.cli import main
 from influx_magic.operations.machine_names import MachineIdentity, UnknownMachine, resolve
 from influx_magic.operations.machines_file import MachinesFile
 from influx_magic.operations.operator_store import (
@@ -17,7 +21,9 @@ from influx_magic.operations.operator_store import (
     EpisodeRecord,
     OperatorStateError,
     OperatorStore,
+    who_is_acting,
 )
+from influx_magic.operations.policy import OperatorPolicy
 
 NOW = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 ACME = MachineIdentity("acme-machine2", "machine2", "ACME")
@@ -181,3 +187,41 @@ def test_a_machines_file_window_mutes_like_the_tool(tmp_path: Path) -> None:
     )
     result = screen([event("opened", "e1", NOW)], OperatorStore(tmp_path), windows)
     assert result.mute_reasons == {"e1": "calibration (machines.yaml line 4)"}
+
+
+def test_file_and_tool_mutes_add_up_and_unmute_ends_only_the_tools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = tmp_path / "state"
+    state = FleetState.new(DetectorConfig())
+    state.extra["machines"] = {ACME.unique_id: [ACME.machine_id, ACME.provider]}
+    state_dir.mkdir()
+    state_file.save(state, state_dir / state_file.FILENAME)
+    machines = tmp_path / "machines.yaml"
+    machines.write_text(
+        "machines:\n  - machine: machine2\n    mute:\n      - from: 2000-01-01T00:00:00Z\n"
+        "        until: 2100-01-01T00:00:00Z\n        reason: calibration\n",
+        encoding="utf-8",
+    )
+    env = {
+        "FLEETWATCH_STATE_DIR": str(state_dir),
+        "MACHINES_FILE": str(machines),
+        "INFLUX_HOST": "http://127.0.0.1:9",  # nothing listens: the actions wait for a run
+    }
+
+    assert main(["mute", "machine2", "--for", "2h", "--reason", "belt"], env=env) == 0
+    now = datetime.now(UTC)
+    policy = OperatorPolicy.load(state_dir, env)
+    assert [(m.reason, m.source) for m in policy.mutes(ACME, now)] == [
+        ("belt", f"influx-magic mute by {who_is_acting()}"),
+        ("calibration", "machines.yaml line 4"),
+    ]
+    capsys.readouterr()
+
+    assert main(["unmute", "machine2"], env=env) == 0
+    said = capsys.readouterr().out
+    assert "note: still muted until 2100-01-01 00:00 UTC by machines.yaml line 4" in said
+    policy = OperatorPolicy.load(state_dir, env)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert [m.source for m in policy.mutes(ACME, later)] == ["machines.yaml line 4"]
+    assert [a.action for a in OperatorStore(state_dir).read().unwritten()] == ["mute", "unmute"]
