@@ -76,6 +76,12 @@ class Telemetry:
         )
         return frame
 
+    def restart(self, gap_seconds: int) -> None:
+        """The simulator stops and starts again after `gap_seconds`: a new fleet with the same
+        seed (as a restarted process would build), continuing after a gap in the data."""
+        self.fleet = Fleet(len(self.fleet.machine_ids), seed=self.fleet.seed)
+        self.offset += gap_seconds
+
     def provider(self, machine: str) -> str:
         return self.fleet.machine(machine).provider
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from tests.influx_magic.conftest import HISTORY_SECONDS, PipelineWorld, seed_fault
 from tests.influx_magic.helpers import count_rows, file_digest, mage_run, messages
 from tests.support import PYTHON, REPO_ROOT
 
@@ -170,3 +170,18 @@ def test_the_readme_experiment_leaves_production_exactly_as_it_was(world: Pipeli
     assert compared["machineID"].tolist() == ["machine1", "machine2", "machine3"]
     assert (compared["points"] > 0).all()
     assert compared.set_index("machineID").loc["machine2", "production_anomalies"] > 0
+
+
+@pytest.mark.parametrize("gap", [30, 120])
+def test_a_restart_of_the_simulator_gives_no_episode(world: PipelineWorld, gap: int) -> None:
+    """`make run` stopped and started again: the simulator's signals go on after a gap."""
+    world.telemetry.write(HISTORY_SECONDS)
+    world.telemetry.restart(gap)
+    world.telemetry.write(4 * 60)
+
+    result = mage_run(world.dirs["HOME"], {"lookback_minutes": 30})
+
+    assert_completed(result)
+    assert "0 opened, 0 recurring, 0 resolved" in result.stdout
+    assert world.receiver.requests == []
+    assert count_rows(world.client, "anomaly_episodes") == 0
