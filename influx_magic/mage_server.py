@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from influx_magic.interrupted_runs import fail_interrupted_runs
+from influx_magic.mage_output import readable
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
 from magic_common.envsettings import project_root
 
@@ -310,8 +311,9 @@ def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | 
 class MageServer:
     """`mage start` in its own process group, stopped as a whole.
 
-    Its output is passed through with `secrets` masked: Tornado's access log prints request
-    paths, and the API trigger's path carries its token.
+    Its output is passed through as a person reads it (`influx_magic.mage_output`), with
+    `secrets` masked: Tornado's access log prints request paths, and the API trigger's path
+    carries its token.
     """
 
     def __init__(
@@ -338,7 +340,10 @@ class MageServer:
     def _forward(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         out = sys.stdout.buffer
-        for line in self.process.stdout:
+        for raw in self.process.stdout:
+            line = readable(raw)
+            if line is None:
+                continue
             for secret in self.secrets:
                 line = line.replace(secret, b"***")
             with contextlib.suppress(OSError, ValueError):

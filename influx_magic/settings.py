@@ -15,6 +15,7 @@ PosixPath('/abs/state')
 
 from __future__ import annotations
 
+from influx_magic import local_wiring
 from magic_common.envsettings import Settings, load_dotenv
 
 SETTINGS = Settings(
@@ -47,4 +48,19 @@ setting = SETTINGS.get
 int_setting = SETTINGS.integer
 path_setting = SETTINGS.path
 
-__all__ = ["SETTINGS", "load_dotenv", "int_setting", "path_setting", "setting"]
+
+def load_environment() -> None:
+    """What a pipeline run reads its settings from: the environment, then what a running
+    `make run` wired (`influx_magic.local_wiring`), then `.env`."""
+    local_wiring.apply()
+    load_dotenv()
+
+
+__all__ = [
+    "SETTINGS",
+    "load_dotenv",
+    "load_environment",
+    "int_setting",
+    "path_setting",
+    "setting",
+]
