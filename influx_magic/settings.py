@@ -40,6 +40,7 @@ SETTINGS = Settings(
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
         "FLEETWATCH_SHARDS": "1",
         "FLEETWATCH_CATCHUP_MINUTES": "60",
+        local_wiring.SETTING: local_wiring.DEFAULT,
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )

@@ -14,7 +14,8 @@ settings (see `localsystem.plan`). The launcher adds what honcho lacks:
 - components' orphans (a child in a session of its own) are adopted and stopped too, so
   nothing keeps running or listening afterwards (see `localsystem.orphans`);
 - while it runs, what it wired (its localflux, its inbox as the alert channel) is recorded in
-  `.local/make-run.env` for a `mage run` typed in another shell (`influx_magic.local_wiring`).
+  `MAKE_RUN_WIRING_FILE` (`.local/make-run.env`) for a `mage run` typed in another shell
+  (`influx_magic.local_wiring`).
 
 honcho is told nothing about `.env`: each component reads it through `magic_common.envsettings`,
 where variables already in the environment win (honcho's own `.env` loading would override

@@ -196,7 +196,12 @@ def test_an_alert_without_a_channel_waits_and_the_channel_make_run_wired_gets_it
     run that has a channel (here the one a running `make run` recorded) delivers them, once
     and in order."""
     seed_fault(world)
-    shell = {"SLACK_WEBHOOK_URL": "", "INFLUX_MAGIC_ROOT": str(tmp_path)}  # no .env, no make run
+    wiring = tmp_path / "make-run.env"
+    shell = {  # no .env, no make run
+        "SLACK_WEBHOOK_URL": "",
+        "INFLUX_MAGIC_ROOT": str(tmp_path),
+        "MAKE_RUN_WIRING_FILE": str(wiring),
+    }
 
     first = mage_run(world.dirs["HOME"], {"lookback_minutes": 30}, env=shell)
 
@@ -209,7 +214,7 @@ def test_an_alert_without_a_channel_waits_and_the_channel_make_run_wired_gets_it
     assert world.receiver.requests == []
 
     # `make run` comes up in another shell: it records the channel it wired.
-    local_wiring.record({"SLACK_WEBHOOK_URL": world.receiver.url}, os.getpid(), tmp_path)
+    local_wiring.record({"SLACK_WEBHOOK_URL": world.receiver.url}, os.getpid(), wiring)
     third = mage_run(world.dirs["HOME"], env=shell)
 
     assert_completed(third)
