@@ -1,5 +1,6 @@
 """`influx-magic`: the operator's command-line tool (installed by `make setup` as
-`.venv/bin/influx-magic`), on the same settings, state and InfluxDB as the pipeline.
+`.venv/bin/influx-magic`), on the same settings, state and InfluxDB as the pipeline (the
+environment, then what a running `make run` wired, then `.env`).
 
     influx-magic status [--json]
     influx-magic mute MACHINE --for 2h [--reason TEXT]
@@ -49,7 +50,7 @@ from influx_magic.operations.production_state import (
     load_production,
     state_root,
 )
-from influx_magic.settings import load_dotenv
+from influx_magic.settings import load_environment
 from influx_magic.shards import ShardLayoutError
 from magic_common.durations import format_duration, parse_duration
 
@@ -104,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = parser().parse_args(argv)
     if env is None:
-        load_dotenv()
+        load_environment()
         env = os.environ
     try:
         if args.command == "status":
