@@ -19,7 +19,7 @@ from influx_magic.operations.operator_store import OperatorStore
 from influx_magic.runlock import RunLock
 from influx_magic.shards import shard_of
 from tests.influx_magic.conftest import PipelineWorld, world  # noqa: F401 - the fixture
-from tests.influx_magic.helpers import count_rows, messages, run_blocks
+from tests.influx_magic.helpers import count_rows, mage_run, messages, run_blocks
 from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
 
 pytestmark = pytest.mark.slow
@@ -389,3 +389,30 @@ def test_names_with_spaces_quotes_and_commas_work_and_a_shared_machine_id_is_ref
     assert status.returncode == 0, status.stderr
     muted = [line for line in status.stdout.splitlines() if " muted " in line]
     assert [line.split("  ")[0] for line in muted] == ["machine2", odd]
+
+
+def test_under_mage_run_a_mute_given_with_the_tool_holds_the_alert(
+    world: PipelineWorld,  # noqa: F811
+    operator_env: Path,
+) -> None:
+    home = world.dirs["HOME"]
+    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
+    story.write(HISTORY)
+    first = mage_run(home, {"lookback_minutes": 30})
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    muted = subprocess.run(
+        [str(CONSOLE_SCRIPT), "mute", "machine2", "--for", "1h", "--reason", "motor swap"],
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert muted.returncode == 0, muted.stderr
+    story.write(180, overload=["machine2"])
+    second = mage_run(home)
+
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "not sent: 1 muted" in second.stdout
+    assert messages(world.receiver, "Anomaly") == []
+    assert [r["status"] for r in episode_rows(world.client, "machine2")] == ["muted"]
