@@ -225,3 +225,14 @@ def test_file_and_tool_mutes_add_up_and_unmute_ends_only_the_tools(
     later = datetime.now(UTC) + timedelta(seconds=1)
     assert [m.source for m in policy.mutes(ACME, later)] == ["machines.yaml line 4"]
     assert [a.action for a in OperatorStore(state_dir).read().unwritten()] == ["mute", "unmute"]
+
+
+def test_an_object_store_state_dir_is_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {"FLEETWATCH_STATE_DIR": "s3://fleet-bucket/state"}
+    for argv in (["status"], ["mute", "machine2", "--for", "1h"], ["ack", "abcdef12"]):
+        assert main(argv, env=env) == 1
+        said = capsys.readouterr().err
+        assert "FLEETWATCH_STATE_DIR is an object-store URL (s3://fleet-bucket/state)" in said
+        assert "need a state dir on a filesystem they share with the pipeline" in said
