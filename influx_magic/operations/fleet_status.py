@@ -1,6 +1,7 @@
 """The fleet's status, per machine: what `influx-magic status` prints and the fleet page shows.
 
-For each machine the production pipeline scores (its committed state): the last scored time
+For each machine the production pipeline scores (its committed state, every shard's read as
+one fleet: `influx_magic.operations.production_state`): the last scored time
 and how far that lags behind now, warm-up, the latest score against the machine's threshold
 (from `anomaly_scores`), the open episode, the mutes in force and the overrides
 (`machines.yaml`, false alarms). The state and the operator files are read without a lock:
@@ -89,6 +90,7 @@ class FleetStatus:
     state_path: Path
     machines: list[MachineStatus]
     notes: list[str] = field(default_factory=list)
+    source: str = ""  # where the state was read from, for people (several shards' files)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,7 +133,7 @@ def collect(
         for who in machines
         if who.unique_id in position
     ]
-    return FleetStatus(now, path, rows, notes)
+    return FleetStatus(now, path, rows, notes, production.describe())
 
 
 def _row(
@@ -333,7 +335,8 @@ def format_table(status: FleetStatus) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in lines
     ]
-    top = f"fleet at {now:%Y-%m-%d %H:%M:%S} UTC: {len(status.machines)} machine(s), state {status.state_path}"
+    source = status.source or status.state_path
+    top = f"fleet at {now:%Y-%m-%d %H:%M:%S} UTC: {len(status.machines)} machine(s), state {source}"
     out = [top, *table]
     if any(m.feature_thresholds for m in status.machines):
         details.append("* a raised threshold applies to some sensors' anomalies (see below)")

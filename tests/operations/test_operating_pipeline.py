@@ -326,6 +326,7 @@ def test_with_shards_status_sees_the_fleet_and_one_mute_holds_in_every_shard(
 
     table = tool(capsys, "status")
     assert "3 machine(s)" in table.splitlines()[0]
+    assert f"shards' state files in {world.state_dir}" in table.splitlines()[0]
     tool(capsys, "mute", "machine2", "--for", "1h", "--reason", "belt change")
 
     story.write(180, overload=["machine1", "machine2"])
