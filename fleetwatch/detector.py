@@ -57,6 +57,7 @@ import pandas as pd
 
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import EngineFactory, Fleet, KeyIndex
+from fleetwatch.machine_rules import MachineRule, RuleTable, lead_features
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
 from fleetwatch.views import VIEWS, FeatureViews, ViewSettings
 
@@ -249,9 +250,17 @@ class FleetDetector:
             setattr(self, name, np.concatenate([getattr(self, name), nan]))
 
     def score_frame(
-        self, frame: pd.DataFrame, key: str = "unique_id", time: str = "time"
+        self,
+        frame: pd.DataFrame,
+        key: str = "unique_id",
+        time: str = "time",
+        rules: Mapping[str, MachineRule] | None = None,
     ) -> pd.DataFrame:
-        """Score (and learn) a frame of points from any machines; see the module doc."""
+        """Score (and learn) a frame of points from any machines; see the module doc.
+
+        `rules` (by key) change one machine's threshold or persistence, or raise its threshold
+        for points led by one feature (`fleetwatch.machine_rules`); scores stay the same.
+        """
         for column in (key, time):
             if column not in frame.columns:
                 raise KeyError(f"column {column!r} not in frame (columns: {list(frame.columns)})")
@@ -305,6 +314,9 @@ class FleetDetector:
         }
         deviations = np.full((n, len(features)), np.nan)
         if len(scored):
+            table = RuleTable(
+                rules, self.machines, features, self.config.threshold, self.config.persistence
+            )
             self._score(
                 scored,
                 rows[scored],
@@ -313,6 +325,7 @@ class FleetDetector:
                 result,
                 deviations,
                 after_gap[scored],
+                table,
             )
         for name, values in result.items():
             out[name] = values
@@ -375,6 +388,7 @@ class FleetDetector:
         result: dict[str, np.ndarray],
         deviations: np.ndarray,
         after_gap: np.ndarray,
+        table: RuleTable,
     ) -> None:
         """Test-then-train for points grouped by machine in time order, in rounds.
 
@@ -408,8 +422,17 @@ class FleetDetector:
             score = fleet.score(rows[cand], encoded[cand])
             if z is not None:
                 score = np.where(warm, np.maximum(score, stat[cand]), 0.0)
+                unusual = most_unusual(z[cand])
+            else:
+                unusual = self._deviation(rows[cand], X[cand], spans[cand])
+            limit = table.limits(rows[cand], lead_features(unusual))
             steps = self.alarm.step(
-                rule, group_rows, cstarts, times[cand], warm & (score > config.threshold)
+                rule,
+                group_rows,
+                cstarts,
+                times[cand],
+                warm & (score > limit),
+                table.persistence(group_rows),
             )
             learned = np.ones(len(cand), bool) if config.learn_anomalies else ~steps["in_episode"]
             if config.accept_after_seconds is not None:
@@ -433,10 +456,7 @@ class FleetDetector:
             result["learned"][target] = learned[keep]
             for name in ("is_anomaly", "in_episode", "episode_start", "episode_end"):
                 result[name][target] = steps[name][keep]
-            if z is None:
-                deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
-            else:
-                deviations[target] = most_unusual(z[kept])
+            deviations[target] = unusual[keep]
             self.alarm.commit(group_rows, steps, cstarts + keep_len - 1)
             study = cand[keep & learned]
             fleet.learn(rows[study], encoded[study])

@@ -407,6 +407,14 @@ def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+def query_table(
+    client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str
+) -> pa.Table:
+    """A query with bound parameters as an Arrow table; failures as `InfluxError`s that say
+    `what` was being done (`InfluxNotFound` for a missing table or database)."""
+    return _query(client, sql, params, what=what)
+
+
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
     try:
         return client.query(sql, language="sql", mode="all", query_parameters=params)
@@ -542,7 +550,9 @@ def write_scores(
 
 
 def episodes_frame(
-    episodes: Iterable[Episode], identities: Mapping[str, Sequence[str]]
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    statuses: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per episode for `anomaly_episodes`, keyed by machine and start time.
 
@@ -550,8 +560,10 @@ def episodes_frame(
     resolved): same tags and time, so InfluxDB keeps one row per episode with its latest
     `status` (`held`, `open`, `resolved`), `bursts`, `points`, `end` (last anomalous point),
     `duration_s`, `peak_score`, `top_features` and `peak_<feature>` sensor values.
-    `identities` maps a unique_id to its machineID and provider.
+    `identities` maps a unique_id to its machineID and provider; `statuses` (episode id ->
+    status) replaces the status of episodes an operator set apart (`muted`).
     """
+    statuses = statuses or {}
     rows = []
     for episode in episodes:
         machine, provider = ([*identities.get(episode.machine, [])] + [None, None])[:2]
@@ -562,7 +574,7 @@ def episodes_frame(
             "provider": provider,
             "episode_id": episode.episode_id,
             "unique_id": episode.machine,
-            "status": episode.status,
+            "status": statuses.get(episode.episode_id, episode.status),
             "bursts": int(episode.bursts),
             "points": int(episode.points),
             "end": time_param(end),
@@ -584,9 +596,10 @@ def write_episodes(
     identities: Mapping[str, Sequence[str]],
     *,
     table: str = EPISODES_TABLE,
+    statuses: Mapping[str, str] | None = None,
 ) -> int:
     """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
-    frame = episodes_frame(episodes, identities)
+    frame = episodes_frame(episodes, identities, statuses)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]

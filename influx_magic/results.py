@@ -45,9 +45,11 @@ def write_results(
     checked: pd.DataFrame,
     episodes: Sequence[Episode],
     identities: Mapping[str, Sequence[str]],
+    statuses: Mapping[str, str] | None = None,
 ) -> Written:
     """Write the scored rows of `checked` and `episodes` to the configuration's tables
-    (`identities`: each unique_id's machineID and provider)."""
+    (`identities`: each unique_id's machineID and provider; `statuses`: episode id -> a status
+    an operator decision set, e.g. `muted`)."""
     present = [c for c in ["time", *TAGS, *SCORE_FIELDS] if c in checked.columns]
     columns = present + [c for c in checked.columns if c.startswith("dev_")]
     rows = checked.loc[checked["status"].to_numpy() == "scored", columns]  # no full copy
@@ -58,7 +60,7 @@ def write_results(
             if len(rows):
                 scores = write_scores(client, rows, table=configuration.scores_table)
             written = write_episodes(
-                client, episodes, identities, table=configuration.episodes_table
+                client, episodes, identities, table=configuration.episodes_table, statuses=statuses
             )
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
     return Written(scores, written, anomalous)

@@ -7,7 +7,9 @@ on machine2 ..."), at most one "Still recurring" per hour while bursts go on, an
 under `make run`), each linking to a PNG of the machine in FLEETWATCH_OUTPUT_DIR (served under
 PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the Mage run. A message that cannot be
 delivered (no channel, channel down) waits in the outbox for the next run. Every row gets the
-`episode_id` of the episode its burst belongs to.
+`episode_id` of the episode its burst belongs to. Episodes of a muted machine (`influx-magic
+mute`, or a window in `machines.yaml`) are not alerted, and follow-ups of acknowledged ones are
+not sent (`influx_magic.operations.alert_gate`).
 """
 
 if "custom" not in globals():
@@ -15,6 +17,7 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import alerts_for, deliver_alerts, delivery_summary, episodes_summary
+from influx_magic.operations.pipeline_hooks import screen_alerts
 from influx_magic.run_transaction import current_run
 
 
@@ -25,12 +28,16 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data, now=run.clock)  # the fleet's data time
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        plots = plot_alerts(run, checked, alerts)
-        report = deliver_alerts(alerts, plots.urls, run)
+        screened = screen_alerts(
+            alerts, run.settings.root, run.settings.env, run.configuration
+        )
+        plots = plot_alerts(run, checked, screened.send)
+        report = deliver_alerts(screened.send, plots.urls, run)
         run.keep(state, alerts, update.episodes)
+        held = f" (not sent: {screened.summary()})" if screened.summary() else ""
         print(
             f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "
-            f"alerts: {delivery_summary(report)}; {plots.summary()}"
+            f"alerts: {delivery_summary(report)}{held}; {plots.summary()}"
         )
     return checked
 
