@@ -359,6 +359,14 @@ def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+def run_query(
+    client: InfluxDBClient3, sql: str, params: Mapping[str, Any], *, what: str
+) -> pa.Table:
+    """A parameterised SQL query (`$name` placeholders bound to `params` by the client, never
+    pasted) as an Arrow table; failures are `InfluxError`s naming the server and `what`."""
+    return _query(client, sql, dict(params), what=what)
+
+
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
     try:
         return client.query(sql, language="sql", mode="all", query_parameters=params)
