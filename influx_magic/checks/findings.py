@@ -17,7 +17,7 @@ judge a window that moves with the clock.
 >>> state = CheckState("limit", "load above 150")
 >>> events = []
 >>> episode = state.open_episode(CheckEpisode("overload", "limit", "acme-m2", "m2", "Acme",
-...     check_episode_id("overload", "acme-m2", 10), 10, 10, 200.0, "load 200 %", {}), events)
+...     state.episode_id("acme-m2", 10), 10, 10, 200.0, "load 200 %", {}), events)
 >>> state.resolve("acme-m2", 20, "within the limit", events)
 >>> [(e.kind, e.time) for e in events], state.open
 ([('opened', 10), ('resolved', 20)], {})
@@ -46,10 +46,12 @@ def series_key(machine_id: str, provider: str | None) -> str:
     return f"{slugify(provider)}-{machine_id}" if provider else str(machine_id)
 
 
-def check_episode_id(check: str, unique_id: str, anchor: int) -> str:
-    """Stable id of a check's episode: the check, the machine, and a time that a redone run
-    sees again (see the module doc). Never equal to a detector episode's id (other input)."""
-    return hashlib.sha256(f"check\x00{check}\x00{unique_id}\x00{anchor}".encode()).hexdigest()[:16]
+def check_episode_id(definition: str, unique_id: str, anchor: int) -> str:
+    """Stable id of a check's episode: the check as declared, the machine, and a time that a
+    redone run sees again (see the module doc). An edited check names its episodes anew; never
+    equal to a detector episode's id (other input)."""
+    text = f"check\x00{definition}\x00{unique_id}\x00{anchor}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -108,6 +110,10 @@ class CheckState:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     open: dict[str, CheckEpisode] = field(default_factory=dict)
     last_error: str | None = None
+
+    def episode_id(self, unique_id: str, anchor: int) -> str:
+        """The id of this check's episode on `unique_id` anchored at `anchor` (ns)."""
+        return check_episode_id(self.definition, unique_id, anchor)
 
     def open_episode(self, episode: CheckEpisode, events: list[CheckEvent]) -> CheckEpisode:
         """Open `episode` for its machine (which has none open) and record the event."""

@@ -29,7 +29,6 @@ from influx_magic.checks.findings import (
     CheckEpisode,
     CheckEvent,
     CheckState,
-    check_episode_id,
     series_key,
 )
 from influx_magic.checks.spec import LimitCheck
@@ -142,7 +141,7 @@ def _judge(
                 episode.summary = _summary(check, value)
                 episode.details.update(worst=value, worst_time=t)
         elif t - streak["start"] >= need:
-            state.open_episode(_episode(check, uid, memory, streak, t), events)
+            state.open_episode(_episode(check, state, uid, memory, streak, t), events)
     memory["streak"] = streak
 
 
@@ -153,7 +152,12 @@ def _worse(check: LimitCheck, value: float, than: float | None) -> bool:
 
 
 def _episode(
-    check: LimitCheck, uid: str, memory: dict[str, Any], streak: dict[str, Any], t: int
+    check: LimitCheck,
+    state: CheckState,
+    uid: str,
+    memory: dict[str, Any],
+    streak: dict[str, Any],
+    t: int,
 ) -> CheckEpisode:
     return CheckEpisode(
         check=check.name,
@@ -161,7 +165,7 @@ def _episode(
         unique_id=uid,
         machine_id=memory["machine_id"],
         provider=memory["provider"],
-        episode_id=check_episode_id(check.name, uid, streak["start"]),
+        episode_id=state.episode_id(uid, streak["start"]),
         start=streak["start"],
         end=t,
         value=streak["worst"],

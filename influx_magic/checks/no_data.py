@@ -18,7 +18,6 @@ from influx_magic.checks.findings import (
     CheckEpisode,
     CheckEvent,
     CheckState,
-    check_episode_id,
     series_key,
 )
 from influx_magic.checks.spec import NoDataCheck, format_duration
@@ -64,7 +63,7 @@ def evaluate_no_data(
             episode.end, episode.value = run.now_ns, silent / 1e9
             episode.summary = _summary(check, memory["last_seen"], silent)
         elif silent >= need:
-            state.open_episode(_episode(check, uid, memory, run.now_ns), events)
+            state.open_episode(_episode(check, state, uid, memory, run.now_ns), events)
 
 
 def _seen(
@@ -91,7 +90,9 @@ def _seen(
         state.resolve(uid, back, "readings arrive again", events)
 
 
-def _episode(check: NoDataCheck, uid: str, memory: dict, now: int) -> CheckEpisode:
+def _episode(
+    check: NoDataCheck, state: CheckState, uid: str, memory: dict, now: int
+) -> CheckEpisode:
     last = int(memory["last_seen"])
     return CheckEpisode(
         check=check.name,
@@ -99,7 +100,7 @@ def _episode(check: NoDataCheck, uid: str, memory: dict, now: int) -> CheckEpiso
         unique_id=uid,
         machine_id=memory["machine_id"],
         provider=memory["provider"],
-        episode_id=check_episode_id(check.name, uid, last),
+        episode_id=state.episode_id(uid, last),
         start=last,
         end=now,
         value=(now - last) / 1e9,

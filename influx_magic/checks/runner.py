@@ -65,7 +65,8 @@ def definition(check: Check) -> str:
 
 
 def run_checks(checks: Sequence[Check], state: ChecksState, run: Evaluation) -> ChecksReport:
-    """Judge `checks` at `run.now`, updating `state`; the events, in time order, and errors."""
+    """Judge `checks` at `run.now`, updating `state`; the events and the errors. Events come
+    check by check, each check's in time order, after those of removed or changed checks."""
     report = ChecksReport()
     declared = {check.name for check in checks}
     for name in sorted(set(state.checks) - declared):
@@ -91,8 +92,7 @@ def run_checks(checks: Sequence[Check], state: ChecksState, run: Evaluation) -> 
         work.evaluated_at, work.last_error = run.now_ns, None
         state.checks[check.name] = work
         report.evaluated.append(check.name)
-        report.events.extend(events)
-    report.events.sort(key=lambda e: (e.time, e.episode.check, e.episode.unique_id, e.kind))
+        report.events.extend(sorted(events, key=lambda e: (e.time, e.episode.unique_id)))
     return report
 
 

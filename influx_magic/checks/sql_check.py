@@ -25,7 +25,6 @@ from influx_magic.checks.findings import (
     CheckEpisode,
     CheckEvent,
     CheckState,
-    check_episode_id,
     series_key,
 )
 from influx_magic.checks.spec import SqlCheck, format_duration
@@ -74,7 +73,7 @@ def evaluate_sql(
                     unique_id=uid,
                     machine_id=str(machine),
                     provider=provider,
-                    episode_id=check_episode_id(check.name, uid, state.evaluated_at or 0),
+                    episode_id=state.episode_id(uid, state.evaluated_at or 0),
                     start=int(group["time"].iloc[0]),
                     end=int(latest["time"]),
                     value=_value(latest["value"]),

@@ -30,7 +30,6 @@ from influx_magic.checks.findings import (
     CheckEpisode,
     CheckEvent,
     CheckState,
-    check_episode_id,
     series_key,
 )
 from influx_magic.checks.spec import WindowTest
@@ -190,7 +189,7 @@ def _episode(
         unique_id=uid,
         machine_id=machine,
         provider=provider,
-        episode_id=check_episode_id(check.name, uid, state.evaluated_at or 0),
+        episode_id=state.episode_id(uid, state.evaluated_at or 0),
         start=start,
         end=end,
         value=z,
