@@ -1,10 +1,9 @@
 """InfluxDB 3 I/O for the pipeline: read telemetry since a watermark, write scores and episodes.
 
-Reading. Upstream ran `SELECT * FROM machine_data` every run, so each run cost more than the
-last. Here a run reads only `[since, until)`, where `since` is the stored watermark minus a
-lateness allowance (Telegraf stamps points when it receives them and flushes every ~10 s with
-jitter, so a point can land in the database up to ~15 s after its timestamp), or `now -
-lookback` on the first run. The window is read in time slices, so a long catch-up after an
+Reading. A run reads only `[since, until)`, so its cost does not grow with the table: `since`
+is the stored watermark minus a lateness allowance (Telegraf stamps points when it receives
+them and flushes every ~10 s with jitter, so a point can land in the database up to ~15 s
+after its timestamp), or `now - lookback` on the first run. The window is read in time slices, so a long catch-up after an
 outage never asks for one unbounded result. Values travel as query parameters (`$since`,
 `$until`), never pasted into the SQL; identifiers are quoted (`"machineID"`: unquoted names are
 lower-cased). Rows read again because of the lateness allowance carry times the detector has
@@ -45,7 +44,8 @@ from influxdb_client_3.write_client.client.write_api import PointSettings
 from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from influx_magic.alerts.events import as_event
+from fleetwatch.detector import DEFAULT_FEATURES
+from influx_magic.alerts.events import Alert
 from influx_magic.settings import setting
 
 log = logging.getLogger("influx_magic.influx")
@@ -53,7 +53,9 @@ log = logging.getLogger("influx_magic.influx")
 MACHINE_TABLE = "machine_data"
 SCORES_TABLE = "anomaly_scores"
 EPISODES_TABLE = "anomaly_episodes"
-FEATURES: tuple[str, ...] = ("temperature", "load", "power", "vibration")
+#: The sensor fields of `machine_data` (Telegraf's json_v2 fields): the detector's default
+#: features, in its order, so a query's columns and a default run's features are one list.
+FEATURES: tuple[str, ...] = DEFAULT_FEATURES
 TAGS: tuple[str, ...] = ("machineID", "provider")
 MAX_BODY_BYTES = 8 * 1024 * 1024
 SERIALIZE_ROWS = 20_000
@@ -483,7 +485,7 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     )
 
 
-def episodes_frame(events: Iterable[Any]) -> pd.DataFrame:
+def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
     """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
 
     An episode's row is written when it opens and again when it resolves: same tags and time,
@@ -491,8 +493,7 @@ def episodes_frame(events: Iterable[Any]) -> pd.DataFrame:
     Peak sensor values become `peak_<feature>` fields.
     """
     rows = []
-    for raw in events:
-        event = as_event(raw)
+    for event in alerts:
         row: dict[str, Any] = {
             "time": pd.Timestamp(event.start),
             "machineID": event.machine_id,
@@ -512,9 +513,9 @@ def episodes_frame(events: Iterable[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_episodes(client: InfluxDBClient3, events: Iterable[Any]) -> int:
+def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert]) -> int:
     """Write episode events (opened or resolved) to `anomaly_episodes`."""
-    frame = episodes_frame(events)
+    frame = episodes_frame(alerts)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]

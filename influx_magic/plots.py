@@ -1,10 +1,8 @@
 """One PNG per machine with anomalies: each sensor on its own axes, the score below.
 
-Upstream drew every machine on one twin-axis chart through pyplot, which mixes units on one
-scale and leaks figures in a long-running scheduler. Here each feature gets its own axes and
-unit label (shared time axis), the score panel shows the threshold, anomalous points are
-marked on every panel and episodes are shaded across all of them, so "which sensor moved, when,
-and how far above the threshold" reads at a glance.
+Each feature gets its own axes and unit label (shared time axis), the score panel shows the
+threshold, anomalous points are marked on every panel and episodes are shaded across all of
+them, so "which sensor moved, when, and how far above the threshold" reads at a glance.
 
 Figures are built with the object API on the Agg canvas, never through pyplot: nothing is
 registered globally, so nothing can leak across runs, and no display backend is needed. Files
@@ -45,7 +43,6 @@ from slugify import slugify
 from influx_magic.settings import setting
 from influx_magic.units import label
 
-FEATURES: tuple[str, ...] = ("temperature", "load", "power", "vibration")
 LINE = "#1f5f99"
 ANOMALY = "#c62828"
 EPISODE = "#ff9800"
@@ -81,7 +78,7 @@ def render_machine_plots(
     output_dir: str | Path,
     *,
     threshold: float,
-    features: Sequence[str] = FEATURES,
+    features: Sequence[str],
     episodes: Iterable[Any] = (),
     machines: Iterable[str] | None = None,
 ) -> dict[str, Path]:

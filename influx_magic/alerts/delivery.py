@@ -32,9 +32,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from influx_magic.alerts.events import AlertEvent, as_event
+from influx_magic.alerts.events import Alert
 from influx_magic.alerts.outputs import DeliveryError, Notifier
 from influx_magic.alerts.store import Ledger, Outbox, PendingMessage
 
@@ -125,12 +124,12 @@ class AlertDelivery:
 
     def run(
         self,
-        events: Iterable[Any],
+        events: Iterable[Alert],
         *,
         plot_urls: Mapping[str, str] | None = None,
         run_url: str | None = None,
     ) -> DeliveryReport:
-        """Queue `events` (AlertEvents, dataclasses or mappings) and send the whole outbox.
+        """Queue `events` and send the whole outbox.
 
         `plot_urls` maps unique_id to the public URL of that machine's plot; `run_url` links
         the Mage run (omit it for `mage run`, which has no run page).
@@ -142,11 +141,10 @@ class AlertDelivery:
         report.outbox_left = len(self.outbox)
         return report
 
-    def _fresh(self, events: Iterable[Any], report: DeliveryReport) -> list[AlertEvent]:
+    def _fresh(self, events: Iterable[Alert], report: DeliveryReport) -> list[Alert]:
         pending = self.outbox.covered_keys()
-        fresh: dict[str, AlertEvent] = {}
-        for raw in events:
-            event = as_event(raw)
+        fresh: dict[str, Alert] = {}
+        for event in events:
             if event.key in self.ledger:
                 report.already_delivered.append(event.key)
             elif event.key not in pending:
@@ -154,7 +152,7 @@ class AlertDelivery:
         return list(fresh.values())
 
     def _render(
-        self, events: list[AlertEvent], plot_urls: Mapping[str, str], run_url: str | None
+        self, events: list[Alert], plot_urls: Mapping[str, str], run_url: str | None
     ) -> list[PendingMessage]:
         messages = []
         for kind in ("opened", "resolved"):

@@ -11,11 +11,11 @@ Everything interpolated into mrkdwn is escaped (`&`, `<`, `>`), so a provider ca
 characters, section text 3000, 10 fields, 50 blocks) are respected by construction, so a digest
 for a large fleet is still a valid message.
 
->>> from influx_magic.alerts.events import as_event
->>> event = as_event({"machine_id": "machine2", "unique_id": "acme-machine2",
-...     "episode_id": "ep-7", "kind": "opened", "start": "2024-05-01T10:00:00Z",
-...     "peak_score": 0.934, "peak_values": {"load": 200, "power": 450.5},
-...     "top_features": [("load", 4.2)]})
+>>> from fleetwatch.episodes import Episode, EpisodeEvent
+>>> t = 1714557600_000_000_000  # 2024-05-01 10:00 UTC
+>>> episode = Episode("acme-machine2", "ep-7", t, t, 0.934, t, {"load": 200, "power": 450.5},
+...                   {"load": 4.2}, ["load"])
+>>> event = Alert(EpisodeEvent("opened", t, episode), "machine2")
 >>> message = episode_message(event, plot_url="http://127.0.0.1:5006/plots/acme-machine2.png")
 >>> message["text"]
 'Anomaly on machine2 (acme-machine2) since 2024-05-01 10:00:00 UTC, peak score 0.93'
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from influx_magic.alerts.events import AlertEvent
+from influx_magic.alerts.events import Alert
 from influx_magic.units import format_number, format_value
 
 HEADER_MAX = 150
@@ -42,7 +42,7 @@ _WORD = {"opened": "Anomaly", "resolved": "Resolved"}
 
 
 def episode_message(
-    event: AlertEvent, *, plot_url: str | None = None, run_url: str | None = None
+    event: Alert, *, plot_url: str | None = None, run_url: str | None = None
 ) -> dict[str, Any]:
     """The Slack body for one episode opening or resolving."""
     word = _WORD[event.kind]
@@ -88,17 +88,16 @@ def episode_message(
 
 
 def digest_message(
-    events: Sequence[AlertEvent],
+    events: Sequence[Alert],
     *,
     plot_urls: Mapping[str, str] | None = None,
     run_url: str | None = None,
 ) -> dict[str, Any]:
     """One Slack body listing many episodes of the same kind, instead of one message each.
 
-    >>> from influx_magic.alerts.events import as_event
-    >>> events = [as_event({"machine_id": f"m{i}", "unique_id": f"acme-m{i}",
-    ...     "episode_id": f"e{i}", "kind": "opened", "start": 0, "peak_score": 0.9})
-    ...     for i in range(12)]
+    >>> from fleetwatch.episodes import Episode, EpisodeEvent
+    >>> events = [Alert(EpisodeEvent("opened", 0, Episode(f"acme-m{i}", f"e{i}", 0, 0, 0.9, 0,
+    ...     {}, {}, [])), f"m{i}") for i in range(12)]
     >>> digest_message(events)["text"][:60]
     'Anomaly on 12 machines: m0 (acme-m0), m1 (acme-m1), m2 (acme'
     """
@@ -211,14 +210,14 @@ def _duration(start: datetime, end: datetime) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _peak_order(event: AlertEvent) -> dict[str, float]:
+def _peak_order(event: Alert) -> dict[str, float]:
     """Peak values with the features that moved first, so the eye lands on the cause."""
     moved = [name for name, _ in event.top_features if name in event.peak_values]
     rest = [name for name in event.peak_values if name not in moved]
     return {name: event.peak_values[name] for name in moved + rest}
 
 
-def _moved(event: AlertEvent) -> str:
+def _moved(event: Alert) -> str:
     parts = []
     for name, deviation in event.top_features:
         if deviation is None:

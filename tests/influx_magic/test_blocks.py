@@ -15,17 +15,14 @@ import yaml
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState
 from influx_magic import state_file
+from influx_magic.alert_plots import plot_history
 from influx_magic.alerts import RetryPolicy
 from influx_magic.influx import InfluxUnavailable
-from influx_magic.pipeline import (
-    PipelineError,
-    RunContext,
-    plot_history,
-    prepare_telemetry,
-    unique_ids,
-)
+from influx_magic.run_context import PipelineSettings, RunVariables
+from influx_magic.run_transaction import PipelineError, state_path
 from influx_magic.runlock import RunLock, RunLockBusy
 from influx_magic.state_file import FILENAME
+from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
     BLOCKS,
@@ -43,22 +40,25 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_runtime_variables_are_parsed_and_bad_ones_named(local_dirs) -> None:
-    ctx = RunContext.from_kwargs(
+    variables = RunVariables.from_kwargs(
         {"lookback_minutes": "15", "threshold": 0.75, "features": ["power", "load"]}
     )
-    assert ctx.lookback.total_seconds() == 15 * 60
-    assert ctx.config.threshold == 0.75 and ctx.features == ("load", "power")
-    assert ctx.state_path.parent == local_dirs["FLEETWATCH_STATE_DIR"]
-    assert ctx.state_path.name != "fleetwatch-state.zip"  # not the default configuration
-    assert RunContext.from_kwargs({}).state_path.name == "fleetwatch-state.zip"
+    assert variables.lookback.total_seconds() == 15 * 60
+    assert variables.config.threshold == 0.75 and variables.config.features == ("load", "power")
+    state_dir = PipelineSettings.from_env().state_dir
+    assert state_dir == local_dirs["FLEETWATCH_STATE_DIR"]
+    custom = state_path(state_dir, variables.config)
+    assert custom.parent == state_dir
+    assert custom.name != "fleetwatch-state.zip"  # not the default configuration
+    assert state_path(state_dir, RunVariables.from_kwargs({}).config).name == FILENAME
     with pytest.raises(ValueError, match="threshold must be a number"):
-        RunContext.from_kwargs({"threshold": "high"})
+        RunVariables.from_kwargs({"threshold": "high"})
     with pytest.raises(ValueError, match="threshold"):
-        RunContext.from_kwargs({"threshold": 1.5})
+        RunVariables.from_kwargs({"threshold": 1.5})
     with pytest.raises(ValueError, match="lookback_minutes must be > 0"):
-        RunContext.from_kwargs({"lookback_minutes": 0})
+        RunVariables.from_kwargs({"lookback_minutes": 0})
     with pytest.raises(ValueError, match="features"):
-        RunContext.from_kwargs({"features": 42})
+        RunVariables.from_kwargs({"features": 42})
 
 
 def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys) -> None:
@@ -79,7 +79,7 @@ def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys)
     frame["power"] = frame["power"].astype(object)
     block = load_block("transform_data")
 
-    out = block.transform_data(frame, features=["load", "power"])
+    out = block.transform_data(frame)
 
     assert list(out.columns) == ["time", "machineID", "provider", "unique_id", "load", "power"]
     assert out["unique_id"].tolist() == [
@@ -100,9 +100,8 @@ def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys)
 
 
 def test_transform_rejects_a_frame_without_the_key_columns(local_dirs) -> None:
-    ctx = RunContext.from_kwargs({})
-    with pytest.raises(PipelineError, match="lacks column"):
-        prepare_telemetry(pd.DataFrame({"time": [], "load": []}), ctx)
+    with pytest.raises(TelemetryError, match="lacks column"):
+        prepare_telemetry(pd.DataFrame({"time": [], "load": []}))
 
 
 def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
@@ -228,7 +227,8 @@ def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
     uid = unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
     first = rows.loc[rows["unique_id"] == uid, "time"].min()
 
-    shown, note = plot_history(RunContext.from_kwargs({}), rows, {uid})
+    features = DetectorConfig().features
+    shown, note = plot_history(PipelineSettings.from_env(), rows, {uid}, features)
 
     assert note == " with 30 min of history"
     assert set(shown["unique_id"]) == {uid}
@@ -338,7 +338,8 @@ def test_the_pipeline_defaults_are_the_detector_defaults() -> None:
     variables = meta["variables"]
     assert variables["threshold"] == DetectorConfig().threshold
     assert set(variables["features"]) == set(DetectorConfig().features)
-    assert RunContext.from_kwargs(variables).state_path.name == FILENAME
+    config = RunVariables.from_kwargs(variables).config
+    assert state_path(Path("state"), config).name == FILENAME
     assert [b["uuid"] for b in meta["blocks"]] == list(BLOCKS)
     for upstream, block in zip(meta["blocks"], meta["blocks"][1:], strict=False):
         assert block["upstream_blocks"] == [upstream["uuid"]]

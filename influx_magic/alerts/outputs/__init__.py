@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from influx_magic.alerts.events import AlertEvent
+from influx_magic.alerts.events import Alert
 
 
 class DeliveryError(Exception):
@@ -47,14 +47,14 @@ class Notifier(Protocol):
     name: str
 
     def render_event(
-        self, event: AlertEvent, *, plot_url: str | None, run_url: str | None
+        self, event: Alert, *, plot_url: str | None, run_url: str | None
     ) -> dict[str, Any]:
         """The JSON body announcing one episode opening or resolving."""
         ...
 
     def render_digest(
         self,
-        events: Sequence[AlertEvent],
+        events: Sequence[Alert],
         *,
         plot_urls: Mapping[str, str],
         run_url: str | None,

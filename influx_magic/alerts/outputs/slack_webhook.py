@@ -27,7 +27,7 @@ import requests
 
 from influx_magic import __version__
 from influx_magic.alerts import slack
-from influx_magic.alerts.events import AlertEvent
+from influx_magic.alerts.events import Alert
 from influx_magic.alerts.outputs import DeliveryError
 from influx_magic.alerts.secrets import SecretURL, redacted_logs
 from influx_magic.settings import setting
@@ -58,13 +58,13 @@ class SlackWebhookNotifier:
         return f"{type(self).__name__}(url={self._url.masked!r})"
 
     def render_event(
-        self, event: AlertEvent, *, plot_url: str | None, run_url: str | None
+        self, event: Alert, *, plot_url: str | None, run_url: str | None
     ) -> dict[str, Any]:
         return slack.episode_message(event, plot_url=plot_url, run_url=run_url)
 
     def render_digest(
         self,
-        events: Sequence[AlertEvent],
+        events: Sequence[Alert],
         *,
         plot_urls: Mapping[str, str],
         run_url: str | None,
