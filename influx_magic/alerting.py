@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from fleetwatch.episodes import EpisodeEvent
 from fleetwatch.state import FleetState
-from influx_magic.alerts import Alert, AlertDelivery, SlackWebhookNotifier
+from influx_magic.alerts import Alert, AlertDelivery, CheckAlert, SlackWebhookNotifier
 from influx_magic.run_context import MageRun, PipelineSettings
 
 
@@ -29,7 +29,7 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
 
 
 def deliver_alerts(
-    alerts: list[Alert],
+    alerts: list[Alert | CheckAlert],
     plot_urls: Mapping[str, str],
     settings: PipelineSettings,
     mage: MageRun,

@@ -28,6 +28,8 @@ already written. The client's batching mode is never used: it only logs write er
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
-from influx_magic.alerts.events import Alert
+from influx_magic.alerts.events import Alert, CheckAlert
 from influx_magic.settings import setting
 
 log = logging.getLogger("influx_magic.influx")
@@ -485,15 +487,19 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     )
 
 
-def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
+def episodes_frame(alerts: Iterable[Alert | CheckAlert]) -> pd.DataFrame:
     """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
 
     An episode's row is written when it opens and again when it resolves: same tags and time,
     so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
-    Peak sensor values become `peak_<feature>` fields.
+    Peak sensor values become `peak_<feature>` fields; a declared check's finding has
+    `check_*` fields instead (`check_episode_row`).
     """
     rows = []
     for event in alerts:
+        if isinstance(event, CheckAlert):
+            rows.append(check_episode_row(event))
+            continue
         row: dict[str, Any] = {
             "time": pd.Timestamp(event.start),
             "machineID": event.machine_id,
@@ -513,7 +519,45 @@ def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert]) -> int:
+def check_episode_row(alert: CheckAlert) -> dict[str, Any]:
+    """A declared check's finding as an `anomaly_episodes` row: the detector's columns where
+    they mean the same (status, end, duration_s, episode_id, unique_id), and `check_name`,
+    `check_kind`, `check_value`, `check_summary` and `check_details` (JSON: the numbers that
+    decided it, a window test's formula among them).
+
+    A check's episode can start at the very reading a detector episode of the same machine
+    starts at, and rows with the same tags and time are one row in InfluxDB. So the row is
+    stamped 1 ns to 1 ms after the start, by a fixed amount derived from the check's name:
+    readings are stamped in milliseconds, so it never lands on a detector episode's row.
+
+    >>> check_row_offset("overload")
+    164069
+    """
+    episode = alert.event.episode
+    end = None if alert.end is None else episode.end
+    return {
+        "time": pd.Timestamp(episode.start + check_row_offset(episode.check), tz="UTC"),
+        "machineID": alert.machine_id,
+        "provider": alert.provider,
+        "episode_id": alert.episode_id,
+        "unique_id": alert.unique_id,
+        "status": "open" if alert.kind == "opened" else "resolved",
+        "end": None if end is None else time_param(pd.Timestamp(end, tz="UTC")),
+        "duration_s": None if end is None else (end - episode.start) / 1e9,
+        "check_name": episode.check,
+        "check_kind": episode.check_kind,
+        "check_value": episode.value,
+        "check_summary": episode.summary,
+        "check_details": json.dumps(episode.details, sort_keys=True, default=str),
+    }
+
+
+def check_row_offset(check: str) -> int:
+    """Nanoseconds (1 to 999,999) a check's `anomaly_episodes` rows lie after their start."""
+    return 1 + int(hashlib.sha256(check.encode()).hexdigest()[:8], 16) % 999_999
+
+
+def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert | CheckAlert]) -> int:
     """Write episode events (opened or resolved) to `anomaly_episodes`."""
     frame = episodes_frame(alerts)
     if frame.empty:

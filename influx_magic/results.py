@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from influx_magic.alerts import Alert
+from influx_magic.alerts import Alert, CheckAlert
 from influx_magic.influx import TAGS, InfluxSettings, connect, write_episodes, write_scores
 
 
@@ -30,7 +30,7 @@ class Written:
 
 
 def write_results(
-    influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert]
+    influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert | CheckAlert]
 ) -> Written:
     """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`."""
     rows = checked[checked["status"] == "scored"] if len(checked) else checked

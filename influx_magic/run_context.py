@@ -2,7 +2,7 @@
 
 * `PipelineSettings.from_env()`: where things are, from the environment after `.env`
   (InfluxDB, the state and plot folders, the public URL of the plots, the digest size, the
-  minutes of history an alert's plot shows).
+  minutes of history an alert's plot shows, the declared checks' file).
 * `RunVariables.from_kwargs(kwargs)`: the runtime variables Mage hands a block
   (`lookback_minutes`, `threshold`, `features`, `lock_timeout_seconds`) as a `DetectorConfig`
   and the run's bounds. The loader parses them once; the configuration then travels with the
@@ -42,6 +42,7 @@ class PipelineSettings:
     digest_min: int
     plot_history: timedelta
     mage_public_host: str
+    checks_file: Path  # the declared checks (CHECKS_FILE; a missing file declares none)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -61,6 +62,7 @@ class PipelineSettings:
             digest_min=int_setting("ALERT_DIGEST_MIN", env),
             plot_history=timedelta(minutes=history),
             mage_public_host=mage_public_host(env),
+            checks_file=path_setting("CHECKS_FILE", env),
             env=dict(env),
         )
 

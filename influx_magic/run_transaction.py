@@ -42,7 +42,7 @@ import pandas as pd
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState, StateError
 from influx_magic import state_file
-from influx_magic.alerts import Alert
+from influx_magic.alerts import Alert, CheckAlert, alert_from_json
 from influx_magic.influx import read_since
 from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
 from influx_magic.runlock import acquire_run_lock, release_run_lock
@@ -140,19 +140,19 @@ class Run:
             )
         return FleetState.from_bytes(path.read_bytes(), source=path)
 
-    def keep(self, state: FleetState, alerts: list[Alert] | None = None) -> None:
+    def keep(self, state: FleetState, alerts: list[Alert | CheckAlert] | None = None) -> None:
         """Keep `state` (and the run's alerts) pending until the exporter commits them."""
         write_atomically(self._pending("state"), state.to_bytes())
         if alerts is not None:
             data = [alert.to_json() for alert in alerts]
             write_atomically(self._pending("alerts.json"), json.dumps(data).encode())
 
-    def alerts(self) -> list[Alert]:
+    def alerts(self) -> list[Alert | CheckAlert]:
         """The alerts the checker kept for this run (none when it has not run)."""
         path = self._pending("alerts.json")
         if not path.exists():
             return []
-        return [Alert.from_json(item) for item in json.loads(path.read_text(encoding="utf-8"))]
+        return [alert_from_json(item) for item in json.loads(path.read_text(encoding="utf-8"))]
 
     def commit(self) -> None:
         """Make the pending state the committed one, unless another run committed meanwhile;

@@ -1,4 +1,4 @@
-"""The product's own settings: InfluxDB, Slack, Mage, state and plots.
+"""The product's own settings: InfluxDB, Slack, Mage, state, plots and the declared checks.
 
 Each key is an environment variable documented in `.env.example`; this module declares the
 keys the pipeline, its alerts and the Mage launcher read, with their defaults. A `.env` file at
@@ -33,6 +33,7 @@ SETTINGS = Settings(
         "DEFAULT_OWNER_PASSWORD": "",
         "FLEETWATCH_STATE_DIR": ".local/state",
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+        "CHECKS_FILE": "influx-magic/checks.yaml",
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )

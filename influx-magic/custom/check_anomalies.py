@@ -6,6 +6,10 @@ SLACK_WEBHOOK_URL (the local inbox under `make run`), each linking to a PNG of t
 FLEETWATCH_OUTPUT_DIR (served under PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the
 Mage run. A message that cannot be delivered waits in the outbox for the next run. Every row
 gets the `episode_id` of the episode it belongs to.
+
+The checks declared in CHECKS_FILE (default influx-magic/checks.yaml: limits, no-data, window
+tests, SQL checks) are judged here too; their findings are episodes like the detector's, with
+the check's name in their messages and in anomaly_episodes.
 """
 
 if "custom" not in globals():
@@ -13,6 +17,7 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import alerts_for, deliver_alerts
+from influx_magic.declared_checks import judge_checks
 from influx_magic.run_transaction import current_run
 
 
@@ -23,13 +28,16 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data)
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
+        # The declared checks (CHECKS_FILE): their findings join the detector's alerts here.
+        declared = judge_checks(run.settings, state)
+        alerts += declared.alerts
         plots = plot_alerts(run.settings, checked, alerts, state)
         sent = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
         run.keep(state, alerts)
         kinds = ", ".join(f"{a.kind} {a.unique_id}" for a in alerts) or "none"
         print(
             f"check_anomalies: events: {kinds}; alerts: {sent}; {plots.summary()}; "
-            f"open episodes: {len(state.episodes.open)}"
+            f"open episodes: {len(state.episodes.open)}; {declared.summary()}"
         )
     return checked
 

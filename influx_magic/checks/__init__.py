@@ -5,29 +5,11 @@ errors naming the line (`checkfile`), judged each run against InfluxDB (`runner`
 kind: `limit`, `no_data`, `window_test`, `sql_check`), their findings kept as per-machine
 episodes that open once and resolve once (`findings`), committed with the run's state.
 
-    checks = load_checks(path)                                     # ChecksFileError names the line
-    state = ChecksState.from_json(fleet_state.extra.get("checks"))
-    report = run_checks(checks, state, Evaluation(client, now))    # events, errors
-    fleet_state.extra["checks"] = state.to_json()
+    checks = checkfile.load_checks(path)                    # ChecksFileError names the line
+    state = findings.ChecksState.from_json(fleet_state.extra.get("checks"))
+    report = runner.run_checks(checks, state, evaluation.Evaluation(client, now))
+    fleet_state.extra["checks"] = state.to_json()             # committed with the run
+
+The pipeline's step is `influx_magic.declared_checks`. This package's `__init__` imports nothing,
+so the alert events can use `findings` without pulling in the evaluators (which use InfluxDB).
 """
-
-from influx_magic.checks.checkfile import ChecksFileError, load_checks, parse_checks
-from influx_magic.checks.evaluation import CheckFailed, Evaluation
-from influx_magic.checks.findings import CheckEpisode, CheckEvent, ChecksState, CheckState
-from influx_magic.checks.runner import ChecksReport, run_checks
-from influx_magic.checks.spec import Check
-
-__all__ = [
-    "Check",
-    "CheckEpisode",
-    "CheckEvent",
-    "CheckFailed",
-    "CheckState",
-    "ChecksFileError",
-    "ChecksReport",
-    "ChecksState",
-    "Evaluation",
-    "load_checks",
-    "parse_checks",
-    "run_checks",
-]

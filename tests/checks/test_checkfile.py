@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from influx_magic.checks import ChecksFileError, load_checks, parse_checks
+from influx_magic.checks.checkfile import ChecksFileError, load_checks, parse_checks
 from influx_magic.checks.spec import LimitCheck, NoDataCheck, Selection, SqlCheck, WindowTest
 from tests.support import REPO_ROOT
 

@@ -11,13 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influx_magic.checks import (
-    ChecksState,
-    Evaluation,
-    parse_checks,
-    run_checks,
-)
-from influx_magic.checks.findings import series_key
+from influx_magic.checks.checkfile import parse_checks
+from influx_magic.checks.evaluation import Evaluation
+from influx_magic.checks.findings import ChecksState, series_key
+from influx_magic.checks.runner import run_checks
 from influx_magic.influx import write_frame
 
 T0 = pd.Timestamp("2024-05-01 10:00", tz="UTC")

@@ -1,0 +1,71 @@
+"""The run's declared checks: read `CHECKS_FILE`, judge every check, hand on their alerts.
+
+`judge_checks(settings, state)` is the one call the checker step makes for them. It reads the
+checks file (a mistake raises `ChecksFileError` naming the line, before any message goes out,
+so the run fails loudly and is redone once the file is fixed), judges each check against
+InfluxDB at the current time, keeps the checks' state in the run's pending state
+(`state.extra["checks"]`, committed with everything else) and returns their findings as
+`CheckAlert`s. Those go to the same delivery (ledger, outbox, digests) and the same
+`anomaly_episodes` table as the detector's alerts, and whatever mutes or acknowledges the
+detector's alerts there applies to them too. A check that cannot be judged this run (its query
+fails) is reported in the summary; the other checks and the run go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fleetwatch.state import FleetState
+from influx_magic.alerts import CheckAlert
+from influx_magic.checks.checkfile import load_checks
+from influx_magic.checks.evaluation import Evaluation
+from influx_magic.checks.findings import ChecksState
+from influx_magic.checks.runner import ChecksReport, run_checks
+from influx_magic.influx import connect
+from influx_magic.run_context import PipelineSettings
+from magic_common.envsettings import project_root
+
+STATE_KEY = "checks"
+
+
+@dataclass(frozen=True)
+class JudgedChecks:
+    """The alerts of one run's declared checks, and what happened, for the log."""
+
+    alerts: list[CheckAlert]
+    report: ChecksReport
+    declared: int
+
+    def summary(self) -> str:
+        if not self.declared and not self.alerts:
+            return "checks: none declared"
+        return self.report.summary()
+
+
+def judge_checks(
+    settings: PipelineSettings, state: FleetState, *, now: pd.Timestamp | None = None
+) -> JudgedChecks:
+    """Judge the declared checks at `now` (default: the current time), updating `state`."""
+    checks = load_checks(settings.checks_file, shown_as=_shown(settings))
+    checks_state = ChecksState.from_json(state.extra.get(STATE_KEY))
+    if not checks and not checks_state.checks:
+        return JudgedChecks([], ChecksReport(), 0)
+    identities = state.extra.get("machines", {})
+    providers = {str(machine): str(provider) for machine, provider in identities.values()}
+    moment = now if now is not None else pd.Timestamp.now(tz="UTC")
+    with contextlib.closing(connect(settings.influx)) as client:
+        report = run_checks(checks, checks_state, Evaluation(client, moment, providers=providers))
+    state.extra[STATE_KEY] = checks_state.to_json()
+    return JudgedChecks([CheckAlert(event) for event in report.events], report, len(checks))
+
+
+def _shown(settings: PipelineSettings) -> str:
+    """The checks file as errors name it: relative to the project when inside it."""
+    path = settings.checks_file
+    try:
+        return str(path.relative_to(project_root(settings.env)))
+    except ValueError:
+        return str(path)
