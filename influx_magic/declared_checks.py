@@ -9,6 +9,11 @@ InfluxDB at the current time, keeps the checks' state in the run's pending state
 `anomaly_episodes` table as the detector's alerts, and whatever mutes or acknowledges the
 detector's alerts there applies to them too. A check that cannot be judged this run (its query
 fails) is reported in the summary; the other checks and the run go on.
+
+A run with detector settings other than the defaults (an experiment with `threshold` or
+`features`, which keeps its own state file) reads the file, so a mistake still shows, but does
+not judge the checks: they do not depend on the detector, and judging them there would announce
+the scheduled runs' findings a second time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState
 from influx_magic.alerts import CheckAlert
 from influx_magic.checks.checkfile import load_checks
@@ -38,8 +44,11 @@ class JudgedChecks:
     alerts: list[CheckAlert]
     report: ChecksReport
     declared: int
+    skipped: str | None = None  # why the checks were not judged in this run
 
     def summary(self) -> str:
+        if self.skipped:
+            return f"checks: not judged ({self.skipped})"
         if not self.declared and not self.alerts:
             return "checks: none declared"
         return self.report.summary()
@@ -50,6 +59,9 @@ def judge_checks(
 ) -> JudgedChecks:
     """Judge the declared checks at `now` (default: the current time), updating `state`."""
     checks = load_checks(settings.checks_file, shown_as=_shown(settings))
+    if state.detector.config != DetectorConfig():
+        why = "a run with other detector settings is an experiment; the scheduled runs judge them"
+        return JudgedChecks([], ChecksReport(), len(checks), skipped=why)
     checks_state = ChecksState.from_json(state.extra.get(STATE_KEY))
     if not checks and not checks_state.checks:
         return JudgedChecks([], ChecksReport(), 0)

@@ -15,6 +15,7 @@ for this run only: the runner reports it and the other checks go on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -91,9 +92,7 @@ def evaluate_sql(
         state.resolve(uid, run.now_ns, "the query returns no rows for it", events)
 
 
-def offending_rows(
-    check: SqlCheck, result: pa.Table, providers: dict[str, str] | Any
-) -> pd.DataFrame:
+def offending_rows(check: SqlCheck, result: pa.Table, providers: Mapping[str, str]) -> pd.DataFrame:
     """The result as rows `machine`, `provider`, `time` (ns), `value`, for selected machines."""
     missing = [name for name in REQUIRED_COLUMNS if name not in result.column_names]
     if missing:

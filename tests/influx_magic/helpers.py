@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from influx_magic import block_files
-from influx_magic.block_files import BLOCKS, PROJECT
+from influx_magic.block_files import PROJECT
 from influx_magic.influx import FEATURES, write_frame
 from machine_simulator.signals import Fleet
 from tests.support import REPO_ROOT

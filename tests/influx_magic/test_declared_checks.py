@@ -233,3 +233,17 @@ def test_a_bad_checks_file_stops_the_run_naming_the_line_and_sends_nothing(
     declare(world, "checks:\n  - {name: hot, kind: limit, sensor: load, above: 150}\n")
     run_blocks(tmp_path)
     assert world.state_file.exists()
+
+
+def test_an_experiment_run_does_not_judge_the_checks(
+    world: PipelineWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    declare(world, "checks:\n  - {name: overload, kind: limit, sensor: load, above: 150}\n")
+    write(world, "machine2", now() - pd.Timedelta(seconds=60), {"load": [200.0] * 60})
+    run_blocks(tmp_path, threshold=0.9)
+    assert "checks: not judged (a run with other detector settings is an experiment" in (
+        capsys.readouterr().out
+    )
+    assert check_messages(world, "Anomaly", "overload") == []
+    run_blocks(tmp_path)  # the scheduled configuration judges them
+    assert len(check_messages(world, "Anomaly", "overload")) == 1
