@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench eval lint format lock up down clean
+.PHONY: setup run test test-fast bench eval lint format lock image-wheels up down clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ lock: setup
 		--custom-compile-command "make lock" -o requirements.txt
 	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --extra dev --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
+
+# After `make lock`: which pins have wheels for linux/amd64 and linux/arm64 (needs PyPI; the
+# tests check the Dockerfile against image_build/wheels.json offline).
+image-wheels: setup
+	$(BIN)/python -m image_build.wheels refresh
 
 up:
 	docker compose up -d --build

@@ -7,12 +7,16 @@
 * Its login is on by default, which a local run does not need: `REQUIRE_USER_AUTHENTICATION=0`
   unless the environment says otherwise (the Docker stack keeps it on).
 * Links to a run (in our alerts and in Mage's own failure notices) use `MAGE_PUBLIC_HOST`,
-  which defaults to `http://localhost:6789` whatever the port: set from `--port` unless given.
+  which Mage defaults to `http://localhost:6789` whatever the port: when the setting is empty
+  it is set from `--port` (and 127.0.0.1 for a wildcard bind address, which no browser opens).
 * Mage's own failure notice goes to `MAGE_SLACK_WEBHOOK_URL`, or to `SLACK_WEBHOOK_URL` when
   that is empty (as `.env.example` documents); Mage cannot express that fallback itself.
 * The API trigger's token is a secret, and Mage has no way to read it from the environment in
   `triggers.yaml`; so the trigger is created (or its token updated) through Mage's REST API
   once the server answers, when `MAGE_API_TRIGGER_TOKEN` is set. No tracked file holds it.
+  When that fails (say the owner's password was changed in Mage's UI, so the login with
+  `DEFAULT_OWNER_PASSWORD` is refused), the reason is logged and Mage keeps serving without
+  the API trigger: exiting would only make a container's restart policy loop on it.
 * Mage 0.9.80's worker pool can miss a job it was started for, leaving the run `running` for
   good, which stops a `skip_if_previous_running` schedule: `mage start` runs through
   `influx_magic.mage_patches`, which fixes that first (see its docstring). Runs a killed server
@@ -71,6 +75,11 @@ def mage_environment(
     ('sqlite:////data/mage/mage-ai.db', 'http://127.0.0.1:7000')
     >>> env["REQUIRE_USER_AUTHENTICATION"]
     '0'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": ""}, host="0.0.0.0", port=6789)["MAGE_PUBLIC_HOST"]
+    'http://127.0.0.1:6789'
+    >>> mage_environment({"MAGE_PUBLIC_HOST": "https://mage.example.com"}, host="0.0.0.0", port=1)[
+    ...     "MAGE_PUBLIC_HOST"]
+    'https://mage.example.com'
     >>> mage_environment({"SLACK_WEBHOOK_URL": "http://hook"}, host="127.0.0.1", port=1)[
     ...     "MAGE_SLACK_WEBHOOK_URL"]
     'http://hook'
@@ -83,7 +92,7 @@ def mage_environment(
     # metadata.yaml reads MAGE_SLACK_WEBHOOK_URL itself; empty means SLACK_WEBHOOK_URL.
     result["MAGE_SLACK_WEBHOOK_URL"] = setting("MAGE_SLACK_WEBHOOK_URL", env)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    result.setdefault("MAGE_PUBLIC_HOST", f"http://{public_host}:{port}")
+    result["MAGE_PUBLIC_HOST"] = setting("MAGE_PUBLIC_HOST", env) or f"http://{public_host}:{port}"
     if home is not None:
         result["HOME"] = str(home)
     return result
@@ -182,6 +191,37 @@ def ensure_api_trigger(api: MageApi, token: str, pipeline: str = PIPELINE) -> in
             {"pipeline_schedule": {"token": token, "status": "active"}},
         )
         log.info("updated the API trigger (pipeline schedule %d)", schedule_id)
+    return schedule_id
+
+
+def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | None:
+    """Create or update the API trigger; its schedule id, or None when Mage refused.
+
+    Never raises: a refused login or an unexpected answer is logged with its reason and the
+    server goes on without the API trigger (the scheduled trigger does not need it).
+    """
+    api = MageApi(
+        local,
+        auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower() in ("1", "true", "yes"),
+        password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
+    )
+    try:
+        schedule_id = ensure_api_trigger(api, token)
+    except (MageServerError, LookupError, TypeError, ValueError) as error:
+        detail = error if isinstance(error, MageServerError) else f"unexpected answer ({error!r})"
+        log.error(
+            "API trigger not set up, Mage keeps serving without it: %s. With login on, the "
+            "launcher logs in as %s with DEFAULT_OWNER_PASSWORD; if the owner's password was "
+            "changed in Mage, set DEFAULT_OWNER_PASSWORD to it and restart",
+            detail,
+            OWNER_EMAIL,
+        )
+        return None
+    log.info(
+        "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
+        env["MAGE_PUBLIC_HOST"],
+        schedule_id,
+    )
     return schedule_id
 
 
@@ -325,18 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Mage is up at %s (project %s)", env["MAGE_PUBLIC_HOST"], args.project)
         token = setting("MAGE_API_TRIGGER_TOKEN", env)
         if token:
-            api = MageApi(
-                local,
-                auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower()
-                in ("1", "true", "yes"),
-                password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
-            )
-            schedule_id = ensure_api_trigger(api, token)
-            log.info(
-                "API trigger: POST %s/api/pipeline_schedules/%d/pipeline_runs/$MAGE_API_TRIGGER_TOKEN",
-                env["MAGE_PUBLIC_HOST"],
-                schedule_id,
-            )
+            set_up_api_trigger(env, local, token)
         assert server.process is not None
         code = server.process.wait()
         log.error("mage start exited with code %s", code)

@@ -27,6 +27,7 @@ SETTINGS = Settings(
         "PLOT_HISTORY_MIN": "30",
         "PUBLIC_BASE_URL": "http://127.0.0.1:5006",
         "MAGE_PORT": "6789",
+        "MAGE_PUBLIC_HOST": "",
         "MAGE_DATA_DIR": ".local/mage",
         "MAGE_SLACK_WEBHOOK_URL": "",
         "MAGE_API_TRIGGER_TOKEN": "",

@@ -1,4 +1,5 @@
-"""Open the bridge's persistent MQTT session before the simulator publishes (`make run`).
+"""Open the bridge's persistent MQTT session before the simulator publishes (`make run`, and
+the Docker stack's `telegraf-session` for Telegraf).
 
 `make run` starts the broker, the bridge and the simulator at the same moment. A broker passes
 a message only to the sessions subscribed when it arrives, so whatever the simulator publishes
@@ -16,6 +17,10 @@ If the bridge is already connected, the broker hands the session over to us and 
 bridge logs a lost connection, reconnects within a second and receives what is queued, and
 what it had not acknowledged yet (written twice at most; InfluxDB keeps one row per series and
 time).
+
+The Docker stack runs this once before Telegraf starts (Telegraf then finds the session with its
+subscription and skips subscribing), so Telegraf's "connected" healthcheck means "subscribed"
+and the simulator, which waits for that healthcheck, never publishes into no session.
 """
 
 from __future__ import annotations
@@ -34,15 +39,21 @@ from localflux.telegraf.config import ConfigError, MqttInput, load_config
 log = logging.getLogger("localsystem.bridge_session")
 
 
+class SubscriptionRefused(RuntimeError):
+    """The broker took the session but not its subscription at the asked QoS."""
+
+
 def open_session(mqtt_input: MqttInput, timeout: float) -> None:
     """Connect as the bridge, subscribe to its topics, disconnect; retry until `timeout`.
 
-    Raises TimeoutError naming the broker when it does not accept the session in time.
+    Raises TimeoutError naming the broker when it does not accept the session in time, and
+    SubscriptionRefused when it refuses a topic or grants a lower QoS than asked.
     """
     server = mqtt_input.servers[0]
     parts = urlsplit(server)
     deadline = time.monotonic() + timeout
     subscribed: list[bool] = []
+    refusals: list[str] = []
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=mqtt_input.client_id,
@@ -58,8 +69,16 @@ def open_session(mqtt_input: MqttInput, timeout: float) -> None:
             return
         client.subscribe([(topic, mqtt_input.qos) for topic in mqtt_input.topics])
 
+    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
+        # MQTT 3.1.1 answers each topic with its granted QoS, or 0x80 for a refusal; a lower QoS
+        # than asked would not queue the readings for the bridge while it is away.
+        granted = [code.value for code in reason_codes]
+        if any(code.is_failure for code in reason_codes) or min(granted) < mqtt_input.qos:
+            refusals.append(f"granted {granted} for {list(mqtt_input.topics)}")
+        subscribed.append(True)
+
     client.on_connect = on_connect
-    client.on_subscribe = lambda *_: subscribed.append(True)
+    client.on_subscribe = on_subscribe
     while not subscribed:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the broker at {server} did not take a session within {timeout:g}s")
@@ -73,6 +92,8 @@ def open_session(mqtt_input: MqttInput, timeout: float) -> None:
                 time.sleep(0.2)  # refused or dropped: connect again
                 break
     client.disconnect()
+    if refusals:
+        raise SubscriptionRefused(f"the broker at {server} refused the subscription: {refusals[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         open_session(mqtt_input, args.timeout)
-    except TimeoutError as error:
+    except (TimeoutError, SubscriptionRefused) as error:
         log.error("%s", error)
         return 1
     log.info("session %r open on %s", mqtt_input.client_id, mqtt_input.servers[0])

@@ -20,8 +20,16 @@ from localflux.influxdb.settings import SETTINGS as INFLUXDB
 from machine_simulator.settings import SETTINGS as SIMULATOR
 from magic_common.envsettings import Settings, joined, load_dotenv
 
-# Read by docker compose only (the stack's published address).
-DOCKER_STACK = Settings({"DOCKER_PUBLISH_ADDRESS": "127.0.0.1"})
+# Read by docker compose only: the stack's published address, its plots server's and Grafana's
+# ports, and Grafana's first admin password.
+DOCKER_STACK = Settings(
+    {
+        "DOCKER_PUBLISH_ADDRESS": "127.0.0.1",
+        "PLOTS_PORT": "5006",
+        "GRAFANA_PORT": "3000",
+        "GRAFANA_ADMIN_PASSWORD": "",
+    }
+)
 
 REGISTRY = joined([PRODUCT, INFLUXDB, INBOX, SIMULATOR, EVALUATION, DOCKER_STACK])
 DEFAULTS = REGISTRY.defaults
