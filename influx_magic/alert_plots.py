@@ -26,7 +26,7 @@ from influx_magic.run_context import PipelineSettings
 
 @dataclass
 class AlertPlots:
-    """The PNGs a run wrote, the plot URL of each alerted machine, and a note for the log."""
+    """The PNGs a run wrote, the plot URL of each alert (by its key), and a note for the log."""
 
     paths: dict[str, Path] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
@@ -68,9 +68,9 @@ def plot_alerts(
         machines=wanted,
     )
     urls = {
-        uid: plot_url(path, settings.output_dir, settings.public_base_url)
-        for uid in {a.unique_id for a in alerts}
-        if (path := plot_path(settings.output_dir, uid)).exists()
+        alert.key: plot_url(path, settings.output_dir, settings.public_base_url)
+        for alert in alerts
+        if (path := plot_path(settings.output_dir, alert.unique_id)).exists()
     }
     return AlertPlots(paths, urls, note)
 

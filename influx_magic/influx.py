@@ -47,7 +47,8 @@ from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
-from influx_magic.alerts.events import Alert, CheckAlert
+from fleetwatch.episodes import Episode
+from influx_magic.checks.findings import CheckEpisode
 from influx_magic.settings import setting
 
 log = logging.getLogger("influx_magic.influx")
@@ -487,83 +488,114 @@ def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     )
 
 
-def episodes_frame(alerts: Iterable[Alert | CheckAlert]) -> pd.DataFrame:
-    """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
+def episodes_frame(
+    episodes: Iterable[Episode], identities: Mapping[str, Sequence[str]]
+) -> pd.DataFrame:
+    """One row per episode for `anomaly_episodes`, keyed by machine and start time.
 
-    An episode's row is written when it opens and again when it resolves: same tags and time,
-    so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
-    Peak sensor values become `peak_<feature>` fields; a declared check's finding has
-    `check_*` fields instead (`check_episode_row`).
+    A run writes every episode it changed (held back by a cooldown, open, grown by a burst,
+    resolved): same tags and time, so InfluxDB keeps one row per episode with its latest
+    `status` (`held`, `open`, `resolved`), `bursts`, `points`, `end` (last anomalous point),
+    `duration_s`, `peak_score`, `top_features` and `peak_<feature>` sensor values.
+    `identities` maps a unique_id to its machineID and provider.
     """
     rows = []
-    for event in alerts:
-        if isinstance(event, CheckAlert):
-            rows.append(check_episode_row(event))
-            continue
+    for episode in episodes:
+        machine, provider = ([*identities.get(episode.machine, [])] + [None, None])[:2]
+        start, end = _utc(pd.Timestamp(episode.start)), _utc(pd.Timestamp(episode.end))
         row: dict[str, Any] = {
-            "time": pd.Timestamp(event.start),
-            "machineID": event.machine_id,
-            "provider": event.provider,
-            "episode_id": event.episode_id,
-            "unique_id": event.unique_id,
-            "status": "open" if event.kind == "opened" else "resolved",
-            "end": None if event.end is None else time_param(event.end),
-            "duration_s": None
-            if event.end is None
-            else float((event.end - event.start).total_seconds()),
-            "peak_score": float(event.peak_score),
-            "top_features": ",".join(name for name, _ in event.top_features) or None,
+            "time": start,
+            "machineID": machine or episode.machine,
+            "provider": provider,
+            "episode_id": episode.episode_id,
+            "unique_id": episode.machine,
+            "status": episode.status,
+            "bursts": int(episode.bursts),
+            "points": int(episode.points),
+            "end": time_param(end),
+            "duration_s": float((end - start).total_seconds()),
+            "resolved_at": None
+            if episode.resolved_at is None
+            else time_param(pd.Timestamp(episode.resolved_at)),
+            "peak_score": float(episode.peak_score),
+            "top_features": ",".join(episode.top_features) or None,
         }
-        row.update({f"peak_{k}": float(v) for k, v in event.peak_values.items()})
+        row.update({f"peak_{k}": float(v) for k, v in episode.peak_values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def check_episode_row(alert: CheckAlert) -> dict[str, Any]:
-    """A declared check's finding as an `anomaly_episodes` row: the detector's columns where
-    they mean the same (status, end, duration_s, episode_id, unique_id), and `check_name`,
-    `check_kind`, `check_value`, `check_summary` and `check_details` (JSON: the numbers that
-    decided it, a window test's formula among them).
+def write_episodes(
+    client: InfluxDBClient3,
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    *,
+    table: str = EPISODES_TABLE,
+) -> int:
+    """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = episodes_frame(episodes, identities)
+    if frame.empty:
+        return 0
+    fields = [c for c in frame.columns if c not in ("time", *TAGS)]
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
+
+
+def findings_frame(findings: Iterable[CheckEpisode]) -> pd.DataFrame:
+    """Declared checks' findings as `anomaly_episodes` rows: the detector's columns where they
+    mean the same (`status` open or resolved, `end`, `duration_s`, `resolved_at`, `episode_id`,
+    `unique_id`, tags machineID and provider), and `check_name`, `check_kind`, `check_value`,
+    `check_summary` and `check_details` (JSON: the numbers that decided it, a window test's
+    formula among them).
 
     A check's episode can start at the very reading a detector episode of the same machine
     starts at, and rows with the same tags and time are one row in InfluxDB. So the row is
     stamped 1 ns to 1 ms after the start, by a fixed amount derived from the check's name:
     readings are stamped in milliseconds, so it never lands on a detector episode's row.
+    """
+    rows = []
+    for episode in findings:
+        resolved = episode.resolved_at is not None
+        rows.append(
+            {
+                "time": pd.Timestamp(episode.start + check_row_offset(episode.check), tz="UTC"),
+                "machineID": episode.machine_id,
+                "provider": episode.provider,
+                "episode_id": episode.episode_id,
+                "unique_id": episode.unique_id,
+                "status": "resolved" if resolved else "open",
+                "end": time_param(pd.Timestamp(episode.end, tz="UTC")),
+                "duration_s": (episode.end - episode.start) / 1e9,
+                "resolved_at": time_param(pd.Timestamp(episode.resolved_at, tz="UTC"))
+                if resolved
+                else None,
+                "check_name": episode.check,
+                "check_kind": episode.check_kind,
+                "check_value": episode.value,
+                "check_summary": episode.summary,
+                "check_details": json.dumps(episode.details, sort_keys=True, default=str),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def check_row_offset(check: str) -> int:
+    """Nanoseconds (1 to 999,999) a check's `anomaly_episodes` rows lie after their start.
 
     >>> check_row_offset("overload")
     164069
     """
-    episode = alert.event.episode
-    end = None if alert.end is None else episode.end
-    return {
-        "time": pd.Timestamp(episode.start + check_row_offset(episode.check), tz="UTC"),
-        "machineID": alert.machine_id,
-        "provider": alert.provider,
-        "episode_id": alert.episode_id,
-        "unique_id": alert.unique_id,
-        "status": "open" if alert.kind == "opened" else "resolved",
-        "end": None if end is None else time_param(pd.Timestamp(end, tz="UTC")),
-        "duration_s": None if end is None else (end - episode.start) / 1e9,
-        "check_name": episode.check,
-        "check_kind": episode.check_kind,
-        "check_value": episode.value,
-        "check_summary": episode.summary,
-        "check_details": json.dumps(episode.details, sort_keys=True, default=str),
-    }
-
-
-def check_row_offset(check: str) -> int:
-    """Nanoseconds (1 to 999,999) a check's `anomaly_episodes` rows lie after their start."""
     return 1 + int(hashlib.sha256(check.encode()).hexdigest()[:8], 16) % 999_999
 
 
-def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert | CheckAlert]) -> int:
-    """Write episode events (opened or resolved) to `anomaly_episodes`."""
-    frame = episodes_frame(alerts)
+def write_findings(
+    client: InfluxDBClient3, findings: Iterable[CheckEpisode], *, table: str = EPISODES_TABLE
+) -> int:
+    """Write declared checks' findings (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = findings_frame(findings)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]
-    return write_frame(client, frame, table=EPISODES_TABLE, tags=TAGS, fields=fields)
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:

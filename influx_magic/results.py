@@ -1,23 +1,32 @@
-"""What a run writes back to InfluxDB: the scores of the points it scored, its episode events.
+"""What a run writes back to InfluxDB: the scores of the points it scored, its episodes.
 
 `anomaly_scores` gets one row per scored point (tags machineID, provider; fields score,
 is_anomaly, episode_id); rows re-read because of the lateness allowance were not scored again
 (`status` is not "scored") and are not written again. `anomaly_episodes` gets one row per
-episode, written when it opens and again when it resolves. Writes are idempotent (same tags
-and time replace the row), so a run redone after a failure writes the same rows once more,
-harmlessly.
+episode, rewritten whenever a run changes it (announced or held back, grown, resolved).
+Writes are idempotent (same tags and time replace the row), so a run redone after a failure
+writes the same rows once more, harmlessly. The declared checks' findings go to
+`anomaly_episodes` too, when they open and when they resolve (`write_check_findings`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
+from fleetwatch.episodes import Episode
 from influx_magic.alerts import Alert, CheckAlert
-from influx_magic.influx import TAGS, InfluxSettings, connect, write_episodes, write_scores
+from influx_magic.influx import (
+    TAGS,
+    InfluxSettings,
+    connect,
+    write_episodes,
+    write_findings,
+    write_scores,
+)
 
 
 @dataclass(frozen=True)
@@ -30,17 +39,31 @@ class Written:
 
 
 def write_results(
-    influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert | CheckAlert]
+    influx: InfluxSettings,
+    checked: pd.DataFrame,
+    episodes: Sequence[Episode],
+    identities: Mapping[str, Sequence[str]],
 ) -> Written:
-    """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`."""
+    """Write the scored rows of `checked` to `anomaly_scores`, `episodes` to
+    `anomaly_episodes` (`identities`: each unique_id's machineID and provider)."""
     rows = checked[checked["status"] == "scored"] if len(checked) else checked
-    scores = episodes = 0
-    if len(rows) or alerts:
+    scores = written = 0
+    if len(rows) or episodes:
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
                 scores = write_scores(
                     client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
                 )
-            episodes = write_episodes(client, alerts)
+            written = write_episodes(client, episodes, identities)
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
-    return Written(scores, episodes, anomalous)
+    return Written(scores, written, anomalous)
+
+
+def write_check_findings(influx: InfluxSettings, alerts: Sequence[Alert | CheckAlert]) -> int:
+    """Write the findings the run's `CheckAlert`s announce to `anomaly_episodes` (with the
+    check's name in `check_name`); the rows written."""
+    findings = [alert.event.episode for alert in alerts if isinstance(alert, CheckAlert)]
+    if not findings:
+        return 0
+    with contextlib.closing(connect(influx)) as client:
+        return write_findings(client, findings)

@@ -1,8 +1,9 @@
 """What a pipeline run works with: the product's settings, the run's variables, the Mage run.
 
-* `PipelineSettings.from_env()`: where things are, from the environment after `.env`
-  (InfluxDB, the state and plot folders, the public URL of the plots, the digest size, the
-  minutes of history an alert's plot shows, the declared checks' file).
+* `PipelineSettings.from_env()`: where things are and the alerting policy, from the
+  environment after `.env` (InfluxDB, the state and plot folders, the public URL of the plots,
+  the digest size, the recur gap that makes bursts one episode, when an alert is late, the
+  history an alert's plot shows and how long plots are kept, the declared checks' file).
 * `RunVariables.from_kwargs(kwargs)`: the runtime variables Mage hands a block
   (`lookback_minutes`, `threshold`, `features`, `lock_timeout_seconds`) as a `DetectorConfig`
   and the run's bounds. The loader parses them once; the configuration then travels with the
@@ -40,7 +41,10 @@ class PipelineSettings:
     influx: InfluxSettings
     public_base_url: str
     digest_min: int
+    recur_gap: timedelta
+    late_after: timedelta
     plot_history: timedelta
+    plot_retention: timedelta
     mage_public_host: str
     checks_file: Path  # the declared checks (CHECKS_FILE; a missing file declares none)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -51,16 +55,16 @@ class PipelineSettings:
         if env is None:
             load_dotenv()
             env = os.environ
-        history = int_setting("PLOT_HISTORY_MIN", env)
-        if history < 0:
-            raise ValueError(f"PLOT_HISTORY_MIN must be >= 0, got {history}")
         return cls(
             state_dir=path_setting("FLEETWATCH_STATE_DIR", env),
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
             digest_min=int_setting("ALERT_DIGEST_MIN", env),
-            plot_history=timedelta(minutes=history),
+            recur_gap=timedelta(minutes=_at_least(0, "ALERT_RECUR_GAP_MIN", env)),
+            late_after=timedelta(hours=_at_least(0, "ALERT_LATE_AFTER_H", env)),
+            plot_history=timedelta(minutes=_at_least(0, "PLOT_HISTORY_MIN", env)),
+            plot_retention=timedelta(days=_at_least(1, "PLOT_RETENTION_DAYS", env)),
             mage_public_host=mage_public_host(env),
             checks_file=path_setting("CHECKS_FILE", env),
             env=dict(env),
@@ -160,6 +164,13 @@ def parse_features(value: Any) -> tuple[str, ...]:
             raise ValueError(f"runtime variable features: {name!r} is listed twice")
     known = [name for name in DEFAULT_FEATURES if name in names]
     return tuple(known + sorted(set(names) - set(known)))
+
+
+def _at_least(low: int, name: str, env: Mapping[str, str]) -> int:
+    value = int_setting(name, env)
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
 
 
 def _number(kwargs: Mapping[str, Any], name: str, default: float) -> float:

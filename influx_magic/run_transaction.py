@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 
 from fleetwatch.detector import DetectorConfig
+from fleetwatch.episodes import Episode
 from fleetwatch.state import FleetState, StateError
 from influx_magic import state_file
 from influx_magic.alerts import Alert, CheckAlert, alert_from_json
@@ -124,11 +125,14 @@ class Run:
         return self.settings.state_dir / PENDING_DIR
 
     def committed_state(self) -> FleetState:
-        """This configuration's committed models, episodes and watermark (or new ones)."""
+        """This configuration's committed models, episodes and watermark (or new ones), its
+        episodes following `ALERT_RECUR_GAP_MIN`."""
         try:
-            return state_file.load_or_new(self.state_path, self.config)
+            state = state_file.load_or_new(self.state_path, self.config)
         except StateError as error:
             raise PipelineError(str(error)) from None
+        state.episodes.recur_gap_seconds = self.settings.recur_gap.total_seconds()
+        return state
 
     def pending_state(self) -> FleetState:
         """The state the detector kept for this run."""
@@ -140,19 +144,35 @@ class Run:
             )
         return FleetState.from_bytes(path.read_bytes(), source=path)
 
-    def keep(self, state: FleetState, alerts: list[Alert | CheckAlert] | None = None) -> None:
-        """Keep `state` (and the run's alerts) pending until the exporter commits them."""
+    def keep(
+        self,
+        state: FleetState,
+        alerts: list[Alert | CheckAlert] | None = None,
+        episodes: list[Episode] | None = None,
+    ) -> None:
+        """Keep `state` (and the run's alerts and changed episodes) pending until the
+        exporter commits them."""
         write_atomically(self._pending("state"), state.to_bytes())
         if alerts is not None:
-            data = [alert.to_json() for alert in alerts]
-            write_atomically(self._pending("alerts.json"), json.dumps(data).encode())
+            data = {
+                "alerts": [alert.to_json() for alert in alerts],
+                "episodes": [episode.to_dict() for episode in episodes or []],
+            }
+            write_atomically(self._pending("episodes.json"), json.dumps(data).encode())
 
     def alerts(self) -> list[Alert | CheckAlert]:
         """The alerts the checker kept for this run (none when it has not run)."""
-        path = self._pending("alerts.json")
+        return [alert_from_json(item) for item in self._kept().get("alerts", [])]
+
+    def episodes(self) -> list[Episode]:
+        """The episodes the checker's run changed (none when it has not run)."""
+        return [Episode.from_dict(item) for item in self._kept().get("episodes", [])]
+
+    def _kept(self) -> dict[str, Any]:
+        path = self._pending("episodes.json")
         if not path.exists():
-            return []
-        return [alert_from_json(item) for item in json.loads(path.read_text(encoding="utf-8"))]
+            return {}
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def commit(self) -> None:
         """Make the pending state the committed one, unless another run committed meanwhile;
@@ -167,7 +187,7 @@ class Run:
             )
         os.replace(pending, self.state_path)
         fsync_dir(self.state_path.parent)
-        for leftover in (self._pending("alerts.json"), self.pending_dir / CURRENT_RUN):
+        for leftover in (self._pending("episodes.json"), self.pending_dir / CURRENT_RUN):
             leftover.unlink(missing_ok=True)
         release_run_lock(self.settings.state_dir)
 

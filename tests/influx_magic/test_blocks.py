@@ -17,6 +17,7 @@ from fleetwatch.state import FleetState
 from influx_magic import state_file
 from influx_magic.alert_plots import plot_history
 from influx_magic.alerts import RetryPolicy
+from influx_magic.block_files import BLOCKS, PROJECT
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.run_context import PipelineSettings, RunVariables
 from influx_magic.run_transaction import PipelineError, state_path
@@ -25,9 +26,7 @@ from influx_magic.state_file import FILENAME
 from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
-    BLOCKS,
     PIPELINE,
-    PROJECT,
     count_rows,
     file_digest,
     load_block,
@@ -170,7 +169,10 @@ def test_a_run_with_no_new_data_posts_nothing_and_scores_nothing_twice(
     assert after.watermark == before.watermark
     assert after.episodes.to_json() == before.episodes.to_json()
 
-    world.telemetry.write(180)  # the fault is cleared: quiet data
+    world.telemetry.write(180)  # the fault is cleared: quiet, but not for ALERT_RECUR_GAP_MIN
+    run_blocks(tmp_path)
+    assert messages(world.receiver, "Resolved") == []
+    world.telemetry.write(480)  # quiet for 11 minutes now
     run_blocks(tmp_path)
     resolved = messages(world.receiver, "Resolved")
     assert [m["text"].split()[2] for m in resolved] == ["machine2"]

@@ -151,7 +151,7 @@ def test_every_dashboard_query_returns_rows_from_the_pipelines_tables(
 ) -> None:
     seed_fault(world)  # 9 min healthy, then machine2 overloaded for 3 min
     summary = run_blocks(tmp_path)  # the five blocks, in this process
-    assert summary["episode_events_written"] >= 1, summary
+    assert summary["episodes_written"] >= 1, summary
     start = datetime.fromtimestamp(world.telemetry.start_ms / 1000, tz=UTC) - timedelta(minutes=1)
     end = datetime.now(UTC) + timedelta(minutes=1)
     queries = sql_of(dashboard)

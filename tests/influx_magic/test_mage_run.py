@@ -41,7 +41,7 @@ def test_mage_run_alerts_once_per_fault_and_once_when_it_resolves(world: Pipelin
     assert len(world.receiver.requests) == 1
     assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
 
-    world.telemetry.write(180)  # the overload is over
+    world.telemetry.write(660)  # the overload is over: quiet for more than ALERT_RECUR_GAP_MIN
     third = mage_run(world.dirs["HOME"])
 
     assert_completed(third)

@@ -36,8 +36,8 @@ def test_alert_reaches_the_inbox_and_its_plot_link_serves_the_png(
 
     frame = scores("machine2", anomalous=slice(100, 150))
     paths = render_machine_plots(frame, plots, threshold=0.8, features=FEATURES)
-    urls = {uid: plot_url(path, plots, base) for uid, path in paths.items()}
     first = event(start=frame["time"].iloc[100])
+    urls = {first.key: plot_url(paths[first.unique_id], plots, base)}
     report = AlertDelivery(SlackWebhookNotifier(f"{base}/hook"), tmp_path / "state").run(
         [first], plot_urls=urls, run_url=None
     )
