@@ -3,9 +3,10 @@
 `judge_checks(settings, state)` is the one call the checker step makes for them. It reads the
 checks file (a mistake raises `ChecksFileError` naming the line, before any message goes out,
 so the run fails loudly and is redone once the file is fixed), judges each check against
-InfluxDB at the current time, keeps the checks' state in the run's pending state
-(`state.extra["checks"]`, committed with everything else) and returns their findings as
-`CheckAlert`s. Those go to the same delivery (ledger, outbox, digests) and the same
+InfluxDB at the current time (findings recur and resolve as the detector's episodes do: quiet
+for `ALERT_RECUR_GAP_MIN` to resolve, at most one follow-up an hour), keeps the checks' state
+in the run's pending state (`state.extra["checks"]`, committed with everything else) and
+returns their findings as `CheckAlert`s. Those go to the same delivery (ledger, outbox, digests) and the same
 `anomaly_episodes` table as the detector's alerts, and whatever mutes or acknowledges the
 detector's alerts there applies to them too. A check that cannot be judged this run (its query
 fails) is reported in the summary; the other checks and the run go on.
@@ -69,7 +70,14 @@ def judge_checks(
     providers = {str(machine): str(provider) for machine, provider in identities.values()}
     moment = now if now is not None else pd.Timestamp.now(tz="UTC")
     with contextlib.closing(connect(settings.influx)) as client:
-        report = run_checks(checks, checks_state, Evaluation(client, moment, providers=providers))
+        evaluation = Evaluation(
+            client,
+            moment,
+            providers=providers,
+            recur_gap=pd.Timedelta(settings.recur_gap),
+            follow_up=pd.Timedelta(seconds=state.episodes.follow_up_seconds),
+        )
+        report = run_checks(checks, checks_state, evaluation)
     state.extra[STATE_KEY] = checks_state.to_json()
     return JudgedChecks([CheckAlert(event) for event in report.events], report, len(checks))
 

@@ -542,8 +542,8 @@ def write_episodes(
 
 def findings_frame(findings: Iterable[CheckEpisode]) -> pd.DataFrame:
     """Declared checks' findings as `anomaly_episodes` rows: the detector's columns where they
-    mean the same (`status` open or resolved, `end`, `duration_s`, `resolved_at`, `episode_id`,
-    `unique_id`, tags machineID and provider), and `check_name`, `check_kind`, `check_value`,
+    mean the same (`status` open or resolved, `bursts`, `end`, `duration_s`, `resolved_at`,
+    `episode_id`, `unique_id`, tags machineID and provider), and `check_name`, `check_kind`, `check_value`,
     `check_summary` and `check_details` (JSON: the numbers that decided it, a window test's
     formula among them).
 
@@ -563,6 +563,7 @@ def findings_frame(findings: Iterable[CheckEpisode]) -> pd.DataFrame:
                 "episode_id": episode.episode_id,
                 "unique_id": episode.unique_id,
                 "status": "resolved" if resolved else "open",
+                "bursts": int(episode.bursts),
                 "end": time_param(pd.Timestamp(episode.end, tz="UTC")),
                 "duration_s": (episode.end - episode.start) / 1e9,
                 "resolved_at": time_param(pd.Timestamp(episode.resolved_at, tz="UTC"))

@@ -127,9 +127,10 @@ class Alert:
 
 @dataclasses.dataclass(frozen=True)
 class CheckAlert:
-    """A declared check's finding that opened or resolved (`influx_magic.checks`): the same
-    facts a detector's `Alert` gives every output (machine, episode, kind, times), plus the
-    check's name and kind, its one-line `summary` and the numbers that decided it (`details`).
+    """A declared check's finding that opened, recurred or resolved (`influx_magic.checks`):
+    the same facts a detector's `Alert` gives every output (machine, episode, kind, times),
+    plus the check's name and kind, its one-line `summary` and the numbers that decided it
+    (`details`).
 
     >>> from influx_magic.checks.findings import CheckEpisode, CheckEvent
     >>> t = 1714557600_000_000_000
@@ -187,6 +188,11 @@ class CheckAlert:
     def end(self) -> datetime | None:
         """The last time the finding held, once resolved (None while it is open)."""
         return None if self.kind == "opened" else to_utc(self.event.episode.end)
+
+    @property
+    def bursts(self) -> int:
+        """Times the finding began to hold in this episode."""
+        return int(self.event.episode.bursts)
 
     @property
     def check(self) -> str:

@@ -120,6 +120,11 @@ def check_message(
     check = f"check {event.check} ({event.check_kind})"
     if event.kind == "opened":
         text = f"{word} on {who} since {_when(event.start)}: {check}: {event.summary}"
+    elif event.kind == "recurring":
+        text = (
+            f"{word} on {who}: {check}, {event.bursts} times since {_when(event.start)}: "
+            f"{event.summary}"
+        )
     else:
         text = f"{word} on {who}"
         if event.end is not None:

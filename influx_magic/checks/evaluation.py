@@ -39,10 +39,22 @@ class Evaluation:
     table: str = MACHINE_TABLE
     # machineID -> provider of machines the pipeline knows, for SQL rows without a provider
     providers: Mapping[str, str] = field(default_factory=dict)
+    # a finding quiet for this long resolves; one that holds again sooner is another burst
+    recur_gap: pd.Timedelta = pd.Timedelta(0)
+    # at most one "recurring" follow-up per episode in this time
+    follow_up: pd.Timedelta = pd.Timedelta(hours=1)
 
     @property
     def now_ns(self) -> int:
         return int(self.now.value)
+
+    @property
+    def recur_gap_ns(self) -> int:
+        return int(pd.Timedelta(self.recur_gap).value)
+
+    @property
+    def follow_up_ns(self) -> int:
+        return int(pd.Timedelta(self.follow_up).value)
 
     def query(self, sql: str, params: Mapping[str, Any], what: str) -> pa.Table:
         """Run `sql` with `params` bound (times given as `pd.Timestamp` become RFC 3339)."""

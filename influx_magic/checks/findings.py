@@ -1,9 +1,13 @@
-"""A check's findings as episodes: per machine open or closed, one "opened" and one "resolved".
+"""A check's findings as episodes: per machine open or closed; "opened", "recurring", "resolved".
 
 Each check keeps, per machine, whether a finding is open (`CheckState.open`) and what it needs
 to judge the next run (`CheckState.memory`: the limit's streak, the last reading seen, ...).
-A finding opens an episode once and resolves it once, like the detector's: the events are
-`CheckEvent("opened" | "resolved", time, episode)`, each carrying a snapshot of the episode.
+Findings are stories like the detector's episodes (`fleetwatch.episodes`): a finding that stops
+holding is *quiet*, and resolves once it has stayed quiet for the recur gap
+(`ALERT_RECUR_GAP_MIN`); one that holds again before that is another burst of the same episode,
+announced by at most one "recurring" follow-up per hour. The events are
+`CheckEvent("opened" | "recurring" | "resolved", time, episode)`, each with a snapshot of the
+episode.
 
 The state of every check travels as JSON (`ChecksState.to_json`) inside the detector's state
 file (`FleetState.extra["checks"]`), so it is committed with the run, all or nothing: a run
@@ -18,7 +22,9 @@ judge a window that moves with the clock.
 >>> events = []
 >>> episode = state.open_episode(CheckEpisode("overload", "limit", "acme-m2", "m2", "Acme",
 ...     state.episode_id("acme-m2", 10), 10, 10, 200.0, "load 200 %", {}), events)
->>> state.resolve("acme-m2", 20, "within the limit", events)
+>>> state.ease("acme-m2", 20, "within the limit")
+>>> state.settle(25, gap=10, events=events)  # quiet for less than the gap: still open
+>>> state.settle(30, gap=10, events=events)
 >>> [(e.kind, e.time) for e in events], state.open
 ([('opened', 10), ('resolved', 20)], {})
 """
@@ -74,6 +80,10 @@ class CheckEpisode:
     value: float | None
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
+    bursts: int = 1  # times the finding began to hold
+    quiet_since: int | None = None  # when it stopped holding (None while it holds)
+    follow_ups: int = 0  # "recurring" events
+    last_message: int | None = None  # time of the last "opened" or "recurring" event
     resolved_at: int | None = None
     resolution: str | None = None
 
@@ -88,15 +98,18 @@ class CheckEpisode:
 
 @dataclass(frozen=True)
 class CheckEvent:
-    """A finding that opened or resolved, at `time` (ns); `episode` is a snapshot."""
+    """A finding that opened, held again ("recurring") or resolved, at `time` (ns); `episode`
+    is a snapshot."""
 
-    kind: Literal["opened", "resolved"]
+    kind: Literal["opened", "recurring", "resolved"]
     time: int
     episode: CheckEpisode
 
     @property
     def key(self) -> str:
         """The alert's idempotency key, as for the detector's episodes."""
+        if self.kind == "recurring":
+            return f"{self.episode.episode_id}:recurring:{self.episode.follow_ups}"
         return f"{self.episode.episode_id}:{self.kind}"
 
 
@@ -116,15 +129,60 @@ class CheckState:
         return check_episode_id(self.definition, unique_id, anchor)
 
     def open_episode(self, episode: CheckEpisode, events: list[CheckEvent]) -> CheckEpisode:
-        """Open `episode` for its machine (which has none open) and record the event."""
+        """Open `episode` for its machine (which has none open) and record the event, at the
+        episode's `end` (when the finding was found to hold)."""
         if episode.unique_id in self.open:
             raise ValueError(f"{episode.check}: {episode.unique_id} already has an open finding")
+        episode.last_message = episode.end
         self.open[episode.unique_id] = episode
         events.append(CheckEvent("opened", episode.end, copy.deepcopy(episode)))
         return episode
 
+    def holding(self, unique_id: str) -> CheckEpisode | None:
+        """The machine's open finding while it holds (None when there is none, or it is quiet)."""
+        episode = self.open.get(unique_id)
+        return episode if episode is not None and episode.quiet_since is None else None
+
+    def hold(
+        self, unique_id: str, at: int, events: list[CheckEvent], follow_up: int
+    ) -> CheckEpisode:
+        """The machine's open finding holds again at `at`: when it was quiet, that is another
+        burst, announced by a "recurring" event unless one was sent less than `follow_up` ns
+        before. The episode, for the caller to update."""
+        episode = self.open[unique_id]
+        if episode.quiet_since is not None:
+            episode.quiet_since, episode.resolution = None, None
+            episode.bursts += 1
+            if episode.last_message is None or at - episode.last_message >= follow_up:
+                episode.follow_ups += 1
+                episode.last_message = at
+                events.append(CheckEvent("recurring", at, copy.deepcopy(episode)))
+        return episode
+
+    def ease(self, unique_id: str, at: int, how: str) -> None:
+        """The machine's finding stopped holding at `at` (ns), for the reason `how`: it
+        resolves once quiet for the recur gap (`settle`), unless it holds again before."""
+        episode = self.open[unique_id]
+        if episode.quiet_since is None:
+            episode.quiet_since, episode.resolution = at, how
+
+    def settle(self, now: int, gap: int, events: list[CheckEvent]) -> None:
+        """Resolve the findings quiet for `gap` ns by `now` (see `settle_one`)."""
+        for unique_id in sorted(self.open):
+            self.settle_one(unique_id, now, gap, events)
+
+    def settle_one(self, unique_id: str, now: int, gap: int, events: list[CheckEvent]) -> None:
+        """Resolve the machine's finding if it has been quiet for `gap` ns by `now`: at the
+        later of when it stopped holding and `gap` after it last held."""
+        episode = self.open.get(unique_id)
+        if episode is None or episode.quiet_since is None:
+            return
+        due = max(episode.quiet_since, episode.end + gap)
+        if now >= due:
+            self.resolve(unique_id, due, episode.resolution or "quiet", events)
+
     def resolve(self, unique_id: str, at: int, how: str, events: list[CheckEvent]) -> None:
-        """Close the machine's open finding at `at` (ns), saying why."""
+        """Close the machine's open finding at `at` (ns) now, saying why."""
         episode = self.open.pop(unique_id)
         episode.resolved_at, episode.resolution = at, how
         events.append(CheckEvent("resolved", at, copy.deepcopy(episode)))

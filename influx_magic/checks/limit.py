@@ -8,9 +8,10 @@ resolves its episode, and the schedule's interval does not change what "for 2m" 
 Per machine: the streak starts at the first reading beyond the value; when a reading beyond it
 comes `for` or more after the streak's start, the episode opens (starting at the streak's
 start, so its id is a function of the data); the first reading back within the limit ends the
-streak and resolves the episode (its end is the last reading beyond the value). A gap in the
-data does not break a streak: a machine that went silent while beyond the value stays open
-until a reading says otherwise (the `no_data` check is the one that watches silence).
+streak, and the episode resolves once no streak has held for the recur gap (its end is the
+last reading beyond the value; a streak that holds `for` again sooner is another burst of it).
+A gap in the data does not break a streak: a machine that went silent while beyond the value
+stays open until a reading says otherwise (the `no_data` check is the one that watches silence).
 
 The first evaluation reads `for` plus one minute back; after an outage at most
 `MAX_CATCH_UP` (1 h) plus `for`.
@@ -76,7 +77,7 @@ def evaluate_limit(
         memory = state.memory.setdefault(
             uid, {"machine_id": machine, "provider": provider, "last_time": None, "streak": None}
         )
-        _judge(check, state, uid, memory, times, values, events)
+        _judge(check, state, run, uid, memory, times, values, events)
 
 
 def _by_machine(result: pa.Table) -> list[tuple[tuple[str, str | None], np.ndarray, np.ndarray]]:
@@ -105,6 +106,7 @@ def _by_machine(result: pa.Table) -> list[tuple[tuple[str, str | None], np.ndarr
 def _judge(
     check: LimitCheck,
     state: CheckState,
+    run: Evaluation,
     uid: str,
     memory: dict[str, Any],
     times: np.ndarray,
@@ -124,24 +126,27 @@ def _judge(
         return  # the healthy common case: nothing to walk
     need = round(check.duration * 1e9)
     for t, value, out in zip(times.tolist(), values.tolist(), beyond.tolist(), strict=True):
+        state.settle_one(uid, t, run.recur_gap_ns, events)  # quiet long enough before `t`
         if not out:
             streak = None
-            if uid in state.open:
-                state.resolve(uid, t, f"{check.sensor} back within the limit", events)
+            if state.holding(uid) is not None:
+                state.ease(uid, t, f"{check.sensor} back within the limit")
             continue
         if streak is None:
             streak = {"start": t, "worst": value, "worst_time": t}
         elif _worse(check, value, streak["worst"]):
             streak.update(worst=value, worst_time=t)
-        episode = state.open.get(uid)
-        if episode is not None:
-            episode.end = t
-            if _worse(check, value, episode.value):
-                episode.value = value
-                episode.summary = _summary(check, value)
-                episode.details.update(worst=value, worst_time=t)
-        elif t - streak["start"] >= need:
+        if t - streak["start"] < need:
+            continue
+        if uid not in state.open:
             state.open_episode(_episode(check, state, uid, memory, streak, t), events)
+            continue
+        episode = state.hold(uid, t, events, run.follow_up_ns)
+        episode.end = t
+        if _worse(check, value, episode.value):
+            episode.value = value
+            episode.summary = _summary(check, value)
+            episode.details.update(worst=value, worst_time=t)
     memory["streak"] = streak
 
 

@@ -5,7 +5,8 @@ evaluation (minus the lateness allowance; on the first evaluation, since `seen_w
 remembers each machine's last reading. A machine is known once one of its rows has been seen:
 one that never sent anything is not missing. A known machine whose last reading is `for` or
 more before `now` opens an episode that starts at that last reading (so its id is a function
-of the data); its first reading after the silence resolves it.
+of the data); its first reading after the silence ends it, and it resolves once the machine has
+kept sending for the recur gap (silent again sooner: another burst of the same episode).
 """
 
 from __future__ import annotations
@@ -54,16 +55,18 @@ def evaluate_no_data(
             provider = None if pd.isna(provider) else provider
             if machine is None or not check.selection.matches(machine, provider):
                 continue
-            _seen(state, machine, provider, int(first), int(last), events)
+            _seen(state, machine, provider, int(first), int(last))
     need = round(check.duration * 1e9)
     for uid, memory in sorted(state.memory.items()):
         silent = run.now_ns - memory["last_seen"]
-        episode = state.open.get(uid)
-        if episode is not None:
-            episode.end, episode.value = run.now_ns, silent / 1e9
-            episode.summary = _summary(check, memory["last_seen"], silent)
-        elif silent >= need:
+        if silent < need:
+            continue
+        if uid not in state.open:
             state.open_episode(_episode(check, state, uid, memory, run.now_ns), events)
+            continue
+        episode = state.hold(uid, run.now_ns, events, run.follow_up_ns)
+        episode.end, episode.value = run.now_ns, silent / 1e9
+        episode.summary = _summary(check, memory["last_seen"], silent)
 
 
 def _seen(
@@ -72,7 +75,6 @@ def _seen(
     provider: str | None,
     first: int,
     last: int,
-    events: list[CheckEvent],
 ) -> None:
     uid = series_key(machine, provider)
     memory = state.memory.setdefault(
@@ -82,12 +84,12 @@ def _seen(
     if last <= before:
         return
     memory["last_seen"] = last
-    if uid in state.open:
+    episode = state.holding(uid)
+    if episode is not None:
         back = first if first > before else last  # the first reading after the silence
-        episode = state.open[uid]
         episode.end, episode.value = back, (back - before) / 1e9
         episode.details["back_at"] = back
-        state.resolve(uid, back, "readings arrive again", events)
+        state.ease(uid, back, "readings arrive again")
 
 
 def _episode(

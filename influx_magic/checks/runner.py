@@ -1,7 +1,8 @@
 """Evaluate every declared check once per run: findings as episode events, failures reported.
 
 `run_checks(checks, state, evaluation)` judges each check against InfluxDB and returns the
-events ("opened" / "resolved") and the checks that could not be judged, with their errors. A
+events ("opened" / "recurring" / "resolved"; a finding resolves once quiet for the evaluation's
+recur gap) and the checks that could not be judged, with their errors. A
 check that fails (its SQL does not run, returns other columns, or InfluxDB refuses it) keeps
 its state as it was and is reported; the other checks, and the pipeline, go on.
 
@@ -89,6 +90,7 @@ def run_checks(checks: Sequence[Check], state: ChecksState, run: Evaluation) -> 
             kept.last_error = str(error)
             state.checks[check.name] = kept
             continue
+        work.settle(run.now_ns, run.recur_gap_ns, events)
         work.evaluated_at, work.last_error = run.now_ns, None
         state.checks[check.name] = work
         report.evaluated.append(check.name)

@@ -8,9 +8,10 @@ commas or `'; DROP TABLE ...` is compared as the text it is and never becomes SQ
 It must return the columns `machineID`, `time` and `value` (and `provider`, when the rows have
 one; without it the provider the pipeline knows for that machineID is used). A machine with
 rows has a finding: the first evaluation that returns rows for it opens an episode (starting at
-its earliest row), later ones keep it open, and the first evaluation without rows for it
-resolves it. A query that fails, or returns other columns, is a `CheckFailed`/`InfluxError`
-for this run only: the runner reports it and the other checks go on.
+its earliest row), later ones keep it open, the first evaluation without rows for it ends it,
+and it resolves once no evaluation has returned rows for it for the recur gap. A query that
+fails, or returns other columns, is a `CheckFailed`/`InfluxError` for this run only: the
+runner reports it and the other checks go on.
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ def evaluate_sql(
             "latest_rows": shown,
             "window": format_duration(check.window),
         }
-        episode = state.open.get(uid)
-        if episode is None:
+        if uid not in state.open:
             state.open_episode(
                 CheckEpisode(
                     check=check.name,
@@ -84,12 +84,14 @@ def evaluate_sql(
                 events,
             )
         else:
+            episode = state.hold(uid, run.now_ns, events, run.follow_up_ns)
             episode.end = max(episode.end, int(latest["time"]))
             episode.value = _value(latest["value"])
             episode.summary = _summary(check, group, latest)
             episode.details.update(observed)
     for uid in sorted(set(state.open) - found):
-        state.resolve(uid, run.now_ns, "the query returns no rows for it", events)
+        if state.holding(uid) is not None:
+            state.ease(uid, run.now_ns, "the query returns no rows for it")
 
 
 def offending_rows(check: SqlCheck, result: pa.Table, providers: Mapping[str, str]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ agree and an infinite z when they do not. The formula, its inputs and its result
 the finding (`details`), for the first failing evaluation and the worst one.
 
 The first failing evaluation opens the episode (starting at its window's start); the first
-passing one resolves it. Episode ids follow the committed evaluation they came after, so a
+passing one ends it, and it resolves once no evaluation has failed for the recur gap. Episode ids follow the committed evaluation they came after, so a
 redone run names its findings as the failed run did.
 """
 
@@ -93,20 +93,20 @@ def evaluate_window_test(
         z = z_score(current["mean"], control["mean"], control["std"])
         details = _details(check, spans, current, control, z)
         uid = series_key(machine, provider)
-        episode = state.open.get(uid)
         if fails(check, z):
-            if episode is None:
+            if uid not in state.open:
                 state.open_episode(
                     _episode(check, state, uid, machine, provider, spans, z, details), events
                 )
-            else:
-                episode.end = run.now_ns
-                if abs(z) > abs(episode.value or 0.0):
-                    episode.value, episode.summary = z, _summary(check, details)
-                    episode.details["worst"] = details
-        elif episode is not None:
+                continue
+            episode = state.hold(uid, run.now_ns, events, run.follow_up_ns)
+            episode.end = run.now_ns
+            if abs(z) > abs(episode.value or 0.0):
+                episode.value, episode.summary = z, _summary(check, details)
+                episode.details["worst"] = details
+        elif (episode := state.holding(uid)) is not None:
             episode.details["passed"] = details
-            state.resolve(uid, run.now_ns, f"z = {_number(z)} within ±{check.k:g}", events)
+            state.ease(uid, run.now_ns, f"z = {_number(z)} within ±{check.k:g}")
 
 
 def _stats(

@@ -312,3 +312,29 @@ def test_a_changed_or_removed_check_resolves_its_open_findings(localflux_server)
     runs.at(T0 + seconds(115))
     assert [e[0] for e in runs.events] == ["opened", "resolved", "opened", "resolved"]
     assert runs.state.checks == {}
+
+
+def test_a_finding_that_holds_again_within_the_recur_gap_is_one_story(localflux_server) -> None:
+    client = localflux_server.client()
+    load = [200.0] * 40 + [100.0] * 30 + [200.0] * 40 + [100.0] * 400  # two bursts, 30 s apart
+    write(client, "machine2", T0, {"load": load})
+
+    def story(follow_up: pd.Timedelta) -> list[tuple[str, int]]:
+        checks, state, events = parse_checks(LIMIT), ChecksState(), []
+        for offset in range(20, 520, 20):
+            evaluation = Evaluation(
+                client, T0 + seconds(offset), recur_gap=pd.Timedelta(minutes=5), follow_up=follow_up
+            )
+            events += run_checks(checks, state, evaluation).events
+        return [(e.kind, e.episode.bursts, e.time) for e in events]
+
+    resolved_at = (T0 + seconds(109) + pd.Timedelta(minutes=5)).value  # 5 min after the last 200
+    assert story(pd.Timedelta(hours=1)) == [
+        ("opened", 1, (T0 + seconds(30)).value),
+        ("resolved", 2, resolved_at),
+    ]
+    assert story(pd.Timedelta(0)) == [
+        ("opened", 1, (T0 + seconds(30)).value),
+        ("recurring", 2, (T0 + seconds(100)).value),  # the second streak held for 30 s
+        ("resolved", 2, resolved_at),
+    ]

@@ -62,3 +62,14 @@ def test_a_digest_lists_findings_with_their_checks() -> None:
     message = digest_message(events)
     assert message["text"].startswith("Anomaly on 12 machines: m0 (acme-m0)")
     assert str(message).count("check warmer:") == 12
+
+
+def test_a_recurring_finding_says_how_often() -> None:
+    finding = alert("opened")
+    finding.event.episode.bursts, finding.event.episode.follow_ups = 3, 1
+    recurring = CheckAlert(CheckEvent("recurring", T, finding.event.episode))
+    assert recurring.key == "ep-machine2:recurring:1"
+    assert episode_message(recurring)["text"].startswith(
+        "Still recurring on machine2 (acme-machine2): check warmer (window_test), 3 times since "
+        "2024-05-01 10:00:00 UTC: temperature: z ="
+    )

@@ -25,6 +25,13 @@ WEEK = pd.Timedelta(days=7)
 HEALTHY = {"temperature": 38.0, "load": 75.0, "power": 200.0, "vibration": 80.0}
 
 
+@pytest.fixture(autouse=True)
+def resolve_at_once(world: PipelineWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finding resolves as soon as it stops holding (no recur gap), so a test need not wait
+    ALERT_RECUR_GAP_MIN of wall-clock time; recurrence is tested in tests/checks."""
+    monkeypatch.setenv("ALERT_RECUR_GAP_MIN", "0")
+
+
 def write(
     world: PipelineWorld,
     machine: str,
