@@ -3,7 +3,8 @@
 Declared in the checks file (`CHECKS_FILE`, default `influx-magic/checks.yaml`), validated with
 errors naming the line (`checkfile`), judged each run against InfluxDB (`runner`, one module per
 kind: `limit`, `no_data`, `window_test`, `sql_check`), their findings kept as per-machine
-episodes that open once and resolve once (`findings`), committed with the run's state.
+episodes that open once, recur within the recur gap and resolve once (`findings`), committed
+with the run's state.
 
     checks = checkfile.load_checks(path)                    # ChecksFileError names the line
     state = findings.ChecksState.from_json(fleet_state.extra.get("checks"))

@@ -90,7 +90,7 @@ class Check:
 class LimitCheck(Check):
     """`sensor` above (or below) `value` for at least `duration` seconds, per machine: every
     reading of the sensor in that time is beyond the value (a gap in the data does not break
-    the streak; a reading back within the limit ends it, and resolves an open episode)."""
+    the streak; a reading back within the limit ends it, and the finding with it)."""
 
     kind: ClassVar[str] = "limit"
     sensor: str
