@@ -21,7 +21,7 @@ from influx_magic.alerts import (
     DeliveryReport,
     SlackWebhookNotifier,
 )
-from influx_magic.run_context import MageRun, PipelineSettings
+from influx_magic.run_transaction import Run
 
 
 def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]:
@@ -37,19 +37,18 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
 
 
 def deliver_alerts(
-    alerts: list[Alert | CheckAlert],
-    plot_urls: Mapping[str, str],
-    settings: PipelineSettings,
-    mage: MageRun,
+    alerts: list[Alert | CheckAlert], plot_urls: Mapping[str, str], run: Run
 ) -> DeliveryReport:
-    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key)."""
+    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
+    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert."""
+    settings = run.settings
     delivery = AlertDelivery(
         SlackWebhookNotifier.from_settings(settings.env),
         settings.state_dir,
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
-    return delivery.run(alerts, plot_urls=plot_urls, run_url=mage.url)
+    return delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
 
 
 def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:

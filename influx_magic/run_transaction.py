@@ -1,24 +1,26 @@
-"""A pipeline run commits all or nothing: a pending state between blocks, one rename to commit.
+"""A pipeline run commits all or nothing, and a run left idle never blocks the next one.
 
-The loader starts a run (`start_run`): it records which committed state the run starts from and
-the run's detector configuration in `<state dir>/pending/current.json`. Later blocks continue it
-(`current_run`): the detector and the checker never touch the committed state file, they keep a
-*pending* state (`FleetState.to_bytes`) under `<state dir>/pending/<run>.state`, and the
-exporter, after its writes to InfluxDB succeeded, renames that file over the committed one (one
-atomic rename: detector, episodes and watermark move together). A run that fails anywhere leaves
-the committed state as it was, so the next run reads the same rows again (from the same
-watermark) into the same models: no point is learned twice, nothing is lost. Alerts a failed run
-already sent are not sent again: episode ids are a function of the data, and the alert ledger
+The loader starts a run (`start_run`) and puts it in Mage's `context`: the dict the blocks of
+one pipeline run share in one process (`run_pipeline_in_one_process: true`; Mage's editor keeps
+one in its kernel too), where later blocks find it (`current_run`). The run remembers the
+committed state it started from (a digest of the state file) and where the loader read from.
+The detector and the checker keep their *pending* state (`FleetState` as bytes) in the run and
+never touch the committed file; the exporter, once its writes to InfluxDB succeeded, commits: it
+checks that the committed file is still the one the run started from and replaces it
+atomically, so detector, episodes and watermark move together. A run that fails anywhere leaves
+the committed state as it was: the next run reads the same rows again (from the same watermark)
+into the same models, so no point is learned twice and nothing is lost. Alerts a failed run
+already sent are not sent again: episode ids come from the data, and the alert ledger
 remembers them.
 
-Mage hands DataFrames between blocks as Parquet and other values as JSON (bytes do not
-survive), which is why the pending state travels as a file and only frames travel through Mage.
-
-A file lock on the state dir (`influx_magic.runlock`), taken by the loader and released by the
-exporter, keeps a manual `mage run` and a scheduled run from overlapping; the second waits up to
-`lock_timeout_seconds` (default 60) and then stops with a message naming the holder. A block
-that fails inside `with run:` lets go of the lock at once, and the commit also checks that the
-committed state is still the one the run started from.
+Each block holds the state dir's lock (`influx_magic.runlock`) while it runs (`with run:`), so
+two runs never interleave their blocks: a manual `mage run` waits for a scheduled one (up to
+`lock_timeout_seconds`, 60) and then starts from what it committed. Between blocks the run keeps
+the lock for `IDLE_RELEASE` seconds only: the blocks of a pipeline run follow each other within
+that, but a block run on its own in Mage's editor (the loader, to look at its rows) lets go of
+it soon after, and the schedule goes on. When such a run goes on later, its block takes the lock
+again; if another run committed meanwhile, the detector (or the commit) stops it with a message
+to start again from the loader.
 
 The state file depends on the detector configuration: a run with other runtime variables keeps
 its own models, watermark and episodes in its own file instead of refusing the saved ones or
@@ -28,11 +30,10 @@ overwriting them.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
+import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,17 @@ import pandas as pd
 
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.episodes import Episode
-from fleetwatch.state import FleetState, StateError
+from fleetwatch.state import FleetState, StateError, reset_hint
 from influx_magic import state_file
-from influx_magic.alerts import Alert, CheckAlert, alert_from_json
+from influx_magic.alerts import Alert, CheckAlert
 from influx_magic.influx import read_since
 from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
-from influx_magic.runlock import acquire_run_lock, release_run_lock
-from magic_common.atomic import fsync_dir, write_atomically
+from influx_magic.runlock import RunLock
+from magic_common.atomic import write_atomically
 
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
-PENDING_DIR = "pending"
-CURRENT_RUN = "current.json"
+CONTEXT_KEY = "influx_magic_run"
+IDLE_RELEASE = 10.0  # seconds a run keeps the lock after a block, waiting for its next block
 
 
 class PipelineError(RuntimeError):
@@ -67,82 +68,78 @@ def state_path(state_dir: Path, config: DetectorConfig) -> Path:
     return state_dir / f"{name.stem}-{digest}{name.suffix}"
 
 
-def file_digest(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The run in progress, as the loader started it (`pending/current.json`)."""
-
-    key: str
-    state_file: str
-    base_digest: str | None
-    since: str
-    config: dict[str, Any]
-    lock_timeout: float
-    describe: str
-
-
 @dataclass
 class Run:
-    """One pipeline run: its settings, configuration and pending files. `with run:` holds the
-    state dir's run lock for the block and lets go of it when the block fails."""
+    """One pipeline run: where it reads from, what it started from, what it keeps pending."""
 
     settings: PipelineSettings
     config: DetectorConfig
-    record: RunRecord
     mage: MageRun
+    state_path: Path
+    base_digest: str | None
+    since: pd.Timestamp
+    lock_timeout: float
+    key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    _pending: bytes | None = field(default=None, repr=False)
+    _alerts: list[Alert | CheckAlert] = field(default_factory=list, repr=False)
+    _episodes: list[Episode] = field(default_factory=list, repr=False)
+    _lock: RunLock = field(init=False, repr=False)
+    _idle: int = field(default=0, repr=False)  # the idle spell a timer may end (0: none)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _committed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lock = RunLock(self.settings.state_dir)
 
     def __enter__(self) -> Run:
-        acquire_run_lock(
-            self.settings.state_dir, self.record.lock_timeout, what=self.record.describe
-        )
+        """A block of this run starts: hold the lock (taking it again after an idle spell)."""
+        with self._guard:
+            self._idle = 0
+            if not self._lock.held:
+                self._lock.acquire(self.lock_timeout, what=self.mage.describe)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None:
-            release_run_lock(self.settings.state_dir)
+        """The block ended: let go of the lock now if it failed or committed, else after
+        `IDLE_RELEASE` seconds unless the next block comes first."""
+        with self._guard:
+            if kind is not None or self._committed:
+                self._lock.release()
+                return
+            spell = self._idle = uuid.uuid4().int
+            timer = threading.Timer(IDLE_RELEASE, self._let_go, args=(spell,))
+            timer.daemon = True
+            timer.start()
 
-    @property
-    def since(self) -> pd.Timestamp:
-        """Where the loader reads from: the watermark minus `LATENESS`, or the lookback."""
-        return pd.Timestamp(self.record.since)
+    def _let_go(self, spell: int) -> None:
+        with self._guard:
+            if self._idle == spell:  # no block has started since
+                self._idle = 0
+                self._lock.release()
 
     @property
     def first(self) -> bool:
         """No run of this configuration has committed yet."""
-        return self.record.base_digest is None
-
-    @property
-    def state_path(self) -> Path:
-        return self.settings.state_dir / self.record.state_file
-
-    @property
-    def pending_dir(self) -> Path:
-        return self.settings.state_dir / PENDING_DIR
+        return self.base_digest is None
 
     def committed_state(self) -> FleetState:
-        """This configuration's committed models, episodes and watermark (or new ones), its
-        episodes following `ALERT_RECUR_GAP_MIN`."""
-        try:
-            state = state_file.load_or_new(self.state_path, self.config)
-        except StateError as error:
-            raise PipelineError(str(error)) from None
+        """The committed models, episodes and watermark the run started from (or new ones),
+        its episodes following `ALERT_RECUR_GAP_MIN`. Stops the run when another run
+        committed since the loader read (its rows would be judged against other models)."""
+        data = self.state_path.read_bytes() if self.state_path.exists() else None
+        digest = None if data is None else hashlib.sha256(data).hexdigest()
+        if digest != self.base_digest:
+            raise PipelineError(
+                f"{self.state_path} changed since load_influx_data started this run (another "
+                "run committed): run the pipeline again from load_influx_data"
+            )
+        state = (
+            FleetState.new(self.config)
+            if data is None
+            else load(data, self.state_path, self.config)
+        )
         state.episodes.recur_gap_seconds = self.settings.recur_gap.total_seconds()
         return state
-
-    def pending_state(self) -> FleetState:
-        """The state the detector kept for this run."""
-        path = self._pending("state")
-        if not path.exists():
-            raise PipelineError(
-                f"no pending state for run {self.record.key}: detect_anomalies has not run in "
-                "this run"
-            )
-        return FleetState.from_bytes(path.read_bytes(), source=path)
 
     def keep(
         self,
@@ -150,102 +147,119 @@ class Run:
         alerts: list[Alert | CheckAlert] | None = None,
         episodes: list[Episode] | None = None,
     ) -> None:
-        """Keep `state` (and the run's alerts and changed episodes) pending until the
-        exporter commits them."""
-        write_atomically(self._pending("state"), state.to_bytes())
+        """Keep `state` (and the checker's alerts and changed episodes) for the exporter."""
+        self._pending = state.to_bytes()
         if alerts is not None:
-            data = {
-                "alerts": [alert.to_json() for alert in alerts],
-                "episodes": [episode.to_dict() for episode in episodes or []],
-            }
-            write_atomically(self._pending("episodes.json"), json.dumps(data).encode())
+            self._alerts, self._episodes = list(alerts), list(episodes or [])
+
+    def pending_state(self) -> FleetState:
+        """A copy of the state the detector (or the checker) kept in this run."""
+        if self._pending is None:
+            raise PipelineError(
+                f"no pending state in run {self.key}: run detect_anomalies after load_influx_data"
+            )
+        return FleetState.from_bytes(self._pending, source=f"run {self.key}")
 
     def alerts(self) -> list[Alert | CheckAlert]:
-        """The alerts the checker kept for this run (none when it has not run)."""
-        return [alert_from_json(item) for item in self._kept().get("alerts", [])]
+        """The alerts the checker kept (none when it has not run)."""
+        return list(self._alerts)
 
     def episodes(self) -> list[Episode]:
-        """The episodes the checker's run changed (none when it has not run)."""
-        return [Episode.from_dict(item) for item in self._kept().get("episodes", [])]
-
-    def _kept(self) -> dict[str, Any]:
-        path = self._pending("episodes.json")
-        if not path.exists():
-            return {}
-        return json.loads(path.read_text(encoding="utf-8"))
+        """The episodes the checker found changed (none when it has not run)."""
+        return list(self._episodes)
 
     def commit(self) -> None:
-        """Make the pending state the committed one, unless another run committed meanwhile;
-        then let the next run in."""
-        pending = self._pending("state")
-        if not pending.exists():
-            raise PipelineError(f"no pending state for run {self.record.key}: nothing to commit")
-        if file_digest(self.state_path) != self.record.base_digest:
+        """Make the pending state the committed one, unless another run committed meanwhile
+        (call it inside `with run:`; the lock goes when the block ends)."""
+        if self._pending is None:
+            raise PipelineError(f"no pending state in run {self.key}: nothing to commit")
+        if file_digest(self.state_path) != self.base_digest:
             raise PipelineError(
                 f"{self.state_path} changed while this run was in progress (another run "
                 "committed); this run's results are dropped and the next run redoes them"
             )
-        os.replace(pending, self.state_path)
-        fsync_dir(self.state_path.parent)
-        for leftover in (self._pending("episodes.json"), self.pending_dir / CURRENT_RUN):
-            leftover.unlink(missing_ok=True)
-        release_run_lock(self.settings.state_dir)
+        write_atomically(self.state_path, self._pending)
+        self._committed = True
 
-    def _pending(self, what: str) -> Path:
-        return self.pending_dir / f"{self.record.key}.{what}"
+
+def load(data: bytes, path: Path, config: DetectorConfig) -> FleetState:
+    """The state in `data` (read from `path`), which must be one for `config`."""
+    try:
+        state = FleetState.from_bytes(data, source=path)
+    except StateError as error:
+        raise PipelineError(str(error)) from None
+    if state.detector.config != config:
+        raise PipelineError(
+            f"{path} holds models for another configuration:\n  saved:     "
+            f"{state.detector.config.describe()}\n  requested: {config.describe()}\n"
+            f"{reset_hint(path)}"
+        )
+    return state
+
+
+def file_digest(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def start_run(
+    kwargs: Mapping[str, Any],
     settings: PipelineSettings,
     variables: RunVariables,
-    mage: MageRun,
     *,
     now: pd.Timestamp | None = None,
 ) -> Run:
-    """Take the run lock and start a run of `variables.config` from the committed state:
-    forget any earlier run's pending files, record this one. Reads from the committed
-    watermark minus `LATENESS`, or `variables.lookback` before the first commit."""
-    acquire_run_lock(settings.state_dir, variables.lock_timeout, what=mage.describe)
+    """Start a run of `variables.config` from its committed state and put it in Mage's
+    `context` for the later blocks; use it as `with start_run(...) as run:` (the lock is
+    already taken, so the committed state cannot move under the loader). It reads from the
+    committed watermark minus `LATENESS`, or `variables.lookback` before the first commit."""
+    mage = MageRun.from_kwargs(kwargs, settings.mage_public_host)
+    lock = RunLock(settings.state_dir).acquire(variables.lock_timeout, what=mage.describe)
     try:
-        path = state_path(settings.state_dir, variables.config)
-        try:
-            watermark = state_file.load_or_new(path, variables.config).watermark
-        except StateError as error:
-            raise PipelineError(str(error)) from None
-        since = read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now)
-        folder = settings.state_dir / PENDING_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.iterdir():
-            if stale.is_file():
-                stale.unlink()
-        record = RunRecord(
-            key=uuid.uuid4().hex[:12],
-            state_file=path.name,
-            base_digest=file_digest(path),
-            since=since.isoformat(),
-            config=variables.config.to_json(),
-            lock_timeout=variables.lock_timeout,
-            describe=mage.describe,
-        )
-        write_atomically(folder / CURRENT_RUN, json.dumps(asdict(record)).encode())
+        run = _begin(kwargs, settings, variables, mage, now)
     except BaseException:
-        release_run_lock(settings.state_dir)
+        lock.release()
         raise
-    return Run(settings, variables.config, record, mage)
+    run._lock = lock
+    return run
 
 
-def current_run(kwargs: Mapping[str, Any], settings: PipelineSettings | None = None) -> Run:
-    """The run the loader started, for a later block (`kwargs`: the block's, for the run link)."""
-    settings = settings or PipelineSettings.from_env()
-    path = settings.state_dir / PENDING_DIR / CURRENT_RUN
-    try:
-        record = RunRecord(**json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
+def _begin(
+    kwargs: Mapping[str, Any],
+    settings: PipelineSettings,
+    variables: RunVariables,
+    mage: MageRun,
+    now: pd.Timestamp | None,
+) -> Run:
+    config = variables.config
+    path = state_path(settings.state_dir, config)
+    data = path.read_bytes() if path.exists() else None
+    watermark = None if data is None else load(data, path, config).watermark
+    run = Run(
+        settings=settings,
+        config=config,
+        mage=mage,
+        state_path=path,
+        base_digest=None if data is None else hashlib.sha256(data).hexdigest(),
+        since=read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now),
+        lock_timeout=variables.lock_timeout,
+    )
+    shared = kwargs.get("context")
+    if isinstance(shared, dict):
+        shared[CONTEXT_KEY] = run
+    return run
+
+
+def current_run(kwargs: Mapping[str, Any]) -> Run:
+    """The run load_influx_data started, from Mage's `context`; use it as
+    `with current_run(kwargs) as run:`."""
+    shared = kwargs.get("context")
+    run = shared.get(CONTEXT_KEY) if isinstance(shared, dict) else None
+    if not isinstance(run, Run):
         raise PipelineError(
-            "no run in progress: run the pipeline from load_influx_data "
-            "(the loader starts a run; later blocks continue it)"
-        ) from None
-    except (OSError, ValueError, TypeError) as error:
-        raise PipelineError(f"cannot read {path}: {error}; run the whole pipeline") from None
-    config = DetectorConfig.from_json(record.config)
-    return Run(settings, config, record, MageRun.from_kwargs(kwargs, settings.mage_public_host))
+            "no run in progress: run the pipeline from load_influx_data (the loader starts a "
+            "run, later blocks continue it in Mage's `context`, which needs "
+            "run_pipeline_in_one_process: true)"
+        )
+    return run

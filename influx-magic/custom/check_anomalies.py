@@ -34,7 +34,7 @@ def check_anomalies(data, *args, **kwargs):
         declared = judge_checks(run.settings, state)
         alerts += declared.alerts
         plots = plot_alerts(run.settings, checked, alerts, state)
-        report = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
+        report = deliver_alerts(alerts, plots.urls, run)
         run.keep(state, alerts, update.episodes)
         print(
             f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "

@@ -14,7 +14,7 @@ configuration: one other than the defaults keeps its own models and watermark.
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader, test
 
-from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
+from influx_magic.run_context import PipelineSettings, RunVariables
 from influx_magic.run_transaction import start_run
 from influx_magic.telemetry import read_telemetry
 
@@ -23,8 +23,7 @@ from influx_magic.telemetry import read_telemetry
 def load_influx_data(*args, **kwargs):
     settings = PipelineSettings.from_env()
     variables = RunVariables.from_kwargs(kwargs)
-    mage = MageRun.from_kwargs(kwargs, settings.mage_public_host)
-    with start_run(settings, variables, mage) as run:
+    with start_run(kwargs, settings, variables) as run:
         frame = read_telemetry(settings.influx, since=run.since, features=run.config.features)
         first = "first run, " if run.first else ""
         print(

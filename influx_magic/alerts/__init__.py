@@ -12,7 +12,7 @@ a declared check's finding), `slack`
 """
 
 from influx_magic.alerts.delivery import AlertDelivery, DeliveryReport, RetryPolicy
-from influx_magic.alerts.events import Alert, CheckAlert, alert_from_json
+from influx_magic.alerts.events import Alert, CheckAlert
 from influx_magic.alerts.outputs import DeliveryError, Notifier
 from influx_magic.alerts.outputs.slack_webhook import SlackWebhookNotifier
 from influx_magic.alerts.store import StoreError
@@ -27,5 +27,4 @@ __all__ = [
     "RetryPolicy",
     "SlackWebhookNotifier",
     "StoreError",
-    "alert_from_json",
 ]

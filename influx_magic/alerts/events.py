@@ -30,7 +30,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent
-from influx_magic.checks.findings import CheckEpisode, CheckEvent
+from influx_magic.checks.findings import CheckEvent
 
 EventKind = Literal["opened", "recurring", "resolved"]
 KINDS: tuple[str, ...] = EVENT_KINDS
@@ -139,8 +139,6 @@ class CheckAlert:
     >>> alert = CheckAlert(CheckEvent("opened", t, episode))
     >>> alert.key, alert.check, alert.machine_id
     ('c-1:opened', 'overload', 'machine2')
-    >>> alert_from_json(alert.to_json()) == alert
-    True
     """
 
     event: CheckEvent
@@ -209,25 +207,6 @@ class CheckAlert:
     @property
     def resolution(self) -> str | None:
         return self.event.episode.resolution
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check_event": {
-                "kind": self.event.kind,
-                "time": self.event.time,
-                "episode": dataclasses.asdict(self.event.episode),
-            }
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CheckAlert:
-        item = data["check_event"]
-        return cls(CheckEvent(item["kind"], int(item["time"]), CheckEpisode(**item["episode"])))
-
-
-def alert_from_json(data: Mapping[str, Any]) -> Alert | CheckAlert:
-    """The alert `Alert.to_json` or `CheckAlert.to_json` wrote."""
-    return CheckAlert.from_json(data) if "check_event" in data else Alert.from_json(data)
 
 
 def to_utc(value: Any) -> datetime:

@@ -5,6 +5,7 @@ failed run is redone, alert delivery faults, the run lock and the runtime variab
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from influx_magic.alerts import RetryPolicy
 from influx_magic.block_files import BLOCKS, PROJECT
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.run_context import PipelineSettings, RunVariables
-from influx_magic.run_transaction import PipelineError, state_path
+from influx_magic.run_transaction import IDLE_RELEASE, PipelineError, state_path
 from influx_magic.runlock import RunLock, RunLockBusy
 from influx_magic.state_file import FILENAME
 from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
@@ -107,7 +108,7 @@ def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
     seed_fault(world)
-    kwargs = {"pipeline_uuid": "machine_anomaly_detection", "pipeline_run_id": 7}
+    kwargs = {"pipeline_uuid": "machine_anomaly_detection", "pipeline_run_id": 7, "context": {}}
 
     loaded = load_block("load_influx_data").load_influx_data(**kwargs)
     assert len(loaded) == world.telemetry.written
@@ -188,14 +189,15 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     run_blocks(tmp_path)
     committed = file_digest(world.state_file)
     fault = world.telemetry.write(180, overload=["machine2"])
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}  # what Mage shares between the blocks of one run
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
     assert len(messages(world.receiver, "Anomaly")) == 1
     world.influx.kill()
 
     with pytest.raises(InfluxUnavailable, match="not reachable while writing"):
-        load_block("export_anomaly_scores").export_anomaly_scores(output)
+        load_block("export_anomaly_scores").export_anomaly_scores(output, **run)
 
     assert file_digest(world.state_file) == committed  # models, episodes, watermark unchanged
     with RunLock(world.state_dir).hold(timeout=0):  # the failed block let go of the lock
@@ -222,9 +224,10 @@ def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
     history = world.telemetry.write(540)
     run_blocks(tmp_path)  # the healthy minutes are scored and exported
     world.telemetry.write(180, overload=["machine2"])
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
     rows = output[output["status"] == "scored"]
     uid = unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
     first = rows.loc[rows["unique_id"] == uid, "time"].min()
@@ -241,7 +244,7 @@ def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
     assert not shown["is_anomaly"].any()
 
     world.influx.kill()  # a plot is not worth an alert: it goes out without the history
-    load_block("check_anomalies").check_anomalies(through_parquet(output, tmp_path))
+    load_block("check_anomalies").check_anomalies(through_parquet(output, tmp_path), **run)
     assert len(messages(world.receiver, "Anomaly")) == 1
     assert "(without history: InfluxDB at" in capsys.readouterr().out
     assert [p.name.split("-")[-1] for p in world.plots.glob("*.png")] == ["machine2.png"]
@@ -297,10 +300,30 @@ def test_a_second_run_waits_for_the_lock_and_then_stops_without_changing_anythin
     seed_fault(world)
     holder = RunLock(world.state_dir).hold(timeout=0, what="scheduled run 41")
     with holder, pytest.raises(RunLockBusy, match="scheduled run 41"):
-        load_block("load_influx_data").load_influx_data(lock_timeout_seconds=0.3)
-    assert not (world.state_dir / "pending" / "current.json").exists()
+        run_blocks(tmp_path, lock_timeout_seconds=0.3)
+    assert not world.state_file.exists() and world.receiver.requests == []
     run_blocks(tmp_path)
     assert world.state_file.exists()
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+
+
+def test_the_loader_alone_leaves_nothing_and_lets_go_of_the_lock_soon(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    """What Mage's editor does when a user runs the loader to look at its rows."""
+    seed_fault(world)
+    editor = {"context": {}}  # the editor's kernel keeps its context between block runs
+    assert len(load_block("load_influx_data").load_influx_data(**editor)) > 0
+    assert sorted(p.name for p in world.state_dir.iterdir()) == ["run.lock"]
+    started = time.monotonic()
+    with RunLock(world.state_dir).hold(timeout=IDLE_RELEASE + 30):  # free once the run idles
+        waited = time.monotonic() - started
+    assert IDLE_RELEASE - 2 < waited < IDLE_RELEASE + 10
+    run_blocks(tmp_path)  # a pipeline run meanwhile: completes and commits
+    assert world.state_file.exists()
+    # The editor's run goes on: the committed state moved, so its detector stops and says so.
+    with pytest.raises(PipelineError, match="run the pipeline again from load_influx_data"):
+        load_block("detect_anomalies").detect_anomalies(pd.DataFrame(), **editor)
 
 
 def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path: Path) -> None:
@@ -317,20 +340,21 @@ def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path:
 def test_later_blocks_need_the_run_the_loader_started(local_dirs) -> None:
     scored = pd.DataFrame({"status": pd.Series([], dtype=object)})
     with pytest.raises(PipelineError, match="run the pipeline from load_influx_data"):
-        load_block("export_anomaly_scores").export_anomaly_scores(scored)
+        load_block("export_anomaly_scores").export_anomaly_scores(scored, context={})
 
 
 def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
     world.telemetry.write(300)
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}  # what Mage shares between the blocks of one run
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
     state_file.save(FleetState.new(), world.state_file)  # someone else committed
 
     with pytest.raises(PipelineError, match="changed while this run was in progress"):
-        load_block("export_anomaly_scores").export_anomaly_scores(output)
+        load_block("export_anomaly_scores").export_anomaly_scores(output, **run)
     assert state_file.load(world.state_file).watermark is None
 
 

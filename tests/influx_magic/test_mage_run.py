@@ -5,11 +5,14 @@ test makes the few runs its story needs."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import pytest
 
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import count_rows, file_digest, mage_run, messages
+from tests.support import PYTHON, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +74,36 @@ def test_mage_run_with_influxdb_down_fails_clearly_and_the_next_run_catches_up(
     assert_completed(caught_up)
     assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
     assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+
+
+EDITOR = """
+import sys
+from influx_magic.block_files import load_block
+rows = load_block("load_influx_data")(context={})  # prints its own log line first
+print(f"loaded {len(rows)}", flush=True)
+sys.stdin.readline()  # stay alive, as Mage's editor kernel does, until the test is done
+"""
+
+
+def test_the_loader_run_alone_in_a_live_process_does_not_hold_up_mage_run(
+    world: PipelineWorld,
+) -> None:
+    """Mage's editor: a user runs the loader block to look at its rows, its kernel lives on."""
+    seed_fault(world)
+    editor = subprocess.Popen(
+        [PYTHON, "-c", EDITOR], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert editor.stdout.readline().startswith("load_influx_data: 2160 row(s)")
+        assert editor.stdout.readline() == "loaded 2160\n"
+        started = time.monotonic()
+        result = mage_run(world.dirs["HOME"])  # waits at most IDLE_RELEASE for the editor
+        assert_completed(result)
+        assert time.monotonic() - started < 120
+        assert editor.poll() is None  # the editor's kernel is still there
+    finally:
+        editor.stdin.close()
+        editor.wait(timeout=30)
+    assert world.state_file.exists()
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
