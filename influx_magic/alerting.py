@@ -41,10 +41,12 @@ def deliver_alerts(
 ) -> DeliveryReport:
     """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
     Call it inside `with run:`: the run's lock keeps two runs from sending the same alert."""
+    if not run.configuration.sends_alerts:
+        return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
     settings = run.settings
     delivery = AlertDelivery(
         SlackWebhookNotifier.from_settings(settings.env),
-        settings.state_dir,
+        run.configuration.alert_dir(settings.state_dir),
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
@@ -63,6 +65,8 @@ def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:
 
 def delivery_summary(report: DeliveryReport) -> str:
     """Alerts sent and queued, and why they wait when no channel is configured."""
+    if report.withheld:
+        return f"not sent ({report.withheld})"
     text = f"{len(report.sent)} sent, {report.outbox_left} waiting in the outbox"
     if report.late:
         text += f" ({len(report.late)} sent late)"

@@ -1,6 +1,6 @@
 """The run's declared checks: read `CHECKS_FILE`, judge every check, hand on their alerts.
 
-`judge_checks(settings, state)` is the one call the checker step makes for them. It reads the
+`judge_checks(run, state)` is the one call the checker step makes for them. It reads the
 checks file (a mistake raises `ChecksFileError` naming the line, before any message goes out,
 so the run fails loudly and is redone once the file is fixed), judges each check against
 InfluxDB at the current time (findings recur and resolve as the detector's episodes do: quiet
@@ -11,10 +11,10 @@ returns their findings as `CheckAlert`s. Those go to the same delivery (ledger, 
 detector's alerts there applies to them too. A check that cannot be judged this run (its query
 fails) is reported in the summary; the other checks and the run go on.
 
-A run with detector settings other than the defaults (an experiment with `threshold` or
-`features`, which keeps its own state file) reads the file, so a mistake still shows, but does
-not judge the checks: they do not depend on the detector, and judging them there would announce
-the scheduled runs' findings a second time.
+An experiment run (a detector configuration other than the pipeline's defaults, which keeps
+its own state, tables and plots) reads the file, so a mistake still shows, but does not judge
+the checks: they do not depend on the detector, and judging them there would find the
+scheduled runs' findings a second time.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState
 from influx_magic.alerts import CheckAlert
 from influx_magic.checks.checkfile import load_checks
@@ -33,6 +32,7 @@ from influx_magic.checks.findings import ChecksState
 from influx_magic.checks.runner import ChecksReport, run_checks
 from influx_magic.influx import connect
 from influx_magic.run_context import PipelineSettings
+from influx_magic.run_transaction import Run
 from magic_common.envsettings import project_root
 
 STATE_KEY = "checks"
@@ -55,13 +55,12 @@ class JudgedChecks:
         return self.report.summary()
 
 
-def judge_checks(
-    settings: PipelineSettings, state: FleetState, *, now: pd.Timestamp | None = None
-) -> JudgedChecks:
+def judge_checks(run: Run, state: FleetState, *, now: pd.Timestamp | None = None) -> JudgedChecks:
     """Judge the declared checks at `now` (default: the current time), updating `state`."""
+    settings = run.settings
     checks = load_checks(settings.checks_file, shown_as=_shown(settings))
-    if state.detector.config != DetectorConfig():
-        why = "a run with other detector settings is an experiment; the scheduled runs judge them"
+    if run.configuration.experiment:
+        why = "an experiment run; the runs with the pipeline's defaults judge them"
         return JudgedChecks([], ChecksReport(), len(checks), skipped=why)
     checks_state = ChecksState.from_json(state.extra.get(STATE_KEY))
     if not checks and not checks_state.checks:

@@ -295,10 +295,12 @@ def load_machine_history(
     since: datetime | pd.Timestamp,
     until: datetime | pd.Timestamp,
     features: Sequence[str] = FEATURES,
+    scores_table: str = SCORES_TABLE,
 ) -> pd.DataFrame:
-    """One machine's telemetry in `[since, until)` with the scores stored for it: the
-    loader's columns plus `score` (NaN where none was stored) and `is_anomaly`. For plots
-    that show what came before a run. Tags are bound as parameters, never pasted."""
+    """One machine's telemetry in `[since, until)` with the scores stored for it in
+    `scores_table`: the loader's columns plus `score` (NaN where none was stored) and
+    `is_anomaly`. For plots that show what came before a run. Tags are bound as parameters,
+    never pasted."""
     params = {
         "since": time_param(since),
         "until": time_param(until),
@@ -311,9 +313,9 @@ def load_machine_history(
     try:
         stored = _query(
             client,
-            f"SELECT time, score, is_anomaly FROM {sql_ident(SCORES_TABLE)} WHERE {where}",
+            f"SELECT time, score, is_anomaly FROM {sql_ident(scores_table)} WHERE {where}",
             params,
-            what=f"reading {SCORES_TABLE}",
+            what=f"reading {scores_table}",
         )
     except InfluxNotFound:  # no run has exported scores yet
         stored = pa.table({"time": [], "score": [], "is_anomaly": []})
@@ -474,18 +476,31 @@ def _bodies(
         yield body, len(body)
 
 
-def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
-    """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
-    (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
+#: What a score row carries besides its tags: the score, whether it is anomalous, its episode,
+#: the series key and configuration that produced it, whether the model was warm, and each
+#: sensor's deviation (`dev_<feature>`, a signed z-score).
+SCORE_FIELDS = ("score", "is_anomaly", "episode_id", "unique_id", "config_id", "warm")
+
+
+def write_scores(
+    client: InfluxDBClient3, scores: pd.DataFrame, *, table: str = SCORES_TABLE
+) -> int:
+    """Write per-point results to `table` (`anomaly_scores`): tags machineID, provider; fields
+    score (float), is_anomaly (bool), episode_id (string, only inside an episode) and, when the
+    frame has them, unique_id, config_id (strings), warm (bool) and dev_<feature> (floats)."""
     data = scores.copy()
     data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
     data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
     if "episode_id" not in data.columns:
         data["episode_id"] = None
     data["episode_id"] = data["episode_id"].astype(object).where(data["episode_id"].notna(), None)
-    return write_frame(
-        client, data, table=SCORES_TABLE, tags=TAGS, fields=("score", "is_anomaly", "episode_id")
-    )
+    if "warm" in data.columns:
+        data["warm"] = data["warm"].fillna(False).astype(bool)
+    deviations = [c for c in data.columns if c.startswith("dev_")]
+    for column in deviations:
+        data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+    fields = [c for c in SCORE_FIELDS if c in data.columns] + deviations
+    return write_frame(client, data, table=table, tags=TAGS, fields=fields)
 
 
 def episodes_frame(

@@ -1,9 +1,11 @@
 """What a run writes back to InfluxDB: the scores of the points it scored, its episodes.
 
 `anomaly_scores` gets one row per scored point (tags machineID, provider; fields score,
-is_anomaly, episode_id); rows re-read because of the lateness allowance were not scored again
-(`status` is not "scored") and are not written again. `anomaly_episodes` gets one row per
-episode, rewritten whenever a run changes it (announced or held back, grown, resolved).
+is_anomaly, episode_id, unique_id, config_id, warm and each sensor's deviation dev_<feature>);
+rows re-read because of the lateness allowance were not scored again (`status` is not
+"scored") and are not written again. `anomaly_episodes` gets one row per episode, rewritten
+whenever a run changes it (announced or held back, grown, resolved). An experiment writes to
+`anomaly_scores_<config_id>` and `anomaly_episodes_<config_id>` instead.
 Writes are idempotent (same tags and time replace the row), so a run redone after a failure
 writes the same rows once more, harmlessly. The declared checks' findings go to
 `anomaly_episodes` too, when they open and when they resolve (`write_check_findings`).
@@ -20,6 +22,7 @@ import pandas as pd
 from fleetwatch.episodes import Episode
 from influx_magic.alerts import Alert, CheckAlert
 from influx_magic.influx import (
+    SCORE_FIELDS,
     TAGS,
     InfluxSettings,
     connect,
@@ -27,6 +30,7 @@ from influx_magic.influx import (
     write_findings,
     write_scores,
 )
+from influx_magic.run_context import Configuration
 
 
 @dataclass(frozen=True)
@@ -40,21 +44,28 @@ class Written:
 
 def write_results(
     influx: InfluxSettings,
+    configuration: Configuration,
     checked: pd.DataFrame,
     episodes: Sequence[Episode],
     identities: Mapping[str, Sequence[str]],
 ) -> Written:
-    """Write the scored rows of `checked` to `anomaly_scores`, `episodes` to
-    `anomaly_episodes` (`identities`: each unique_id's machineID and provider)."""
+    """Write the scored rows of `checked` and `episodes` to the configuration's tables
+    (`identities`: each unique_id's machineID and provider)."""
     rows = checked[checked["status"] == "scored"] if len(checked) else checked
     scores = written = 0
     if len(rows) or episodes:
+        columns = ["time", *TAGS, *SCORE_FIELDS]
+        columns += [c for c in rows.columns if c.startswith("dev_")]
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
                 scores = write_scores(
-                    client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
+                    client,
+                    rows.assign(config_id=configuration.config_id)[columns],
+                    table=configuration.scores_table,
                 )
-            written = write_episodes(client, episodes, identities)
+            written = write_episodes(
+                client, episodes, identities, table=configuration.episodes_table
+            )
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
     return Written(scores, written, anomalous)
 

@@ -46,7 +46,7 @@ from fleetwatch.state import FleetState, StateError, reset_hint
 from influx_magic import state_file
 from influx_magic.alerts import Alert, CheckAlert
 from influx_magic.influx import read_since
-from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
+from influx_magic.run_context import Configuration, MageRun, PipelineSettings, RunVariables
 from influx_magic.runlock import RunLock
 from magic_common.atomic import write_atomically
 
@@ -73,7 +73,7 @@ class Run:
     """One pipeline run: where it reads from, what it started from, what it keeps pending."""
 
     settings: PipelineSettings
-    config: DetectorConfig
+    configuration: Configuration
     mage: MageRun
     state_path: Path
     base_digest: str | None
@@ -116,6 +116,11 @@ class Run:
             if self._idle == spell:  # no block has started since
                 self._idle = 0
                 self._lock.release()
+
+    @property
+    def config(self) -> DetectorConfig:
+        """The detector configuration of this run."""
+        return self.configuration.detector
 
     @property
     def first(self) -> bool:
@@ -238,7 +243,7 @@ def _begin(
     watermark = None if data is None else load(data, path, config).watermark
     run = Run(
         settings=settings,
-        config=config,
+        configuration=variables.configuration,
         mage=mage,
         state_path=path,
         base_digest=None if data is None else hashlib.sha256(data).hexdigest(),

@@ -30,10 +30,10 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data)
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
+        plots = plot_alerts(run, checked, alerts)
         # The declared checks (CHECKS_FILE): their findings join the detector's alerts here.
-        declared = judge_checks(run.settings, state)
+        declared = judge_checks(run, state)
         alerts += declared.alerts
-        plots = plot_alerts(run.settings, checked, alerts, state)
         report = deliver_alerts(alerts, plots.urls, run)
         run.keep(state, alerts, update.episodes)
         print(

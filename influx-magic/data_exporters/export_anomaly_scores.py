@@ -1,11 +1,13 @@
 """The run's results to InfluxDB, then the run is committed.
 
 Scores go to table `anomaly_scores` (tags machineID, provider; fields score, is_anomaly,
-episode_id), every episode the run changed to `anomaly_episodes` (with its status: held, open,
-resolved), in the database the loader read, and the declared checks' findings there too (with
-`check_name`). Only once the writes succeeded are the run's models, episodes and watermark
-committed, in one atomic rename of the state file: a run that fails anywhere changes nothing,
-and the next run redoes it.
+episode_id, unique_id, config_id, warm, dev_<feature>), every episode the run changed to
+`anomaly_episodes` (with its status: held, open, resolved), in the database the loader read,
+and the declared checks' findings there too (with `check_name`). An experiment (a
+configuration other than the pipeline's defaults) writes to `anomaly_scores_<config_id>` and
+`anomaly_episodes_<config_id>` instead (and judges no checks). Only once the writes succeeded
+are the run's models, episodes and watermark committed, in one atomic rename of the state file:
+a run that fails anywhere changes nothing, and the next run redoes it.
 """
 
 if "data_exporter" not in globals():
@@ -21,13 +23,17 @@ def export_anomaly_scores(data, *args, **kwargs):
         state = run.pending_state()
         alerts = run.alerts()
         identities = state.extra.get("machines", {})
-        written = write_results(run.settings.influx, data, run.episodes(), identities)
+        written = write_results(
+            run.settings.influx, run.configuration, data, run.episodes(), identities
+        )
         findings = write_check_findings(run.settings.influx, alerts)  # the declared checks'
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(
-            f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode(s), "
-            f"{findings} check finding(s) written; committed {run.state_path.name} at "
+            f"export_anomaly_scores: {written.scores} score(s) to "
+            f"{run.configuration.scores_table}, {written.episodes} episode(s) to "
+            f"{run.configuration.episodes_table}, {findings} check finding(s); committed "
+            f"{run.state_path.name} at "
             f"watermark {watermark}"
         )
     return {
@@ -37,4 +43,7 @@ def export_anomaly_scores(data, *args, **kwargs):
         "events": [f"{a.kind} {a.unique_id}" for a in alerts],
         "watermark": watermark,
         "state": str(run.state_path),
+        "config_id": run.configuration.config_id,
+        "scores_table": run.configuration.scores_table,
+        "episodes_table": run.configuration.episodes_table,
     }

@@ -7,8 +7,10 @@ environment) and reads, in 30-minute slices with `$since` bound as a query param
     WHERE time >= $since ORDER BY time, "machineID"
 
 `since` is the committed watermark minus 30 s for late points; the first run reads
-`lookback_minutes` back. The runtime variables `threshold` and `features` choose the detector
-configuration: one other than the defaults keeps its own models and watermark.
+`lookback_minutes` back. The runtime variables `threshold`, `features` and any other detector
+setting by name (`z_alarm`, `persistence`, ...) choose the detector configuration. One other
+than this pipeline's variables is an experiment: its own models, tables, plots, and no alerts
+unless `send_alerts` is true; the log says where its results go.
 """
 
 if "data_loader" not in globals():
@@ -27,8 +29,9 @@ def load_influx_data(*args, **kwargs):
         frame = read_telemetry(settings.influx, since=run.since, features=run.config.features)
         first = "first run, " if run.first else ""
         print(
-            f"load_influx_data: {len(frame)} row(s) since {run.since.isoformat()} "
-            f"({first}{settings.influx})"
+            f"load_influx_data: {len(frame)} row(s) of {frame['machineID'].nunique()} "
+            f"machine(s) since {run.since.isoformat()} ({first}{settings.influx}); "
+            f"{run.configuration.describe()}"
         )
     return frame
 

@@ -92,6 +92,7 @@ class DeliveryReport:
     outbox_left: int = 0
     errors: list[str] = field(default_factory=list)
     not_configured: str | None = None  # why nothing could be sent (no target configured)
+    withheld: str | None = None  # why the events were not even queued (an experiment)
 
     @property
     def ok(self) -> bool:

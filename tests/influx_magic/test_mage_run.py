@@ -5,6 +5,7 @@ test makes the few runs its story needs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -33,7 +34,9 @@ def test_mage_run_alerts_once_per_fault_and_once_when_it_resolves(world: Pipelin
     for healthy in ("machine1", "machine3"):
         assert healthy not in json.dumps(world.receiver.payloads())
     assert "/runs/" not in json.dumps(anomalies)  # `mage run` has no run page to link
-    assert [p.name.endswith("-machine2.png") for p in world.plots.glob("*.png")] == [True]
+    (opened,) = world.plots.rglob("*.png")  # one message, one plot
+    assert opened.parent.name.endswith("-machine2") and opened.name.endswith("-opened.png")
+    picture = file_digest(opened)
     assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
     assert count_rows(world.client, "anomaly_episodes") == 1
 
@@ -52,6 +55,13 @@ def test_mage_run_alerts_once_per_fault_and_once_when_it_resolves(world: Pipelin
     assert len(resolved) == 1 and messages(world.receiver, "Resolved", "machine2") == resolved
     assert len(world.receiver.requests) == 2
     assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+    # Each message links its own picture, and an earlier one never changes.
+    assert file_digest(opened) == picture
+    (closing,) = opened.parent.glob("*-resolved.png")
+    assert closing.name.replace("-resolved", "-opened") == opened.name
+    links = [re.search(r"<(http://plots\.example/plots/[^|>]+)\|Plot>", json.dumps(m)).group(1)
+             for m in (*anomalies, *resolved)]  # fmt: skip
+    assert [link.rsplit("/", 1)[1] for link in links] == [opened.name, closing.name]
 
 
 def test_mage_run_with_influxdb_down_fails_clearly_and_the_next_run_catches_up(
@@ -107,3 +117,56 @@ def test_the_loader_run_alone_in_a_live_process_does_not_hold_up_mage_run(
         editor.wait(timeout=30)
     assert world.state_file.exists()
     assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+
+
+def readme_experiment() -> tuple[dict, str]:
+    """The README's experiment command (its runtime variables) and its comparison SQL."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Experiments") :]
+    variables = json.loads(re.search(r"--runtime-vars '([^']+)'", section).group(1))
+    sql = re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+    return variables, sql
+
+
+def table_contents(client, table: str) -> list[tuple]:
+    frame = client.query(f'SELECT * FROM "{table}" ORDER BY time, "machineID"', mode="pandas")
+    return sorted(map(tuple, frame.astype(str).to_numpy().tolist()))
+
+
+def test_the_readme_experiment_leaves_production_exactly_as_it_was(world: PipelineWorld) -> None:
+    seed_fault(world)
+    assert_completed(mage_run(world.dirs["HOME"], {"lookback_minutes": 30}))
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+    before = {
+        "scores": table_contents(world.client, "anomaly_scores"),
+        "episodes": table_contents(world.client, "anomaly_episodes"),
+        "plots": {p.name: file_digest(p) for p in world.plots.rglob("*.png")},
+        "requests": len(world.receiver.requests),
+        "state": file_digest(world.state_file),
+    }
+
+    variables, sql = readme_experiment()
+    experiment = mage_run(world.dirs["HOME"], variables)
+
+    assert_completed(experiment)
+    config_id = re.search(r"experiment (\w{10}) \(", experiment.stdout).group(1)
+    assert f"scores in anomaly_scores_{config_id}" in experiment.stdout
+    assert "no alerts (runtime variable send_alerts=true sends them)" in experiment.stdout
+    assert table_contents(world.client, "anomaly_scores") == before["scores"]
+    assert table_contents(world.client, "anomaly_episodes") == before["episodes"]
+    production_plots = {p.name: file_digest(p) for p in world.plots.rglob("*.png")
+                        if "experiments" not in p.parts}  # fmt: skip
+    assert production_plots == before["plots"]
+    assert len(world.receiver.requests) == before["requests"]
+    assert file_digest(world.state_file) == before["state"]
+
+    rows = world.client.query(
+        f'SELECT DISTINCT config_id FROM "anomaly_scores_{config_id}"', mode="pandas"
+    )
+    assert rows["config_id"].tolist() == [config_id]
+    assert count_rows(world.client, f"anomaly_episodes_{config_id}") >= 1  # machine2's overload
+    assert list((world.plots / "experiments" / config_id).rglob("*.png"))
+    compared = world.client.query(sql.replace("bc7635203b", config_id), mode="pandas")
+    assert compared["machineID"].tolist() == ["machine1", "machine2", "machine3"]
+    assert (compared["points"] > 0).all()
+    assert compared.set_index("machineID").loc["machine2", "production_anomalies"] > 0
