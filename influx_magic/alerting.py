@@ -40,7 +40,9 @@ def deliver_alerts(
     alerts: list[Alert | CheckAlert], plot_urls: Mapping[str, str], run: Run
 ) -> DeliveryReport:
     """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
-    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert."""
+    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert.
+    With the state dir at a URL, the ledger and outbox are written back at once: what was
+    delivered stays delivered even if the run fails later."""
     if not run.configuration.sends_alerts:
         return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
     settings = run.settings
@@ -50,7 +52,10 @@ def deliver_alerts(
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
-    return delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
+    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
+    if settings.remote is not None:
+        settings.remote.push([delivery.ledger.path, delivery.outbox.path])
+    return report
 
 
 def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:

@@ -51,18 +51,15 @@ def write_results(
 ) -> Written:
     """Write the scored rows of `checked` and `episodes` to the configuration's tables
     (`identities`: each unique_id's machineID and provider)."""
-    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    present = [c for c in ["time", *TAGS, *SCORE_FIELDS] if c in checked.columns]
+    columns = present + [c for c in checked.columns if c.startswith("dev_")]
+    rows = checked.loc[checked["status"].to_numpy() == "scored", columns]  # no full copy
+    rows["config_id"] = configuration.config_id
     scores = written = 0
     if len(rows) or episodes:
-        columns = ["time", *TAGS, *SCORE_FIELDS]
-        columns += [c for c in rows.columns if c.startswith("dev_")]
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
-                scores = write_scores(
-                    client,
-                    rows.assign(config_id=configuration.config_id)[columns],
-                    table=configuration.scores_table,
-                )
+                scores = write_scores(client, rows, table=configuration.scores_table)
             written = write_episodes(
                 client, episodes, identities, table=configuration.episodes_table
             )

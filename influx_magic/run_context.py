@@ -3,7 +3,8 @@
 * `PipelineSettings.from_env()`: where things are and the alerting policy, from the
   environment after `.env` (InfluxDB, the state and plot folders, the public URL of the plots,
   the digest size, the recur gap that makes bursts one episode, when an alert is late, the
-  history an alert's plot shows and how long plots are kept, the declared checks' file).
+  history an alert's plot shows and how long plots are kept, the shards and how much one run
+  catches up, the declared checks' file); `.for_shard(kwargs.get("shard"))` points it at the run's shard.
 * `RunVariables.from_kwargs(kwargs)`: the runtime variables Mage hands a block: the run's
   bounds (`lookback_minutes`, `lock_timeout_seconds`) and its `Configuration`: a
   `DetectorConfig` from `threshold`, `features` and any other `DetectorConfig` field given by
@@ -25,7 +26,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ import yaml
 
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from influx_magic.influx import EPISODES_TABLE, SCORES_TABLE, InfluxSettings
+from influx_magic.object_state import ObjectState, is_url
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
+from influx_magic.shards import Shard
 from magic_common.envsettings import project_root
 
 DEFAULT_LOOKBACK_MINUTES = 60.0
@@ -46,7 +49,7 @@ PIPELINE = "machine_anomaly_detection"
 class PipelineSettings:
     """The product's settings a run needs (see `.env.example`)."""
 
-    state_dir: Path
+    state_dir: Path  # the run's shard's folder (the state dir itself without sharding)
     output_dir: Path
     influx: InfluxSettings
     public_base_url: str
@@ -58,6 +61,10 @@ class PipelineSettings:
     mage_public_host: str
     checks_file: Path  # the declared checks (CHECKS_FILE; a missing file declares none)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    shard: Shard = Shard()
+    state_root: Path | None = None  # FLEETWATCH_STATE_DIR (its local mirror for a URL)
+    catchup: timedelta = timedelta(minutes=60)
+    remote: ObjectState | None = field(default=None, repr=False)  # the state dir as a URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -65,8 +72,17 @@ class PipelineSettings:
         if env is None:
             load_dotenv()
             env = os.environ
+        catchup = _at_least(1, "FLEETWATCH_CATCHUP_MINUTES", env)
+        location = setting("FLEETWATCH_STATE_DIR", env)
+        remote = ObjectState.open(location) if is_url(location) else None
+        root = remote.mirror if remote else path_setting("FLEETWATCH_STATE_DIR", env)
+        shard = Shard(0, int_setting("FLEETWATCH_SHARDS", env))
         return cls(
-            state_dir=path_setting("FLEETWATCH_STATE_DIR", env),
+            state_dir=shard.folder(root),
+            state_root=root,
+            shard=shard,
+            catchup=timedelta(minutes=catchup),
+            remote=remote,
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
@@ -79,6 +95,17 @@ class PipelineSettings:
             checks_file=path_setting("CHECKS_FILE", env),
             env=dict(env),
         )
+
+    def for_shard(self, value: Any) -> PipelineSettings:
+        """These settings for the run's shard (the runtime variable `shard`, default 0): its
+        folder holds its state, run lock, pending run and alert store."""
+        shard = Shard.from_run(value, self.env)
+        return replace(self, shard=shard, state_dir=shard.folder(self.root))
+
+    @property
+    def root(self) -> Path:
+        """FLEETWATCH_STATE_DIR (its local mirror when it is a URL)."""
+        return self.state_root if self.state_root is not None else self.state_dir
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,13 @@ it soon after, and the schedule goes on. When such a run goes on later, its bloc
 again; if another run committed meanwhile, the detector (or the commit) stops it with a message
 to start again from the loader.
 
+The loader reads up to the newest point of the whole fleet (or FLEETWATCH_CATCHUP_MINUTES of
+data when further behind) and records where it stopped: the data time every shard's episodes
+reach (`Run.clock`). With FLEETWATCH_SHARDS > 1 all of this lives in the run's shard's folder
+(`influx_magic.shards`); with FLEETWATCH_STATE_DIR at a URL the loader pulls the shard's
+committed objects into a local mirror and the commit is a conditional PUT
+(`influx_magic.object_state`).
+
 The state file depends on the detector configuration: a run with other runtime variables keeps
 its own models, watermark and episodes in its own file instead of refusing the saved ones or
 overwriting them.
@@ -44,12 +51,15 @@ from fleetwatch.detector import DetectorConfig
 from fleetwatch.episodes import Episode
 from fleetwatch.state import FleetState, StateError, reset_hint
 from influx_magic import state_file
-from influx_magic.alerts import Alert, CheckAlert
+from influx_magic.alerts import Alert, CheckAlert, SlackWebhookNotifier
 from influx_magic.influx import read_since
+from influx_magic.object_state import StaleStateError
 from influx_magic.run_context import Configuration, MageRun, PipelineSettings, RunVariables
 from influx_magic.runlock import RunLock
+from influx_magic.shards import LAYOUT_FILE, ShardLayoutError, check_layout
 from magic_common.atomic import write_atomically
 
+ONE_NS = pd.Timedelta(1, unit="ns")
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
 CONTEXT_KEY = "influx_magic_run"
 IDLE_RELEASE = 10.0  # seconds a run keeps the lock after a block, waiting for its next block
@@ -76,9 +86,12 @@ class Run:
     configuration: Configuration
     mage: MageRun
     state_path: Path
-    base_digest: str | None
+    base_digest: str | None  # SHA-256 of the committed file the run started from
     since: pd.Timestamp
     lock_timeout: float
+    base_tag: str | None = None  # with the state dir at a URL: the object's ETag then
+    until: pd.Timestamp | None = None  # where the loader stopped reading (exclusive)
+    latest: pd.Timestamp | None = None  # the fleet's newest point when the loader read
     key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _pending: bytes | None = field(default=None, repr=False)
     _alerts: list[Alert | CheckAlert] = field(default_factory=list, repr=False)
@@ -126,6 +139,26 @@ class Run:
     def first(self) -> bool:
         """No run of this configuration has committed yet."""
         return self.base_digest is None
+
+    @property
+    def clock(self) -> pd.Timestamp | None:
+        """The data time the whole fleet reached in this run (the last instant read): every
+        shard runs its episodes' clock to it, so silent machines time out alike."""
+        return None if self.until is None else self.until - ONE_NS
+
+    def reached(self, until: pd.Timestamp | None, latest: pd.Timestamp | None) -> None:
+        """Record where the loader stopped reading and the fleet's newest point then."""
+        self.until, self.latest = until, latest
+
+    def behind(self) -> str:
+        """A note for the log when the run read less than there is (catching up)."""
+        if self.latest is None or self.until is None or self.until > self.latest:
+            return ""
+        return (
+            f"; catching up: {self.latest - self.clock} behind the newest point "
+            f"({self.latest.isoformat()}), FLEETWATCH_CATCHUP_MINUTES per run, the next run "
+            "goes on"
+        )
 
     def committed_state(self) -> FleetState:
         """The committed models, episodes and watermark the run started from (or new ones),
@@ -175,15 +208,24 @@ class Run:
 
     def commit(self) -> None:
         """Make the pending state the committed one, unless another run committed meanwhile
-        (call it inside `with run:`; the lock goes when the block ends)."""
+        (call it inside `with run:`; the lock goes when the block ends). With the state dir at
+        a URL the commit is one conditional PUT (`influx_magic.object_state`): atomic, and
+        refused by the store when stale."""
         if self._pending is None:
             raise PipelineError(f"no pending state in run {self.key}: nothing to commit")
-        if file_digest(self.state_path) != self.base_digest:
-            raise PipelineError(
-                f"{self.state_path} changed while this run was in progress (another run "
-                "committed); this run's results are dropped and the next run redoes them"
-            )
-        write_atomically(self.state_path, self._pending)
+        remote = self.settings.remote
+        if remote is not None:
+            try:
+                remote.commit(self.state_path, self._pending, self.base_tag)
+            except StaleStateError as error:
+                raise PipelineError(str(error)) from None
+        else:
+            if file_digest(self.state_path) != self.base_digest:
+                raise PipelineError(
+                    f"{self.state_path} changed while this run was in progress (another run "
+                    "committed); this run's results are dropped and the next run redoes them"
+                )
+            write_atomically(self.state_path, self._pending)
         self._committed = True
 
 
@@ -200,6 +242,13 @@ def load(data: bytes, path: Path, config: DetectorConfig) -> FleetState:
             f"{reset_hint(path)}"
         )
     return state
+
+
+def alert_files(state_dir: Path) -> list[Path]:
+    """The alert ledger and outbox under a (shard's or experiment's) folder
+    (`influx_magic.alerts.store`)."""
+    folder = state_dir / "alerts" / SlackWebhookNotifier.name
+    return [folder / "ledger.json", folder / "outbox.json"]
 
 
 def file_digest(path: Path) -> str | None:
@@ -239,6 +288,16 @@ def _begin(
 ) -> Run:
     config = variables.config
     path = state_path(settings.state_dir, config)
+    remote = settings.remote
+    layout = settings.root / LAYOUT_FILE
+    alerts = alert_files(variables.configuration.alert_dir(settings.state_dir))
+    try:
+        tags = remote.pull([layout, path, *alerts]) if remote is not None else {}
+        check_layout(settings.root, settings.shard)
+        if remote is not None:
+            remote.push([layout])
+    except ShardLayoutError as error:
+        raise PipelineError(str(error)) from None
     data = path.read_bytes() if path.exists() else None
     watermark = None if data is None else load(data, path, config).watermark
     run = Run(
@@ -247,6 +306,7 @@ def _begin(
         mage=mage,
         state_path=path,
         base_digest=None if data is None else hashlib.sha256(data).hexdigest(),
+        base_tag=tags.get(path),
         since=read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now),
         lock_timeout=variables.lock_timeout,
     )

@@ -38,6 +38,8 @@ SETTINGS = Settings(
         "FLEETWATCH_STATE_DIR": ".local/state",
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
         "CHECKS_FILE": "influx-magic/checks.yaml",
+        "FLEETWATCH_SHARDS": "1",
+        "FLEETWATCH_CATCHUP_MINUTES": "60",
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )

@@ -95,8 +95,17 @@ def plan_scans(plan: LogicalPlan) -> dict[str, Scan]:
     return scans
 
 
+def _variant(expr: object) -> object | None:
+    """The expression's Python form, or None where the datafusion bindings have none (some
+    scalar functions, e.g. `md5(...)`): such a conjunct only does not narrow the scan."""
+    try:
+        return expr.to_variant()
+    except Exception:  # noqa: BLE001 - the bindings raise a bare Exception ("not implemented")
+        return None
+
+
 def _conjuncts(expr: object) -> list[object]:
-    variant = expr.to_variant()
+    variant = _variant(expr)
     if type(variant).__name__ == "BinaryExpr" and str(variant.op()).upper() == "AND":
         return _conjuncts(variant.left()) + _conjuncts(variant.right())
     return [expr]
@@ -108,11 +117,11 @@ _FLIPPED = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "="}
 def _time_bounds(exprs: list[object], table: str) -> tuple[int | None, int | None]:
     lo = hi = None
     for expr in exprs:
-        variant = expr.to_variant()
+        variant = _variant(expr)
         if type(variant).__name__ != "BinaryExpr":
             continue
         op = str(variant.op())
-        left, right = variant.left().to_variant(), variant.right().to_variant()
+        left, right = _variant(variant.left()), _variant(variant.right())
         if _is_time(right, table) and type(left).__name__ == "Literal":
             left, right, op = right, left, _FLIPPED.get(op, "")
         if not (_is_time(left, table) and type(right).__name__ == "Literal"):

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 from influx_magic import block_files
 from influx_magic.block_files import PROJECT
 from influx_magic.influx import FEATURES, write_frame
+from influx_magic.run_transaction import CONTEXT_KEY
 from machine_simulator.signals import Fleet
 from tests.support import REPO_ROOT
 
@@ -92,6 +94,13 @@ def count_rows(client: Any, table: str, where: str = "") -> int:
 def load_block(name: str) -> ModuleType:
     """Block `name`'s file loaded by path, as Mage loads it: `load_block(n).<n>(...)` calls it."""
     return block_files.load_module(name)
+
+
+def point_run_at_influx(context: dict, host: str) -> None:
+    """Make the run in Mage's `context` talk to InfluxDB at `host` from its next block on (the
+    run keeps the settings its loader read from the environment)."""
+    run = context[CONTEXT_KEY]
+    run.settings = replace(run.settings, influx=replace(run.settings.influx, host=host))
 
 
 def through_parquet(frame: pd.DataFrame, tmp: Path) -> pd.DataFrame:

@@ -5,8 +5,8 @@ every SQL the dashboard holds (panels, the repeated per-machine panel, the annot
 `machine` variable) is expanded the way Grafana expands it (tests/grafana_sql.py) and run
 against a localflux holding what the pipeline really writes: telemetry with a fault, then one
 pipeline run (the five blocks, `run_blocks`), which fills anomaly_scores and opens an episode in anomaly_episodes.
-The episode is still open, so `anomaly_episodes` has no `end` column yet (InfluxDB creates a
-column with its first value): a dashboard query naming it would fail here as it would on a new
+The episode is still open, so `anomaly_episodes` has no `resolved_at` column yet (InfluxDB
+creates a column with its first value): a dashboard query naming it would fail here as it would on a new
 stack.
 """
 
