@@ -14,7 +14,10 @@ fails) is reported in the summary; the other checks and the run go on.
 An experiment run (a detector configuration other than the pipeline's defaults, which keeps
 its own state, tables and plots) reads the file, so a mistake still shows, but does not judge
 the checks: they do not depend on the detector, and judging them there would find the
-scheduled runs' findings a second time.
+scheduled runs' findings a second time. With the fleet in shards (`FLEETWATCH_SHARDS` > 1)
+shard 0's run judges the checks for the whole fleet and keeps their state and messages in its
+shard's state, ledger and outbox; the other shards' runs do not judge them (each would find
+every machine's findings again, once per shard).
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def judge_checks(run: Run, state: FleetState, *, now: pd.Timestamp | None = None
     checks = load_checks(settings.checks_file, shown_as=_shown(settings))
     if run.configuration.experiment:
         why = "an experiment run; the runs with the pipeline's defaults judge them"
+        return JudgedChecks([], ChecksReport(), len(checks), skipped=why)
+    if settings.shard.index != 0:
+        why = f"{settings.shard.describe()}; shard 0 judges them for the whole fleet"
         return JudgedChecks([], ChecksReport(), len(checks), skipped=why)
     checks_state = ChecksState.from_json(state.extra.get(STATE_KEY))
     if not checks and not checks_state.checks:

@@ -252,3 +252,29 @@ def test_an_experiment_run_does_not_judge_the_checks(
     assert check_messages(world, "Anomaly", "overload") == []
     run_blocks(tmp_path)  # the scheduled configuration judges them
     assert len(check_messages(world, "Anomaly", "overload")) == 1
+
+
+def test_with_the_fleet_in_shards_shard_0_judges_the_checks_once_for_all(
+    world: PipelineWorld,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FLEETWATCH_SHARDS", "2")
+    declare(
+        world,
+        "checks:\n  - {name: overload, kind: limit, sensor: load, above: 150, for: 30s}\n",
+    )
+    start = now() - pd.Timedelta(seconds=120)
+    for machine in ("machine1", "machine2", "machine3", "machine4"):  # some in each shard
+        write(world, machine, start, {"load": [100.0] * 60 + [200.0] * 60})
+    for _ in range(2):  # the same findings, judged again: no second message
+        for shard in (1, 0):
+            run_blocks(tmp_path, shard=shard)
+    printed = capsys.readouterr().out
+    assert "checks: not judged (shard 1 of 2; shard 0 judges them" in printed
+    opened = check_messages(world, "Anomaly", "overload")
+    assert sorted(m["text"].split(" (")[0] for m in opened) == [
+        f"Anomaly on machine{i}" for i in range(1, 5)
+    ]
+    assert len(episode_rows(world, "overload")) == 4
