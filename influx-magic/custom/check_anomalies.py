@@ -11,7 +11,8 @@ delivered (no channel, channel down) waits in the outbox for the next run. Every
 
 The checks declared in CHECKS_FILE (default influx-magic/checks.yaml: limits, no-data, window
 tests, SQL checks) are judged here too; their findings are episodes like the detector's, with
-the check's name in their messages and in anomaly_episodes.
+the check's name in their messages and in anomaly_episodes; each message links a plot of the
+checked sensor around the finding.
 """
 
 if "custom" not in globals():
@@ -19,6 +20,7 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import alerts_for, deliver_alerts, delivery_summary, episodes_summary
+from influx_magic.check_plots import plot_checks
 from influx_magic.declared_checks import judge_checks
 from influx_magic.run_transaction import current_run
 
@@ -33,12 +35,14 @@ def check_anomalies(data, *args, **kwargs):
         plots = plot_alerts(run, checked, alerts)
         # The declared checks (CHECKS_FILE): their findings join the detector's alerts here.
         declared = judge_checks(run, state)
+        check_plots = plot_checks(run, declared.alerts)
         alerts += declared.alerts
-        report = deliver_alerts(alerts, plots.urls, run)
+        report = deliver_alerts(alerts, plots.urls | check_plots.urls, run)
         run.keep(state, alerts, update.episodes)
         print(
             f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "
-            f"alerts: {delivery_summary(report)}; {plots.summary()}; {declared.summary()}"
+            f"alerts: {delivery_summary(report)}; {plots.summary()}; {declared.summary()}; "
+            f"check {check_plots.summary()}"
         )
     return checked
 

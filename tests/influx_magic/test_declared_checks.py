@@ -7,8 +7,10 @@ failing SQL check does not stop it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from tests.influx_magic.helpers import file_digest, run_blocks
 PROVIDER = "Tanaka Seiki"
 HOSTILE = "O'Brien, Sons & Co'; DROP TABLE machine_data; --"
 WEEK = pd.Timedelta(days=7)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HEALTHY = {"temperature": 38.0, "load": 75.0, "power": 200.0, "vibration": 80.0}
 
 
@@ -92,10 +95,21 @@ def assert_one_story(world: PipelineWorld, check: str, machine: str) -> tuple[di
     for body in (opened[0], resolved[0]):
         assert f"on {machine} (" in body["text"]
     assert episode_field(opened[0]) == episode_field(resolved[0]) is not None
+    for body, kind in ((opened[0], "opened"), (resolved[0], "resolved")):
+        plot = linked_plot(world, body)  # a plot of the checked sensor, one per message
+        assert plot.name.endswith(f"-{kind}.png") and plot.parent.name.endswith(f"-{machine}")
+        assert plot.read_bytes().startswith(PNG_MAGIC)
     rows = episode_rows(world, check)
     assert len(rows) == 1, rows
     assert rows[0]["status"] == "resolved" and rows[0]["machineID"] == machine
     return opened[0], rows[0]
+
+
+def linked_plot(world: PipelineWorld, body: dict) -> Path:
+    """The PNG file the message's plot link points at (served from FLEETWATCH_OUTPUT_DIR)."""
+    found = re.search(r"<http://plots\.example/plots/([^|>]+)\|Plot>", json.dumps(body))
+    assert found, body
+    return world.plots / unquote(found.group(1))
 
 
 def episode_field(body: dict) -> str | None:
