@@ -41,8 +41,8 @@ from influx_magic.plots import (
 from influx_magic.run_transaction import Run
 from influx_magic.units import label
 
-LEAST_HISTORY = timedelta(minutes=1)
-GAP = pd.Timedelta(seconds=30)  # a silence longer than this is drawn as a gap  # before the finding, whatever PLOT_HISTORY_MIN says
+LEAST_HISTORY = timedelta(minutes=1)  # before the finding, whatever PLOT_HISTORY_MIN says
+GAP = pd.Timedelta(seconds=30)  # a silence longer than this is drawn as a gap
 _WORD = {"opened": "Anomaly", "recurring": "Still recurring", "resolved": "Resolved"}
 
 
