@@ -68,6 +68,9 @@ MIN_POINTS = 100
 #: Time constants (readings) of the driver's first-order lags the `fit` view regresses on:
 #: fast sensors (power, vibration: a few seconds) and slow ones (temperature: ~45 s at 1 Hz).
 DRIVER_LAGS = (3.0, 45.0)
+#: Readings the `fit` view stays silent after a gap while the driver's lags catch up (three
+#: time constants of the slowest lag: the lag's error is down to 5 %).
+FIT_SETTLE = round(3 * max(DRIVER_LAGS))
 RIDGE = 1e-6  # relative ridge on the fit's normal equations: never singular, barely biased
 P_BOUNDS = (1e-3, 0.999)  # the estimated chance of an unchanged reading stays inside these
 
@@ -105,6 +108,7 @@ class FeatureViews:
         "theta",
         "fit_var",
         "fit_run",
+        "fit_settle",
     )
 
     def __init__(self, settings: ViewSettings, n_features: int, driver: int | None = None) -> None:
@@ -126,6 +130,7 @@ class FeatureViews:
         self.theta = np.zeros((0, n_features, width))  # the fit after the last reading
         self.fit_var = np.zeros((0, n_features))  # EW variance of the fit's residual
         self.fit_run = np.zeros((0, n_features))  # leaky count of recent outlying residuals
+        self.fit_settle = np.zeros(0, np.int64)  # readings the fit stays silent after a gap
         self._alpha = 2.0 / (np.array([settings.level_span, settings.change_span]) + 1.0)
         self._robust = np.array([True, False])  # the outlier rule holds the level only
         self._p_alpha = 2.0 / (settings.level_span + 1.0)
@@ -146,17 +151,23 @@ class FeatureViews:
         self.theta = np.concatenate([self.theta, np.zeros((*shape, width))])
         self.fit_var = np.concatenate([self.fit_var, np.zeros(shape)])
         self.fit_run = np.concatenate([self.fit_run, np.zeros(shape)])
+        self.fit_settle = np.r_[self.fit_settle, np.zeros(count, np.int64)]
 
-    def transform(self, rows: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def transform(
+        self, rows: np.ndarray, X: np.ndarray, after_gap: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Views of points grouped by machine (`rows`, in time order), taking them in.
 
         Returns (unit, z), both shaped (points, features, views in `VIEWS` order): the values
         in [0, 1] the trees see (the z clipped to +-z_clip and mapped onto [0, 1]), and the
         z-scores (0 while a statistic has no history). X must have no NaN (the detector
-        fills gaps first).
+        fills gaps first). `after_gap` marks points that follow a gap in their machine's data:
+        they are compared with no previous reading (as a machine's first one is): no step, a
+        new stuck run, the driver's lags restarted; the step statistics do not learn them.
         """
         rows = np.asarray(rows, np.intp)
         X = np.asarray(X, np.float64)
+        gap = np.zeros(len(rows), bool) if after_gap is None else np.asarray(after_gap, bool)
         z = np.zeros((len(rows), self.n_features, len(VIEWS)))
         if len(rows):
             starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
@@ -165,15 +176,16 @@ class FeatureViews:
             by_size = np.argsort(-sizes, kind="stable")  # longest groups first
             for k in range(int(sizes.max())):
                 live = by_size[: np.searchsorted(-sizes[by_size], -k, side="left")]
-                z[starts[live] + k] = self._step(machines[live], X[starts[live] + k])
+                at = starts[live] + k
+                z[at] = self._step(machines[live], X[at], gap[at])
         clip = self.settings.z_clip
         unit = np.clip(0.5 + z / (2.0 * clip), 0.0, 1.0)
         return unit, z
 
-    def _step(self, m: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def _step(self, m: np.ndarray, x: np.ndarray, after_gap: np.ndarray) -> np.ndarray:
         """One reading for each machine in `m`: its views' z, and the updated statistics."""
         previous = self.previous[m]
-        first = np.isnan(previous)
+        first = np.isnan(previous) | after_gap[:, None]
         step = np.where(first, 0.0, np.abs(x - previous))
         unchanged = (step == 0) & ~first
         still = np.where(unchanged, self.still[m] + 1.0, 0.0)
@@ -193,10 +205,12 @@ class FeatureViews:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(known, residual / sd, 0.0)
         z = np.where(count >= 2, z, 0.0)
+        z[after_gap, :, 1] = 0.0  # no step after a gap
 
         # Exponentially weighted update (adjusted weights for the first readings); an
         # outlier moves the level by at most outlier_z deviations and leaves its variance.
         alpha = np.maximum(self._alpha, 1.0 / (count + 1.0))
+        alpha = np.where(after_gap[:, None, None] & (np.arange(2) == 1), 0.0, alpha)
         limit = self.settings.outlier_z * sd
         outlier = known & (np.abs(residual) > limit) & (count >= MIN_POINTS) & self._robust
         moved = np.where(outlier, np.clip(residual, -limit, limit), residual)
@@ -205,16 +219,26 @@ class FeatureViews:
         if self.driver is None:
             z_fit = np.zeros_like(z_still)
         else:
-            z_fit = self._fit(m, x, first[:, self.driver], count[:, 0, 0])
+            z_fit = self._fit(m, x, first[:, self.driver], count[:, 0, 0], after_gap)
         self.count[m] += 1
         return np.concatenate([z, z_still[:, :, None], z_fit[:, :, None]], axis=2)
 
     def _fit(
-        self, m: np.ndarray, x: np.ndarray, first: np.ndarray, count: np.ndarray
+        self,
+        m: np.ndarray,
+        x: np.ndarray,
+        first: np.ndarray,
+        count: np.ndarray,
+        after_gap: np.ndarray,
     ) -> np.ndarray:
         """The `fit` view: each sensor's residual from its online regression on the driver
-        (see the module doc), as a z against the residual's robust EW variance."""
+        (see the module doc), as a z against the residual's robust EW variance. After a gap
+        the driver's lags restart from its current value and the fit is silent, and learns
+        nothing, for `FIT_SETTLE` readings, until the lags have caught up with the sensors."""
         settings = self.settings
+        settle = np.where(after_gap, FIT_SETTLE, self.fit_settle[m])
+        settling = (settle > 0)[:, None]
+        self.fit_settle[m] = np.maximum(settle - 1, 0)
         d = x[:, self.driver]
         lagged = self.lagged[m]
         lagged = np.where(
@@ -230,7 +254,8 @@ class FeatureViews:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(ready, residual / sd, 0.0)
         z[:, self.driver] = 0.0
-        outlier = ready & (np.abs(residual) > settings.outlier_z * sd)
+        z = np.where(settling, 0.0, z)
+        outlier = ready & (np.abs(residual) > settings.outlier_z * sd) & ~settling
         # An outlier leaves the fit alone, so a fault cannot teach it; one that lasts (more
         # outliers than inliers over level_span readings) is a new regime, learned in full.
         run = np.where(outlier, self.fit_run[m] + 1.0, np.maximum(self.fit_run[m] - 1.0, 0.0))
@@ -244,10 +269,12 @@ class FeatureViews:
         # The residual's variance starts once the fit has had a few cycles of data.
         since = count - MIN_POINTS // 2
         alpha_var = np.maximum(self._alpha[0], 1.0 / (np.maximum(since, 0) + 1.0))[:, None]
-        learn_var = (since >= 0)[:, None] & ~outlier
+        learn_var = (since >= 0)[:, None] & ~outlier & ~settling
         self.fit_var[m] = np.where(
             learn_var, (1.0 - alpha_var) * (var + alpha_var * residual**2), var
         )
+        gram = np.where(settling[:, :, None], self.gram[m], gram)
+        moment = np.where(settling[:, :, None], self.moment[m], moment)
         self.gram[m] = gram
         self.moment[m] = moment
         ridge = RIDGE * np.einsum("kii->ki", gram) + 1e-12

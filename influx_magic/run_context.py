@@ -36,7 +36,7 @@ import yaml
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from influx_magic.influx import EPISODES_TABLE, SCORES_TABLE, InfluxSettings
 from influx_magic.object_state import ObjectState, is_url
-from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
+from influx_magic.settings import int_setting, load_environment, path_setting, setting
 from influx_magic.shards import Shard
 from magic_common.envsettings import project_root
 
@@ -70,7 +70,7 @@ class PipelineSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
         """From the environment (after `.env`), or from `env` when given."""
         if env is None:
-            load_dotenv()
+            load_environment()
             env = os.environ
         catchup = _at_least(1, "FLEETWATCH_CATCHUP_MINUTES", env)
         location = setting("FLEETWATCH_STATE_DIR", env)
@@ -98,7 +98,7 @@ class PipelineSettings:
 
     def for_shard(self, value: Any) -> PipelineSettings:
         """These settings for the run's shard (the runtime variable `shard`, default 0): its
-        folder holds its state, run lock, pending run and alert store."""
+        folder holds its state, run lock and alert store."""
         shard = Shard.from_run(value, self.env)
         return replace(self, shard=shard, state_dir=shard.folder(self.root))
 

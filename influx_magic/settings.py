@@ -15,6 +15,7 @@ PosixPath('/abs/state')
 
 from __future__ import annotations
 
+from influx_magic import local_wiring
 from magic_common.envsettings import Settings, load_dotenv
 
 SETTINGS = Settings(
@@ -40,6 +41,7 @@ SETTINGS = Settings(
         "CHECKS_FILE": "influx-magic/checks.yaml",
         "FLEETWATCH_SHARDS": "1",
         "FLEETWATCH_CATCHUP_MINUTES": "60",
+        local_wiring.SETTING: local_wiring.DEFAULT,
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )
@@ -48,4 +50,19 @@ setting = SETTINGS.get
 int_setting = SETTINGS.integer
 path_setting = SETTINGS.path
 
-__all__ = ["SETTINGS", "load_dotenv", "int_setting", "path_setting", "setting"]
+
+def load_environment() -> None:
+    """What a pipeline run reads its settings from: the environment, then what a running
+    `make run` wired (`influx_magic.local_wiring`), then `.env`."""
+    local_wiring.apply()
+    load_dotenv()
+
+
+__all__ = [
+    "SETTINGS",
+    "load_dotenv",
+    "load_environment",
+    "int_setting",
+    "path_setting",
+    "setting",
+]

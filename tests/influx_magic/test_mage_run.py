@@ -5,13 +5,15 @@ test makes the few runs its story needs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
 
 import pytest
 
-from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from influx_magic import local_wiring
+from tests.influx_magic.conftest import HISTORY_SECONDS, PipelineWorld, seed_fault
 from tests.influx_magic.helpers import count_rows, file_digest, mage_run, messages
 from tests.support import PYTHON, REPO_ROOT
 
@@ -43,7 +45,7 @@ def test_mage_run_alerts_once_per_fault_and_once_when_it_resolves(world: Pipelin
     second = mage_run(world.dirs["HOME"])
 
     assert_completed(second)
-    assert "0 point(s) scored" in second.stdout
+    assert "0 point(s) scored of 0 machine(s)" in second.stdout
     assert len(world.receiver.requests) == 1
     assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
 
@@ -170,3 +172,82 @@ def test_the_readme_experiment_leaves_production_exactly_as_it_was(world: Pipeli
     assert compared["machineID"].tolist() == ["machine1", "machine2", "machine3"]
     assert (compared["points"] > 0).all()
     assert compared.set_index("machineID").loc["machine2", "production_anomalies"] > 0
+
+
+@pytest.mark.parametrize("gap", [30, 120])
+def test_a_restart_of_the_simulator_gives_no_episode(world: PipelineWorld, gap: int) -> None:
+    """`make run` stopped and started again: the simulator's signals go on after a gap."""
+    world.telemetry.write(HISTORY_SECONDS)
+    world.telemetry.restart(gap)
+    world.telemetry.write(4 * 60)
+
+    result = mage_run(world.dirs["HOME"], {"lookback_minutes": 30})
+
+    assert_completed(result)
+    assert "0 opened, 0 recurring, 0 resolved" in result.stdout
+    assert world.receiver.requests == []
+    assert count_rows(world.client, "anomaly_episodes") == 0
+
+
+def test_an_alert_without_a_channel_waits_and_the_channel_make_run_wired_gets_it_once(
+    world: PipelineWorld, tmp_path
+) -> None:
+    """A headless `mage run` in a shell without SLACK_WEBHOOK_URL queues its alerts; the next
+    run that has a channel (here the one a running `make run` recorded) delivers them, once
+    and in order."""
+    seed_fault(world)
+    wiring = tmp_path / "make-run.env"
+    shell = {  # no .env, no make run
+        "SLACK_WEBHOOK_URL": "",
+        "INFLUX_MAGIC_ROOT": str(tmp_path),
+        "MAKE_RUN_WIRING_FILE": str(wiring),
+    }
+
+    first = mage_run(world.dirs["HOME"], {"lookback_minutes": 30}, env=shell)
+
+    assert_completed(first)
+    assert "1 waiting in the outbox: SLACK_WEBHOOK_URL is empty" in first.stdout
+    world.telemetry.write(660)  # the fault ends and stays away for ALERT_RECUR_GAP_MIN
+    second = mage_run(world.dirs["HOME"], env=shell)
+    assert_completed(second)
+    assert "2 waiting in the outbox" in second.stdout
+    assert world.receiver.requests == []
+
+    # `make run` comes up in another shell: it records the channel it wired.
+    local_wiring.record({"SLACK_WEBHOOK_URL": world.receiver.url}, os.getpid(), wiring)
+    third = mage_run(world.dirs["HOME"], env=shell)
+
+    assert_completed(third)
+    assert [p["text"].split()[0] for p in world.receiver.payloads()] == ["Anomaly", "Resolved"]
+    assert "machine2 (" in world.receiver.payloads()[0]["text"]
+    fourth = mage_run(world.dirs["HOME"], env=shell)
+    assert_completed(fourth)
+    assert len(world.receiver.requests) == 2  # exactly once
+
+
+def test_a_fault_in_bursts_is_one_announced_story(world: PipelineWorld) -> None:
+    """Spike bursts (5-10 s every 30-60 s) for five minutes: one "Anomaly", one "Resolved"
+    once the machine has been quiet for ALERT_RECUR_GAP_MIN, every burst in that one episode,
+    and no episode that was never announced."""
+    world.telemetry.write(HISTORY_SECONDS)
+    world.telemetry.write(5 * 60, overload=["machine2"], kind="spike")
+    during = mage_run(world.dirs["HOME"], {"lookback_minutes": 30})
+    assert_completed(during)
+    world.telemetry.write(11 * 60, kind="spike")  # the bursts stop
+    after = mage_run(world.dirs["HOME"])
+    assert_completed(after)
+
+    texts = [p["text"] for p in world.receiver.payloads()]
+    assert [t.split()[0] for t in texts] == ["Anomaly", "Resolved"], texts
+    assert all("machine2 (" in t for t in texts)
+    episodes = world.client.query(
+        'SELECT "machineID", status, bursts, episode_id FROM anomaly_episodes', mode="pandas"
+    )
+    assert episodes["machineID"].tolist() == ["machine2"]  # one story, nothing unannounced
+    (story,) = episodes.itertuples()
+    assert story.status == "resolved" and story.bursts > 1
+    in_bursts = world.client.query(
+        "SELECT DISTINCT episode_id FROM anomaly_scores WHERE episode_id IS NOT NULL",
+        mode="pandas",
+    )
+    assert in_bursts["episode_id"].tolist() == [story.episode_id]
