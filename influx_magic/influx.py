@@ -29,6 +29,8 @@ mode is never used: it only logs write errors.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +48,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
 from fleetwatch.episodes import Episode
+from influx_magic.checks.findings import CheckEpisode
 from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
 from influx_magic.shards import Shard
@@ -408,11 +411,12 @@ def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
 
 
 def query_table(
-    client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str
+    client: InfluxDBClient3, sql: str, params: Mapping[str, Any], *, what: str
 ) -> pa.Table:
-    """A query with bound parameters as an Arrow table; failures as `InfluxError`s that say
-    `what` was being done (`InfluxNotFound` for a missing table or database)."""
-    return _query(client, sql, params, what=what)
+    """A parameterised SQL query (`$name` placeholders bound to `params` by the client, never
+    pasted) as an Arrow table; failures are `InfluxError`s naming the server and `what`
+    (`InfluxNotFound` for a missing table or database)."""
+    return _query(client, sql, dict(params), what=what)
 
 
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
@@ -600,6 +604,65 @@ def write_episodes(
 ) -> int:
     """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
     frame = episodes_frame(episodes, identities, statuses)
+    if frame.empty:
+        return 0
+    fields = [c for c in frame.columns if c not in ("time", *TAGS)]
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
+
+
+def findings_frame(findings: Iterable[CheckEpisode]) -> pd.DataFrame:
+    """Declared checks' findings as `anomaly_episodes` rows: the detector's columns where they
+    mean the same (`status` open or resolved, `bursts`, `end`, `duration_s`, `resolved_at`,
+    `episode_id`, `unique_id`, tags machineID and provider), and `check_name`, `check_kind`, `check_value`,
+    `check_summary` and `check_details` (JSON: the numbers that decided it, a window test's
+    formula among them).
+
+    A check's episode can start at the very reading a detector episode of the same machine
+    starts at, and rows with the same tags and time are one row in InfluxDB. So the row is
+    stamped 1 ns to 1 ms after the start, by a fixed amount derived from the check's name:
+    readings are stamped in milliseconds, so it never lands on a detector episode's row.
+    """
+    rows = []
+    for episode in findings:
+        resolved = episode.resolved_at is not None
+        rows.append(
+            {
+                "time": pd.Timestamp(episode.start + check_row_offset(episode.check), tz="UTC"),
+                "machineID": episode.machine_id,
+                "provider": episode.provider,
+                "episode_id": episode.episode_id,
+                "unique_id": episode.unique_id,
+                "status": "resolved" if resolved else "open",
+                "bursts": int(episode.bursts),
+                "end": time_param(pd.Timestamp(episode.end, tz="UTC")),
+                "duration_s": (episode.end - episode.start) / 1e9,
+                "resolved_at": time_param(pd.Timestamp(episode.resolved_at, tz="UTC"))
+                if resolved
+                else None,
+                "check_name": episode.check,
+                "check_kind": episode.check_kind,
+                "check_value": episode.value,
+                "check_summary": episode.summary,
+                "check_details": json.dumps(episode.details, sort_keys=True, default=str),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def check_row_offset(check: str) -> int:
+    """Nanoseconds (1 to 999,999) a check's `anomaly_episodes` rows lie after their start.
+
+    >>> check_row_offset("overload")
+    164069
+    """
+    return 1 + int(hashlib.sha256(check.encode()).hexdigest()[:8], 16) % 999_999
+
+
+def write_findings(
+    client: InfluxDBClient3, findings: Iterable[CheckEpisode], *, table: str = EPISODES_TABLE
+) -> int:
+    """Write declared checks' findings (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = findings_frame(findings)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]

@@ -1,4 +1,5 @@
-"""The product's own settings: InfluxDB, Slack, Mage, state, plots and operations.
+"""The product's own settings: InfluxDB, Slack, Mage, state, plots, operations and the
+declared checks.
 
 Each key is an environment variable documented in `.env.example`; this module declares the
 keys the pipeline, its alerts and the Mage launcher read, with their defaults. A `.env` file at
@@ -43,6 +44,7 @@ SETTINGS = Settings(
         "FALSE_ALARM_MAX": "0.15",
         "FALSE_ALARM_DECAY": "7d",
         "FLEET_PAGE_PORT": "5007",
+        "CHECKS_FILE": "influx-magic/checks.yaml",
         "FLEETWATCH_SHARDS": "1",
         "FLEETWATCH_CATCHUP_MINUTES": "60",
         local_wiring.SETTING: local_wiring.DEFAULT,
