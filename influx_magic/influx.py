@@ -371,7 +371,7 @@ def load_machine_history(
         }
     )
     merged = data.merge(scores.drop_duplicates("time", keep="last"), on="time", how="left")
-    merged["is_anomaly"] = merged["is_anomaly"].fillna(False).astype(bool)
+    merged["is_anomaly"] = merged["is_anomaly"].eq(True)  # no stored score: not anomalous
     return merged
 
 
