@@ -52,7 +52,7 @@ from benchmarks.bench_pipeline import STEPS, Localflux, client_for, environment,
 from fleetwatch.state import FleetState
 from influx_magic import state_file
 from influx_magic.block_files import run_pipeline
-from influx_magic.influx import SCORES_TABLE, TAGS, write_lines
+from influx_magic.influx import SCORE_FIELDS, SCORES_TABLE, TAGS, write_lines
 from influx_magic.line_protocol import encode_frame, encode_table
 from influx_magic.mage_server import (
     PIPELINE,
@@ -148,8 +148,20 @@ def timed_run(env: dict[str, str], saved: Path, keep: dict[str, Any]) -> dict[st
     with environment(env), contextlib.redirect_stdout(io.StringIO()):
         summary = run_pipeline({"lookback_minutes": 60}, step=step)
     assert summary["scores_written"] == 60 * int(env["BENCH_MACHINES"]), summary
+    keep["config_id"] = summary["config_id"]
     seconds["run"] = sum(seconds.values())
     return seconds
+
+
+def ready_scores(captured: dict[str, Any]) -> pa.ChunkedArray:
+    """The run's `anomaly_scores` rows as line protocol, every field the export writes (score,
+    is_anomaly, episode_id, unique_id, config_id, warm, dev_<feature>): the floor writes the
+    same content the run does."""
+    rows = captured["checked"]
+    rows = rows[rows["status"] == "scored"].assign(config_id=captured["config_id"])
+    fields = [c for c in SCORE_FIELDS if c in rows.columns]
+    fields += [c for c in rows.columns if c.startswith("dev_")]
+    return encode_frame(rows, SCORES_TABLE, tags=TAGS, fields=fields).lines
 
 
 def state_sizes(state: FleetState) -> tuple[float, float]:
@@ -214,14 +226,7 @@ def scenario(machines: int, folder: Path, mage: bool = False) -> dict[str, float
                     captured: dict[str, pd.DataFrame] = {}
                     runs.append(timed_run(env, saved, keep=captured))
                     if ready is None:
-                        rows = captured["checked"]
-                        rows = rows[rows["status"] == "scored"]
-                        ready = encode_frame(
-                            rows,
-                            SCORES_TABLE,
-                            tags=TAGS,
-                            fields=["score", "is_anomaly", "episode_id"],
-                        ).lines
+                        ready = ready_scores(captured)
                 elif ready is not None:
                     floors.append(floor(client, ready, read_since, FEATURES))
         if len(floors) < RUNS:  # the first round measured the floor before a run made its rows
