@@ -52,12 +52,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from fleetwatch.calibration import TailCalibration
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import Fleet, KeyIndex
+from fleetwatch.refractory import Refractory
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
-from fleetwatch.views import VIEWS, FeatureViews, ViewSettings
+from fleetwatch.views import VIEWS, FeatureViews, ViewSettings, positions
 
-__all__ = ["DEFAULT_FEATURES", "DetectorConfig", "FleetDetector"]
+__all__ = ["DEFAULT_FEATURES", "NAMED_CONFIGS", "DetectorConfig", "FleetDetector"]
 
 DEFAULT_FEATURES = ("load", "vibration", "power", "temperature")
 STATUSES = ("scored", "stale", "missing", "bad_time", "bad_key")
@@ -78,14 +80,22 @@ class DetectorConfig:
 
     features: tuple[str, ...] = DEFAULT_FEATURES
     views: tuple[str, ...] = ("change",)
-    stat_views: tuple[str, ...] = ("level", "still", "fit")
+    stat_views: tuple[str, ...] = ("level", "still", "fit", "joint")
+    news_views: tuple[str, ...] = ("change", "shift")
     driver: str | None = "load"
     z_alarm: float = 5.0
     stat_band: float = 0.25
     level_span: int = 600
     change_span: int = 100
+    shift_span: int = 30
     outlier_z: float = 3.0
     z_clip: float = 8.0
+    quanta: float = 1.0
+    season_bins: int = 96
+    calibrate: bool = True
+    calibration_span: int = 2000
+    refractory_half_life: float = 20.0
+    news_scale: float = 3.5
     limits: Mapping[str, tuple[float, float]] | None = None
     n_trees: int = 25
     height: int = 4
@@ -102,7 +112,8 @@ class DetectorConfig:
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "views", tuple(self.views))
         object.__setattr__(self, "stat_views", tuple(self.stat_views))
-        for name in (*self.views, *self.stat_views):
+        object.__setattr__(self, "news_views", tuple(self.news_views))
+        for name in (*self.views, *self.stat_views, *self.news_views):
             if name not in VIEWS:
                 raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
         if self.accept_after_seconds is not None and not self.accept_after_seconds > 0:
@@ -116,8 +127,16 @@ class DetectorConfig:
         if self.limits is not None:
             limits = {str(k): (float(v[0]), float(v[1])) for k, v in self.limits.items()}
             object.__setattr__(self, "limits", limits)
-        if not self.views and self.stat_views:
-            raise ValueError("stat_views join the views mode; the raw mode (views=()) has none")
+        if not self.views and (self.stat_views or self.news_views):
+            raise ValueError(
+                "stat_views and news_views join the views mode; the raw mode (views=()) has none"
+            )
+        if self.news_views and not self.calibrate:
+            raise ValueError("news_views are calibrated surprises: they need calibrate=True")
+        if not (self.news_scale > 0 and self.refractory_half_life >= 0):
+            raise ValueError("news_scale must be > 0 and refractory_half_life >= 0")
+        if self.calibration_span < 1:
+            raise ValueError("calibration_span must be >= 1")
         if self.views and self.limits is not None:
             raise ValueError("limits scale the raw mode (views=()); views scale themselves")
         if self.views:
@@ -131,13 +150,24 @@ class DetectorConfig:
 
     @property
     def view_settings(self) -> ViewSettings:
-        return ViewSettings(self.level_span, self.change_span, self.outlier_z, self.z_clip)
+        views = {*self.views, *self.stat_views, *self.news_views}
+        return ViewSettings(
+            self.level_span,
+            self.change_span,
+            self.outlier_z,
+            self.z_clip,
+            self.shift_span,
+            self.quanta,
+            self.season_bins,
+            joint="joint" in views,
+        )
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["features"] = list(self.features)
         data["views"] = list(self.views)
         data["stat_views"] = list(self.stat_views)
+        data["news_views"] = list(self.news_views)
         if self.limits is not None:
             data["limits"] = {k: list(v) for k, v in self.limits.items()}
         return data
@@ -150,9 +180,31 @@ class DetectorConfig:
         return json.dumps(self.to_json(), sort_keys=True)
 
 
+#: Configurations runnable by name. `previous`: the defaults of state format 3 (trees' raw
+#: score beside a statistical band; no noise floor, daily profile, joint view, calibration or
+#: refractory period), kept for comparisons (`--detector previous` in the evaluations).
+NAMED_CONFIGS: dict[str, dict] = {
+    "previous": {
+        "stat_views": ("level", "still", "fit"),
+        "news_views": (),
+        "quanta": 0.0,
+        "season_bins": 0,
+        "calibrate": False,
+        "refractory_half_life": 0.0,
+    },
+}
+
+#: The trees' raw score enters calibration as -ln(1 - score), capped here.
+TREE_SCORE_CAP = 1.0 - 1e-9
+#: Priors of the calibration: view channels are z**2 / 2 (Gaussian: 5 % above 1.92, mean
+#: excess 1); the trees' -ln(1 - score) (healthy machines score up to ~0.75: 1.39).
+VIEW_PRIOR = (1.92, 1.0)
+TREE_PRIOR = (1.39, 0.3)
+
 # Per-machine arrays the detector keeps itself (beside the fleet's, scaler's and views' own);
 # one list, so what `arrays()` saves is exactly what `from_state()` restores.
 _PER_MACHINE_ARRAYS = (
+    "tree_window",
     "last_time",
     "last_value",
     "usual_low",
@@ -185,6 +237,29 @@ class FleetDetector:
         self.views = FeatureViews(config.view_settings, width, driver) if config.views else None
         self._hst_views = [VIEWS.index(v) for v in config.views]
         self._stat_views = [VIEWS.index(v) for v in config.stat_views]
+        self._news_views = [VIEWS.index(v) for v in config.news_views]
+        calibrated = config.calibrate and bool(config.views)
+        channels = width * len(self._news_views)
+        self.news = (
+            TailCalibration([VIEW_PRIOR[0]] * channels, [VIEW_PRIOR[1]] * channels,
+                            span=config.calibration_span)
+            if calibrated and channels
+            else None
+        )
+        self.tree_calibration = (
+            TailCalibration([TREE_PRIOR[0]], [TREE_PRIOR[1]], span=config.calibration_span)
+            if calibrated
+            else None
+        )
+        # Channels the news is the most surprising of (a Bonferroni correction: ln of it).
+        self._channels = channels + 1
+        self.refractory = (
+            Refractory(config.refractory_half_life)
+            if calibrated and config.refractory_half_life > 0
+            else None
+        )
+        # The trees' scores of the current window, summed for their calibration at the pivot.
+        self.tree_window = np.zeros((0, 3))
         self.scaler: Scaler = (
             OnlineMinMaxScaler(width)
             if config.limits is None
@@ -222,6 +297,10 @@ class FleetDetector:
             self.views.add_models(count)
         self.scaler.add_models(count)
         self.alarm.add_models(count)
+        for part in (self.news, self.tree_calibration, self.refractory):
+            if part is not None:
+                part.add_models(count)
+        self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 3))])
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
         nan = np.full((count, width), np.nan)
         for name in ("last_value", "usual_low", "usual_high", "window_low", "window_high"):
@@ -339,9 +418,10 @@ class FleetDetector:
             unit, spans = self.scaler.scale(rows, X)
             z = None
         else:
-            unit, z = self.views.transform(rows, X)
+            unit, z, t2 = self.views.transform(rows, X, times)
             unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
-            stat = self._stat_score(z)
+            stat = self._stat_score(z, t2)
+            view_news = self._view_news(rows, z)
         encoded = fleet.encode(unit, rows)
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         sizes = np.diff(np.r_[starts, len(rows)])
@@ -354,9 +434,20 @@ class FleetDetector:
             cstarts = np.cumsum(take) - take
             group_rows = machines[active]
             warm = np.repeat(fleet.warm(group_rows), take)
-            score = fleet.score(rows[cand], encoded[cand])
-            if z is not None:
-                score = np.where(warm, np.maximum(score, stat[cand]), 0.0)
+            raw = fleet.score(rows[cand], encoded[cand])
+            memory = None
+            if z is None:
+                score = raw
+            elif self.tree_calibration is None:
+                score = np.where(warm, np.maximum(raw, stat[cand]), 0.0)
+            else:
+                tree = self._tree_surprise(rows[cand], raw)
+                surprise = np.maximum(view_news[cand], tree) - np.log(self._channels)
+                surprise = np.where(warm, np.maximum(surprise, 0.0), 0.0)
+                if self.refractory is not None:
+                    surprise, memory = self.refractory.discount(rows[cand], cstarts, surprise)
+                news = surprise / (surprise + config.news_scale)
+                score = np.where(warm, np.maximum(news, stat[cand]), 0.0)
             steps = self.alarm.step(
                 rule, group_rows, cstarts, times[cand], warm & (score > config.threshold)
             )
@@ -386,22 +477,73 @@ class FleetDetector:
                 deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
             else:
                 deviations[target] = most_unusual(z[kept])
-            self.alarm.commit(group_rows, steps, cstarts + keep_len - 1)
+            last = cstarts + keep_len - 1
+            self.alarm.commit(group_rows, steps, last)
+            if memory is not None:
+                self.refractory.commit(group_rows, memory[last])
             study = cand[keep & learned]
+            if self.tree_calibration is not None:
+                self._note_tree_scores(rows[study], raw[keep & learned], warm[keep & learned])
             fleet.learn(rows[study], encoded[study])
+            if self.tree_calibration is not None and pivots.any():
+                self._calibrate_trees(group_rows[pivots])
             if z is None:
                 self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
 
-    def _stat_score(self, z: np.ndarray) -> np.ndarray:
+    def _view_news(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The views' news per point: the largest calibrated surprise over the features'
+        news views (`fleetwatch.calibration`), each learned test-then-train, machine by
+        machine in time order. A step counts only upwards (a smaller step than usual is not
+        news); a shift both ways."""
+        news = np.zeros(len(rows))
+        if self.news is None:
+            return news
+        picked = z[:, :, self._news_views]
+        if "change" in self.config.news_views:
+            change = self.config.news_views.index("change")
+            picked[:, :, change] = np.maximum(picked[:, :, change], 0.0)
+        raw = 0.5 * picked.reshape(len(rows), -1) ** 2
+        for machines, at in positions(rows):
+            news[at] = self.news.step(machines, raw[at]).max(axis=1)
+        return news
+
+    def _tree_surprise(self, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """The trees' score as a calibrated surprise; the calibration changes only at the
+        window pivots (as the trees' scores do), so any split of the stream gives the same."""
+        r = -np.log1p(-np.minimum(raw, TREE_SCORE_CAP))
+        return self.tree_calibration.surprise(rows, r[:, None])[:, 0]
+
+    def _note_tree_scores(self, rows: np.ndarray, raw: np.ndarray, warm: np.ndarray) -> None:
+        """Add the learned points' tree scores to their machine's window sums (warm only)."""
+        rows, raw = rows[warm], raw[warm]
+        r = -np.log1p(-np.minimum(raw, TREE_SCORE_CAP))
+        above, excess = self.tree_calibration.clipped_excess(rows, r[:, None])
+        np.add.at(self.tree_window, (rows, 0), 1.0)
+        np.add.at(self.tree_window, (rows, 1), above[:, 0])
+        np.add.at(self.tree_window, (rows, 2), excess[:, 0])
+
+    def _calibrate_trees(self, machines: np.ndarray) -> None:
+        """At a pivot: learn the window's tree scores, and start the next window's sums."""
+        sums = self.tree_window[machines]
+        self.tree_calibration.learn_window(
+            machines, sums[:, :1], sums[:, 1:2], sums[:, 2:3]
+        )
+        self.tree_window[machines] = 0.0
+
+    def _stat_score(self, z: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """The statistical member: 0 while the largest |z| of the stat views over the
-        features is below `z_alarm`; from there a band just above the threshold,
+        features (and the joint T-squared, with the `joint` view) is below `z_alarm`; from
+        there a band just above the threshold,
         `threshold + stat_band * (1 - threshold) * (1 - z_alarm / |z|)`. So a z past
-        `z_alarm` always alerts, yet ranks below the trees' strong scores: the trees keep
-        the order of the scores (what NAB ranks), the z-scores hold sustained faults open."""
+        `z_alarm` always alerts and a larger one scores higher, yet ranks below strong news:
+        the news keeps the order of the scores (what NAB ranks), the z-scores hold sustained
+        faults open."""
         if not self._stat_views:
             return np.zeros(len(z))
         worst = np.abs(z[:, :, self._stat_views]).max(axis=(1, 2))
+        if "joint" in self.config.stat_views:
+            worst = np.maximum(worst, t2)
         config = self.config
         alarm = worst >= config.z_alarm
         with np.errstate(divide="ignore"):
@@ -444,10 +586,17 @@ class FleetDetector:
             **{f"scaler_{k}": v for k, v in self.scaler.state().items()},
             **{f"views_{k}": v for k, v in (self.views.state() if self.views else {}).items()},
             **self.alarm.state(),
+            **{f"{prefix}_{k}": v for prefix, part in self._parts().items()
+               for k, v in part.state().items()},
         }
         for name in _PER_MACHINE_ARRAYS:
             arrays[name] = getattr(self, name)
         return arrays
+
+    def _parts(self) -> dict:
+        """The news path's per-machine models, by the prefix of their saved arrays."""
+        parts = {"news": self.news, "trees": self.tree_calibration, "refractory": self.refractory}
+        return {prefix: part for prefix, part in parts.items() if part is not None}
 
     def meta(self) -> dict:
         """The JSON part of the detector's state."""
@@ -475,6 +624,12 @@ class FleetDetector:
         if detector.views is not None:
             detector.views.restore({k[6:]: v for k, v in arrays.items() if k.startswith("views_")})
         detector.alarm.restore(arrays)
+        for prefix, part in detector._parts().items():
+            part.restore(
+                {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "_")}
+            )
+            if any(len(v) != len(machines) for v in part.state().values()):
+                raise ValueError(f"{prefix} arrays do not match the number of machines")
         count = len(machines)
         for name in _PER_MACHINE_ARRAYS:
             value = np.asarray(arrays[name])
