@@ -80,7 +80,7 @@ class DetectorConfig:
 
     features: tuple[str, ...] = DEFAULT_FEATURES
     views: tuple[str, ...] = ("change",)
-    stat_views: tuple[str, ...] = ("level", "still", "fit", "joint")
+    stat_views: tuple[str, ...] = ("level", "still", "fit")
     news_views: tuple[str, ...] = ("change", "shift")
     driver: str | None = "load"
     z_alarm: float = 5.0
@@ -92,10 +92,12 @@ class DetectorConfig:
     z_clip: float = 8.0
     quanta: float = 1.0
     season_bins: int = 96
+    joint_smooth: int = 1
+    level_rule: str = "regime"
     calibrate: bool = True
     calibration_span: int = 2000
     refractory_half_life: float = 20.0
-    news_scale: float = 3.5
+    news_scale: float = 1.2
     limits: Mapping[str, tuple[float, float]] | None = None
     n_trees: int = 25
     height: int = 4
@@ -160,6 +162,8 @@ class DetectorConfig:
             self.quanta,
             self.season_bins,
             joint="joint" in views,
+            joint_smooth=self.joint_smooth,
+            level_rule=self.level_rule,
         )
 
     def to_json(self) -> dict:
@@ -191,6 +195,7 @@ NAMED_CONFIGS: dict[str, dict] = {
         "season_bins": 0,
         "calibrate": False,
         "refractory_half_life": 0.0,
+        "level_rule": "clip",
     },
 }
 
@@ -238,6 +243,16 @@ class FleetDetector:
         self._hst_views = [VIEWS.index(v) for v in config.views]
         self._stat_views = [VIEWS.index(v) for v in config.stat_views]
         self._news_views = [VIEWS.index(v) for v in config.news_views]
+        # The views a deviation is reported from: those the detector uses.
+        used = {*config.views, *config.stat_views, *config.news_views}
+        self._shown_views = [i for i, v in enumerate(VIEWS) if v in used]
+        # Sensors whose level the fit view replaces in the statistical member (see there).
+        self._explained = (
+            [j for j in range(width) if j != driver]
+            if driver is not None and {"fit", "level"} <= set(config.stat_views)
+            and config.level_rule == "regime"
+            else None
+        )
         calibrated = config.calibrate and bool(config.views)
         channels = width * len(self._news_views)
         self.news = (
@@ -360,13 +375,20 @@ class FleetDetector:
             "learned": np.zeros(n, bool),
         }
         deviations = np.full((n, len(features)), np.nan)
+        found_by = np.full((n, len(features)), -1, np.int64)  # index into VIEWS, -1: raw mode
         if len(scored):
-            self._score(scored, rows[scored], times[scored], X[scored], result, deviations)
+            self._score(
+                scored, rows[scored], times[scored], X[scored], result, deviations, found_by
+            )
         for name, values in result.items():
             out[name] = values
         out["status"] = np.asarray(STATUSES, dtype=object)[status]
+        names = np.asarray([*VIEWS, "raw"], dtype=object)
         for j, name in enumerate(features):
             out[f"dev_{name}"] = deviations[:, j]
+            out[f"dev_view_{name}"] = np.where(
+                np.isnan(deviations[:, j]), None, names[found_by[:, j]]
+            )
         for name, count in zip(*np.unique(status[status > 0], return_counts=True), strict=True):
             self.skipped[STATUSES[name]] += int(count)
         return out
@@ -403,6 +425,7 @@ class FleetDetector:
         X: np.ndarray,
         result: dict[str, np.ndarray],
         deviations: np.ndarray,
+        found_by: np.ndarray,
     ) -> None:
         """Test-then-train for points grouped by machine in time order, in rounds.
 
@@ -476,7 +499,9 @@ class FleetDetector:
             if z is None:
                 deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
             else:
-                deviations[target] = most_unusual(z[kept])
+                picked = z[kept][:, :, self._shown_views]
+                deviations[target], which = most_unusual(picked)
+                found_by[target] = np.asarray(self._shown_views)[which]
             last = cstarts + keep_len - 1
             self.alarm.commit(group_rows, steps, last)
             if memory is not None:
@@ -541,7 +566,11 @@ class FleetDetector:
         faults open."""
         if not self._stat_views:
             return np.zeros(len(z))
-        worst = np.abs(z[:, :, self._stat_views]).max(axis=(1, 2))
+        watched = np.abs(z[:, :, self._stat_views])
+        if self._explained is not None:
+            # A sensor the driver explains is judged by its fit, not by its raw level.
+            watched[:, self._explained, self.config.stat_views.index("level")] = 0.0
+        worst = watched.max(axis=(1, 2))
         if "joint" in self.config.stat_views:
             worst = np.maximum(worst, t2)
         config = self.config
@@ -647,11 +676,12 @@ class FleetDetector:
         return detector
 
 
-def most_unusual(z: np.ndarray) -> np.ndarray:
-    """Per point and feature, the z-score of the feature's most unusual view (signed).
+def most_unusual(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point and feature, the z-score of the feature's most unusual view (signed), and
+    which view it is (index along the last axis).
 
-    >>> most_unusual(np.array([[[1.0, -4.0], [2.0, 0.5]]])).tolist()
-    [[-4.0, 2.0]]
+    >>> [a.tolist() for a in most_unusual(np.array([[[1.0, -4.0], [2.0, 0.5]]]))]
+    [[[-4.0, 2.0]], [[1, 0]]]
     """
-    pick = np.abs(z).argmax(axis=2)[..., None]
-    return np.take_along_axis(z, pick, axis=2)[..., 0]
+    pick = np.abs(z).argmax(axis=2)
+    return np.take_along_axis(z, pick[..., None], axis=2)[..., 0], pick

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from fleetwatch.attribution import describe, ranked_contributors
+
 __all__ = ["AlarmRule", "AlarmState", "Episode", "EpisodeEvent", "EpisodeTracker", "as_nanoseconds"]
 
 NO_TIME = np.iinfo(np.int64).min  # "never": no anomalous point yet
@@ -176,6 +178,15 @@ class Episode:
     announced: bool = False
     resolved_at: int | None = None
     resolution: str | None = None  # "quiet" (enough quiet points) or "timeout" (data time)
+    found_by: dict[str, str] = field(default_factory=dict)  # at the peak: the view per feature
+
+    def describe(self, driver: str | None = "load") -> list[str]:
+        """The top features' deviations at the peak in words (`fleetwatch.attribution`)."""
+        return [
+            describe(name, self.deviations.get(name, float("nan")), self.found_by.get(name, ""),
+                     driver)
+            for name in self.top_features
+        ]
 
     def to_dict(self) -> dict:
         """JSON-ready, with ISO-8601 UTC times next to the nanosecond ones."""
@@ -261,6 +272,12 @@ class EpisodeTracker:
         ends = rows["episode_end"].to_numpy(bool)
         values = rows[list(self.features)].to_numpy(np.float64)
         devs = rows[[f"dev_{f}" for f in self.features]].to_numpy(np.float64)
+        view_columns = [f"dev_view_{f}" for f in self.features]
+        views = (
+            rows[view_columns].to_numpy(object)
+            if set(view_columns) <= set(rows.columns)
+            else np.full(devs.shape, None, dtype=object)
+        )
         quiet_ns = self.rule.quiet_ns
         for i, machine in enumerate(machines):
             t = int(times[i])
@@ -289,6 +306,9 @@ class EpisodeTracker:
                 episode.peak_score, episode.peak_time = float(cols["score"][i]), t
                 episode.peak_values = dict(zip(self.features, values[i].tolist(), strict=True))
                 episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
+                episode.found_by = {
+                    f: str(v) for f, v in zip(self.features, views[i], strict=True) if v
+                }
                 episode.top_features = self._top(episode.deviations)
             if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
                 self._announce(episode, events)
@@ -333,11 +353,9 @@ class EpisodeTracker:
             self.suppressed += 1
 
     def _top(self, deviations: Mapping[str, float]) -> list[str]:
-        ranked = sorted(
-            (f for f, d in deviations.items() if np.isfinite(d) and d != 0),
-            key=lambda f: -abs(deviations[f]),
-        )
-        return ranked[: self.top_features]
+        """The features that moved (`fleetwatch.attribution`), largest first."""
+        finite = {f: d for f, d in deviations.items() if np.isfinite(d) and d != 0}
+        return ranked_contributors(finite, self.top_features)
 
     def to_json(self) -> dict:
         """The tracker's state as JSON-ready data (persisted with the detector)."""

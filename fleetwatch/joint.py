@@ -68,15 +68,19 @@ def chi2_as_z(t2: np.ndarray, dof: np.ndarray) -> np.ndarray:
 class JointView:
     """Per machine: the running mean and covariance of the sensors' z-scores (module doc)."""
 
-    STATE = ("mean", "cov", "count", "run")
+    STATE = ("smoothed", "mean", "cov", "count", "run")
 
-    def __init__(self, n_features: int, span: int = 600, outlier_z: float = 3.0) -> None:
-        if span < 1:
-            raise ValueError("span must be >= 1")
+    def __init__(
+        self, n_features: int, span: int = 600, outlier_z: float = 3.0, smooth: int = 1
+    ) -> None:
+        if span < 1 or smooth < 1:
+            raise ValueError("span and smooth must be >= 1")
+        self.smooth_alpha = 2.0 / (smooth + 1.0)
         self.n_features = n_features
         self.span = int(span)
         self.outlier_z = float(outlier_z)
         self.alpha = 2.0 / (span + 1.0)
+        self.smoothed = np.zeros((0, n_features))  # EW mean of the input over `smooth`
         self.mean = np.zeros((0, n_features))
         self.cov = np.zeros((0, n_features, n_features))
         self.count = np.zeros(0)
@@ -84,6 +88,7 @@ class JointView:
 
     def add_models(self, count: int) -> None:
         f = self.n_features
+        self.smoothed = np.concatenate([self.smoothed, np.zeros((count, f))])
         self.mean = np.concatenate([self.mean, np.zeros((count, f))])
         self.cov = np.concatenate([self.cov, np.zeros((count, f, f))])
         self.count = np.r_[self.count, np.zeros(count)]
@@ -97,6 +102,9 @@ class JointView:
         `learn` (and the robust rule allows)."""
         mean, cov, count = self.mean[m], self.cov[m], self.count[m]
         f = self.n_features
+        start = (count == 0)[:, None]
+        d = np.where(start, d, self.smoothed[m] + self.smooth_alpha * (d - self.smoothed[m]))
+        self.smoothed[m] = d
         variances = np.einsum("kii->ki", cov)
         varying = variances > 1e-9
         ridge = RIDGE * variances.mean(axis=1) + 1e-12

@@ -487,7 +487,7 @@ def check(scored: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
     checked = scored.copy()
     checked["episode_id"] = episode_ids(checked, open_before)
     identities = state.extra.get("machines", {})
-    alerts = [alert_event(e, identities, ctx.config.threshold) for e in events]
+    alerts = [alert_event(e, identities, ctx.config.threshold, ctx.config.driver) for e in events]
     run.save_state(ctx, state)
     write_atomically(run.events_path(ctx), json.dumps(alerts).encode())
 
@@ -615,7 +615,10 @@ def episode_ids(scored: pd.DataFrame, open_before: Mapping[str, str]) -> pd.Seri
 
 
 def alert_event(
-    event: EpisodeEvent, identities: Mapping[str, Sequence[str]], threshold: float
+    event: EpisodeEvent,
+    identities: Mapping[str, Sequence[str]],
+    threshold: float,
+    driver: str | None = "load",
 ) -> dict[str, Any]:
     """An episode event as the alert event mapping (JSON-ready, for the pending events file).
 
@@ -638,6 +641,7 @@ def alert_event(
         "top_features": [
             [name, _finite(episode.deviations.get(name))] for name in episode.top_features
         ],
+        "moved": episode.describe(driver),
         "threshold": threshold,
     }
 

@@ -93,13 +93,17 @@ class ViewSettings:
     quanta: float = 1.0
     season_bins: int = 96
     joint: bool = True
+    joint_smooth: int = 1
+    level_rule: str = "regime"
 
     def __post_init__(self) -> None:
-        for name in ("level_span", "change_span", "shift_span"):
+        for name in ("level_span", "change_span", "shift_span", "joint_smooth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not (self.outlier_z > 0 and self.z_clip > 0):
             raise ValueError("outlier_z and z_clip must be > 0")
+        if self.level_rule not in ("regime", "clip"):
+            raise ValueError("level_rule must be 'regime' or 'clip'")
         if self.quanta < 0:
             raise ValueError("quanta must be >= 0 (0: no noise floor)")
         if self.season_bins != 0 and self.season_bins < 2:
@@ -138,6 +142,7 @@ class FeatureViews:
         "var",
         "recent",
         "recent_var",
+        "level_run",
         "lagged",
         "gram",
         "moment",
@@ -160,6 +165,7 @@ class FeatureViews:
         # Running statistics of: the level, the step, and both against the daily profile.
         self.mean = np.zeros((0, n_features, 4))
         self.var = np.zeros((0, n_features, 4))
+        self.level_run = np.zeros((0, n_features, 2))  # leaky count of outlying levels
         self.recent = np.zeros((0, n_features))  # the shift view's short EW mean
         self.recent_var = np.zeros((0, n_features))  # EW mean square of x - recent
         self.lagged = np.zeros((0, len(DRIVER_LAGS)))  # the driver through each lag
@@ -182,7 +188,7 @@ class FeatureViews:
             else None
         )
         self.joint = (
-            JointView(n_features, settings.level_span, settings.outlier_z)
+            JointView(n_features, settings.level_span, settings.outlier_z, settings.joint_smooth)
             if settings.joint and n_features > 1
             else None
         )
@@ -204,6 +210,7 @@ class FeatureViews:
         self.count = np.r_[self.count, np.zeros(count, np.int64)]
         self.mean = np.concatenate([self.mean, np.zeros((*shape, 4))])
         self.var = np.concatenate([self.var, np.zeros((*shape, 4))])
+        self.level_run = np.concatenate([self.level_run, np.zeros((*shape, 2))])
         self.recent = np.concatenate([self.recent, np.zeros(shape)])
         self.recent_var = np.concatenate([self.recent_var, np.zeros(shape)])
         self.lagged = np.concatenate([self.lagged, np.zeros((count, len(DRIVER_LAGS)))])
@@ -281,7 +288,18 @@ class FeatureViews:
         alpha = np.maximum(self._alpha, 1.0 / (count + 1.0))
         limit = self.settings.outlier_z * np.sqrt(var)
         outlier = (var > 0) & (np.abs(residual) > limit) & (count >= MIN_POINTS) & self._robust
-        moved = np.where(outlier, np.clip(residual, -limit, limit), residual)
+        if self.settings.level_rule == "clip":
+            moved = np.where(outlier, np.clip(residual, -limit, limit), residual)
+        else:
+            # An outlier teaches the level nothing until outliers outnumber the other
+            # readings over level_span readings: then it is a new regime, learned in full.
+            run = self.level_run[m]
+            run = np.where(have[:, :, ::2] & outlier[:, :, ::2], run + 1.0,
+                           np.where(have[:, :, ::2], np.maximum(run - 1.0, 0.0), run))
+            self.level_run[m] = run
+            regime = np.repeat(run >= self.settings.level_span, 2, axis=2)
+            moved = np.where(outlier & ~regime, 0.0, residual)
+            outlier &= ~regime
         self.mean[m] = np.where(have, mean + alpha * moved, mean)
         self.var[m] = np.where(
             have & ~outlier, (1.0 - alpha) * (var + alpha * residual**2), var

@@ -44,7 +44,8 @@ class AlertEvent:
     """An episode that opened or resolved, with what an operator needs to act on it.
 
     `top_features` holds `(feature, deviation)` pairs, most deviating first; the deviation is
-    None when the producer only ranked names.
+    None when the producer only ranked names. `moved` says the same in words ("temperature
+    7.2 deviations above its usual level for this load"), when the producer can.
     """
 
     machine_id: str
@@ -58,6 +59,7 @@ class AlertEvent:
     top_features: tuple[tuple[str, float | None], ...] = ()
     provider: str | None = None
     threshold: float | None = None
+    moved: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -98,6 +100,7 @@ def as_event(source: Any) -> AlertEvent:
             top_features=_ranked(fields.get("top_features")),
             provider=None if _absent(fields.get("provider")) else str(fields["provider"]),
             threshold=None if _absent(fields.get("threshold")) else float(fields["threshold"]),
+            moved=tuple(str(line) for line in fields.get("moved") or ()),
         )
     except (TypeError, ValueError) as error:
         raise EventError(f"alert event {label}: {error}") from None
@@ -126,6 +129,7 @@ def _fields_of(source: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(source) and not isinstance(source, type):
         return {f.name: getattr(source, f.name) for f in dataclasses.fields(source)}
     names = set(_REQUIRED) | {"end", "peak_values", "top_features", "provider", "threshold"}
+    names |= {"moved"}
     names |= set(_ALIASES)
     found = {name: getattr(source, name) for name in names if hasattr(source, name)}
     if not found:

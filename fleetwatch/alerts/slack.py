@@ -219,6 +219,8 @@ def _peak_order(event: AlertEvent) -> dict[str, float]:
 
 
 def _moved(event: AlertEvent) -> str:
+    if event.moved:
+        return "\n".join(f"• {_esc(line)}" for line in event.moved)
     parts = []
     for name, deviation in event.top_features:
         if deviation is None:
