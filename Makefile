@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench eval lint format lock up down clean
+.PHONY: setup run test test-fast bench eval lint format lock image-wheels up down clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	@exec $(BIN)/python -m localflux run
+	@exec $(BIN)/python -m localsystem
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,7 +39,7 @@ bench: setup
 	$(BIN)/python -m benchmarks $(BENCH)
 
 eval: setup
-	$(BIN)/python -m fleetwatch.evaluate all
+	$(BIN)/python -m detection_eval all
 
 lint: setup
 	$(BIN)/ruff check .
@@ -51,10 +51,15 @@ format: setup
 
 # Re-resolve the pins after editing pyproject.toml's dependencies.
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" -o requirements.txt
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --prerelease=allow \
+	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --extra dev --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
+
+# After `make lock`: which pins have wheels for linux/amd64 and linux/arm64 (needs PyPI; the
+# tests check the Dockerfile against image_build/wheels.json offline).
+image-wheels: setup
+	$(BIN)/python -m image_build.wheels refresh
 
 up:
 	docker compose up -d --build

@@ -42,9 +42,9 @@ from influxdb_client_3.write_client.client.write.dataframe_serializer import Dat
 from influxdb_client_3.write_client.client.write_api import PointSettings
 from influxdb_client_3.write_client.domain.write_precision import WritePrecision
 
-from localflux.lineprotocol import LineGroup, Parsed, parse
-from localflux.model import Kind
-from localflux.storage import Store
+from localflux.influxdb.lineprotocol import LineGroup, Parsed, parse
+from localflux.influxdb.model import Kind
+from localflux.influxdb.storage import Store
 from machine_simulator.identity import PROVIDERS
 
 ROWS = 1_000_000

@@ -8,10 +8,11 @@ history the table holds. For 3 and for 100 machines at 1 Hz:
    warms the models (watermark one minute ago) and that state is kept; both get the last minute;
    the second server also gets the 23 hours before (24 h in all); both restart, so their data
    is compacted to Parquet as on a long-running server;
-2. one run (the five steps of `fleetwatch.pipeline`, in process, as `mage run` calls them) from
-   the kept state is timed against each server, alternately (which goes first alternates too),
-   RUNS times; medians compared, in total and per step (the load step is where history could
-   show; the others work on the same minute of rows either way).
+2. one run (the five block files of `influx-magic/`, loaded and called in process as `mage run`
+   calls them, `influx_magic.block_files`) from the kept state is timed against each server,
+   alternately (which goes first alternates too), RUNS times; medians compared, in total and
+   per step (the load step is where history could show; the others work on the same minute of
+   rows either way).
 
 Goal: 24 h / 1 h <= 1.2. For reference, upstream's query (`SELECT *` over the table) is timed
 on both servers for 3 machines (for 100 machines it would read 8.6M rows).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import signal
 import socket
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, WriteType
 
-from fleetwatch import pipeline
+from influx_magic.block_files import run_pipeline
+from influx_magic.state_file import FILENAME
 
 RUNS = 8
 BODY_BYTES = 8 * 1024 * 1024
@@ -154,25 +157,46 @@ def _text(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
-def one_run(ctx: pipeline.RunContext, saved: Path) -> dict[str, float]:
-    """The five steps from the saved state (models warm, watermark a minute ago): seconds each."""
-    ctx.state_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(saved, ctx.state_path)
+STEPS = {
+    "load_influx_data": "load",
+    "transform_data": "transform",
+    "detect_anomalies": "detect",
+    "check_anomalies": "check",
+    "export_anomaly_scores": "export",
+}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """The blocks read their settings from the environment, as under Mage."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def one_run(env: dict[str, str], saved: Path) -> dict[str, float]:
+    """The five blocks from the saved state (models warm, watermark a minute ago): seconds each."""
+    state_dir = Path(env["FLEETWATCH_STATE_DIR"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(saved, state_dir / FILENAME)
     seconds: dict[str, float] = {}
 
-    def step(name: str, function: Callable[..., Any], *args: Any) -> Any:
+    def step(name: str, call: Callable[[], Any]) -> Any:
         started = time.perf_counter()
-        result = function(*args, ctx)
-        seconds[name] = time.perf_counter() - started
+        result = call()
+        seconds[STEPS[name]] = time.perf_counter() - started
         return result
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        frame = step("load", pipeline.load_telemetry)
-        frame = step("transform", pipeline.prepare_telemetry, frame)
-        scored = step("detect", pipeline.detect, frame)
-        checked = step("check", pipeline.check, scored)
-        summary = step("export", pipeline.export, checked)
-    assert summary["scores_written"] == 60 * int(ctx.env["BENCH_MACHINES"]), summary
+    with environment(env), contextlib.redirect_stdout(io.StringIO()):
+        summary = run_pipeline({"lookback_minutes": 60}, step=step)
+    assert summary["scores_written"] == 60 * int(env["BENCH_MACHINES"]), summary
     seconds["run"] = sum(seconds.values())
     return seconds
 
@@ -192,16 +216,16 @@ def client_for(server: Localflux) -> InfluxDBClient3:
     )
 
 
-def context(server: Localflux, folder: Path, machines: int) -> pipeline.RunContext:
-    env = {
+def run_environment(server: Localflux, folder: Path, machines: int) -> dict[str, str]:
+    return {
         "INFLUX_HOST": server.url,
         "INFLUX_DATABASE": "machines",
+        "INFLUX_TOKEN": "",
         "FLEETWATCH_STATE_DIR": str(folder / "state"),
         "FLEETWATCH_OUTPUT_DIR": str(folder / "plots"),
         "SLACK_WEBHOOK_URL": "",
         "BENCH_MACHINES": str(machines),
     }
-    return pipeline.RunContext.from_kwargs({"lookback_minutes": 60}, env=env)
 
 
 def scenario(machines: int, folder: Path) -> dict[str, float]:
@@ -211,7 +235,7 @@ def scenario(machines: int, folder: Path) -> dict[str, float]:
     for server in servers.values():
         server.start()
     clients = {label: client_for(server) for label, server in servers.items()}
-    contexts = {label: context(servers[label], folder / label, machines) for label in servers}
+    envs = {label: run_environment(servers[label], folder / label, machines) for label in servers}
     history = History(machines)
     now = int(time.time())
     results: dict[str, float] = {}
@@ -220,9 +244,9 @@ def scenario(machines: int, folder: Path) -> dict[str, float]:
         for client in clients.values():
             send(client, hour)
         saved = folder / "saved-state"
-        with contextlib.redirect_stdout(io.StringIO()):
-            pipeline.run_all({"lookback_minutes": 60}, env=contexts["1h"].env)
-        shutil.copyfile(contexts["1h"].state_path, saved)
+        with environment(envs["1h"]), contextlib.redirect_stdout(io.StringIO()):
+            run_pipeline({"lookback_minutes": 60})
+        shutil.copyfile(Path(envs["1h"]["FLEETWATCH_STATE_DIR"]) / FILENAME, saved)
         last_minute = history.lines(now - 60, now)
         for client in clients.values():
             send(client, last_minute)
@@ -239,7 +263,7 @@ def scenario(machines: int, folder: Path) -> dict[str, float]:
         for round_ in range(RUNS):
             order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
             for label in order:  # alternate which goes first: neither gets the warmer caches
-                timings[label].append(one_run(contexts[label], saved))
+                timings[label].append(one_run(envs[label], saved))
         for label, runs in timings.items():
             for name in runs[0]:
                 key = label if name == "run" else f"{name} {label}"

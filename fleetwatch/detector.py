@@ -54,7 +54,7 @@ import pandas as pd
 
 from fleetwatch.calibration import TailCalibration
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
-from fleetwatch.fleet import Fleet, KeyIndex
+from fleetwatch.fleet import EngineFactory, Fleet, KeyIndex
 from fleetwatch.refractory import Refractory
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
 from fleetwatch.views import VIEWS, FeatureViews, ViewSettings, positions
@@ -222,11 +222,14 @@ _PER_MACHINE_ARRAYS = (
 class FleetDetector:
     """Scores telemetry frames machine by machine, keeping every machine's model between calls.
 
-    `engine="river"` runs River's own HalfSpaceTrees per model instead (the reference,
-    slower, the same scores); its state cannot be saved.
+    `engine` may be another engine factory (`detection_eval.river_engine.RiverEngine` runs
+    River's own HalfSpaceTrees per model: the reference, slower, the same scores); only the
+    NumPy engine's state can be saved.
     """
 
-    def __init__(self, config: DetectorConfig | None = None, engine: str = "numpy") -> None:
+    def __init__(
+        self, config: DetectorConfig | None = None, engine: str | EngineFactory = "numpy"
+    ) -> None:
         self.config = config = config or DetectorConfig()
         width = len(config.features)
         self.fleet = Fleet(

@@ -1,7 +1,6 @@
 """Anomaly episodes: the alarm rule per point, and episodes with one alert and one resolution.
 
-The upstream demo "alerted" by failing a test on every run that saw a score above 0.8: no
-machine, no time, and the same fault reported again and again. Here a fault is an *episode*:
+A fault is an *episode* of one machine, not a run of anomalous points:
 
 * `AlarmRule` (used by the detector, point by point): an episode opens at the `persistence`-th
   consecutive point above the threshold; while open every point belongs to it (above-threshold
@@ -13,28 +12,38 @@ machine, no time, and the same fault reported again and again. Here a fault is a
 * `EpisodeTracker` (after scoring): turns the detector's per-point flags into episode records
   and events: one "opened" event (the alert) and one "resolved" event per episode, with the
   machine, start and end, peak score, the sensor values at the peak and the features that
-  deviated most. An episode also resolves ("timeout") once `quiet_seconds` of data time pass
-  without an anomalous point: a gap in the machine's data, or the fleet's data time moving on
-  while the machine is silent. A `cooldown_seconds` after a resolution holds back the next
-  alert for that machine: an episode that ends within the cooldown is recorded without
-  messages (flapping), one still open when the cooldown ends is announced then.
+  deviated most, and the episode id of every point inside an episode (`follow`). An episode
+  also resolves ("timeout") once `quiet_seconds` of data time pass without an anomalous point:
+  a gap in the machine's data, or the fleet's data time moving on while the machine is
+  silent. A `cooldown_seconds` after a resolution holds back the next alert for that machine:
+  an episode that ends within the cooldown is recorded without messages (flapping), one still
+  open when the cooldown ends is announced then.
 
 All times are data times (nanoseconds since the epoch): re-running on the same data gives
-the same episodes and ids, whatever the wall clock says.
+the same episodes and ids, whatever the wall clock says. Events and episodes go to JSON and
+back (`to_dict` / `from_dict`) unchanged, so a pipeline can hand them from step to step.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from fleetwatch.attribution import describe, ranked_contributors
 
-__all__ = ["AlarmRule", "AlarmState", "Episode", "EpisodeEvent", "EpisodeTracker", "as_nanoseconds"]
+__all__ = [
+    "AlarmRule",
+    "AlarmState",
+    "Episode",
+    "EpisodeEvent",
+    "EpisodeTracker",
+    "EpisodeUpdate",
+    "as_nanoseconds",
+]
 
 NO_TIME = np.iinfo(np.int64).min  # "never": no anomalous point yet
 
@@ -178,15 +187,7 @@ class Episode:
     announced: bool = False
     resolved_at: int | None = None
     resolution: str | None = None  # "quiet" (enough quiet points) or "timeout" (data time)
-    found_by: dict[str, str] = field(default_factory=dict)  # at the peak: the view per feature
-
-    def describe(self, driver: str | None = "load") -> list[str]:
-        """The top features' deviations at the peak in words (`fleetwatch.attribution`)."""
-        return [
-            describe(name, self.deviations.get(name, float("nan")), self.found_by.get(name, ""),
-                     driver)
-            for name in self.top_features
-        ]
+    moved: list[str] = field(default_factory=list)  # the top features at the peak, in words
 
     def to_dict(self) -> dict:
         """JSON-ready, with ISO-8601 UTC times next to the nanosecond ones."""
@@ -195,6 +196,12 @@ class Episode:
             if data[name] is not None:
                 data[f"{name}_iso"] = pd.Timestamp(data[name], tz="UTC").isoformat()
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Episode:
+        """The episode `to_dict` wrote (the `*_iso` copies are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,20 @@ class EpisodeEvent:
             **self.episode.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> EpisodeEvent:
+        """The event `to_dict` wrote."""
+        return cls(data["kind"], int(data["time"]), Episode.from_dict(data), bool(data["delayed"]))
+
+
+@dataclass(frozen=True)
+class EpisodeUpdate:
+    """What one frame did to the episodes: the events, and each row's episode id (None
+    outside episodes), indexed like the frame."""
+
+    events: list[EpisodeEvent]
+    episode_ids: pd.Series
+
 
 def episode_id(machine: str, start: int) -> str:
     """Stable id: the same machine and start give the same id on every run."""
@@ -229,6 +250,7 @@ class EpisodeTracker:
     rule: AlarmRule = field(default_factory=AlarmRule)
     cooldown_seconds: float = 600.0
     top_features: int = 3
+    driver: str | None = "load"  # the feature the `fit` view explains others by (for words)
     open: dict[str, Episode] = field(default_factory=dict)
     quiet_until: dict[str, int] = field(default_factory=dict)  # cooldown ends (per machine)
     suppressed: int = 0  # episodes that ended inside a cooldown, never announced
@@ -245,8 +267,24 @@ class EpisodeTracker:
         `now` is the data time the fleet has reached (default: the frame's latest time); it
         resolves episodes of machines that went silent.
         """
+        return self.follow(scored, key, time, now).events
+
+    def follow(
+        self,
+        scored: pd.DataFrame,
+        key: str = "unique_id",
+        time: str = "time",
+        now: pd.Timestamp | int | None = None,
+    ) -> EpisodeUpdate:
+        """`update`, with the episode id of every row of `scored` (None outside episodes)."""
         events: list[EpisodeEvent] = []
-        frame = scored[scored["status"] == "scored"] if len(scored) else scored
+        ids = np.full(len(scored), None, dtype=object)
+        live = (
+            np.flatnonzero(scored["status"].to_numpy() == "scored")
+            if len(scored)
+            else np.zeros(0, np.intp)
+        )
+        frame = scored.iloc[live]
         times = as_nanoseconds(frame[time]) if len(frame) else np.zeros(0, np.int64)
         if len(frame):
             machines = frame[key].astype(str).to_numpy()
@@ -256,17 +294,22 @@ class EpisodeTracker:
                 picked = np.isin(machines, list(relevant))
                 sub = frame[picked]
                 order = np.lexsort((times[picked], machines[picked]))
-                self._walk(sub.iloc[order], machines[picked][order], times[picked][order], events)
+                found = self._walk(
+                    sub.iloc[order], machines[picked][order], times[picked][order], events
+                )
+                ids[live[np.flatnonzero(picked)[order]]] = found
         if now is not None:
             self._clock(int(as_nanoseconds([now])[0]), events)
         elif len(times):
             self._clock(int(times.max()), events)
         events.sort(key=lambda e: (e.time, e.episode.machine, e.kind != "resolved"))
-        return events
+        return EpisodeUpdate(events, pd.Series(ids, index=scored.index, dtype=object))
 
     def _walk(
         self, rows: pd.DataFrame, machines: np.ndarray, times: np.ndarray, events: list
-    ) -> None:
+    ) -> np.ndarray:
+        """Walk the rows in (machine, time) order; each row's episode id (None outside)."""
+        ids = np.full(len(rows), None, dtype=object)
         cols = {name: rows[name].to_numpy() for name in ("score", "is_anomaly", "in_episode")}
         starts = rows["episode_start"].to_numpy(bool)
         ends = rows["episode_end"].to_numpy(bool)
@@ -299,6 +342,7 @@ class EpisodeTracker:
                 # Due before this point (the cooldown ended in between): announce the
                 # episode as it was then, as a run that stopped in between would have.
                 self._announce(episode, events)
+            ids[i] = episode.episode_id
             if cols["is_anomaly"][i]:
                 episode.end = t
                 episode.points += 1
@@ -306,14 +350,17 @@ class EpisodeTracker:
                 episode.peak_score, episode.peak_time = float(cols["score"][i]), t
                 episode.peak_values = dict(zip(self.features, values[i].tolist(), strict=True))
                 episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
-                episode.found_by = {
-                    f: str(v) for f, v in zip(self.features, views[i], strict=True) if v
-                }
                 episode.top_features = self._top(episode.deviations)
+                found_by = dict(zip(self.features, views[i], strict=True))
+                episode.moved = [
+                    describe(f, episode.deviations[f], found_by[f] or "", self.driver)
+                    for f in episode.top_features
+                ]
             if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
                 self._announce(episode, events)
             if ends[i]:
                 self._resolve(episode, t, "quiet", events)
+        return ids
 
     def _clock(self, now: int, events: list) -> None:
         quiet_ns = self.rule.quiet_ns
@@ -364,6 +411,7 @@ class EpisodeTracker:
             "rule": asdict(self.rule),
             "cooldown_seconds": self.cooldown_seconds,
             "top_features": self.top_features,
+            "driver": self.driver,
             "open": [asdict(e) for e in self.open.values()],
             "quiet_until": self.quiet_until,
             "suppressed": self.suppressed,
@@ -376,6 +424,7 @@ class EpisodeTracker:
             AlarmRule(**data["rule"]),
             float(data["cooldown_seconds"]),
             int(data["top_features"]),
+            data["driver"],
         )
         for item in data["open"]:
             episode = Episode(**item)

@@ -6,8 +6,9 @@ masses of every machine in one array: a batch of points from many machines is ro
 vectorized pass and each machine's windows advance independently. Every machine's scores are
 still exactly those of its own `river.anomaly.HalfSpaceTrees`.
 
-`engine="river"` keeps a real River model per machine instead: the reference the NumPy engine
-is tested against, slower, same results.
+`engine` may also be a factory of another `Engine` (`detection_eval.river_engine.RiverEngine`
+keeps a real River model per machine: the reference the NumPy engine is tested against, slower,
+same results).
 
 >>> fleet = Fleet(["power"], n_trees=5, height=2, window_size=4, seed=1)
 >>> X = np.array([[0.2], [0.3], [0.2], [0.3], [0.25], [0.9]] * 2)
@@ -19,7 +20,7 @@ is tested against, slower, same results.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -27,9 +28,9 @@ import pandas as pd
 
 from fleetwatch.hst import LANES, TreeStructure, WindowMasses, check_order
 
-__all__ = ["ENGINES", "Fleet", "KeyIndex"]
+__all__ = ["ENGINES", "Engine", "EngineFactory", "Fleet", "KeyIndex"]
 
-ENGINES = ("numpy", "river")
+ENGINES = ("numpy",)
 
 
 class KeyIndex:
@@ -67,7 +68,9 @@ class KeyIndex:
         return found[codes]
 
 
-class _Engine(Protocol):
+class Engine(Protocol):
+    """What a fleet needs of the models behind it (one per machine row)."""
+
     def add_models(self, count: int) -> None: ...
     def encode(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
     def warm(self, rows: np.ndarray) -> np.ndarray: ...
@@ -75,6 +78,11 @@ class _Engine(Protocol):
     def score(self, rows: np.ndarray, encoded: np.ndarray) -> np.ndarray: ...
     def learn(self, rows: np.ndarray, encoded: np.ndarray) -> None: ...
     def score_learn(self, rows: np.ndarray, encoded: np.ndarray, order: str) -> np.ndarray: ...
+
+
+#: Builds an engine from the fleet's features and HST parameters (n_trees, height, window_size,
+#: limits, seed).
+EngineFactory = Callable[[tuple[str, ...], dict], Engine]
 
 
 class _NumpyEngine:
@@ -106,56 +114,6 @@ class _NumpyEngine:
         return self.masses.score_learn(rows, encoded, order)
 
 
-class _RiverEngine:
-    """A `river.anomaly.HalfSpaceTrees` per machine, fed dicts row by row (the reference)."""
-
-    def __init__(self, features: tuple[str, ...], params: dict) -> None:
-        from river.anomaly import HalfSpaceTrees  # imported only when asked for: slow import
-
-        self.features = features
-        self.make = lambda: HalfSpaceTrees(**params)
-        self.models: list = []
-
-    def add_models(self, count: int) -> None:
-        self.models.extend(self.make() for _ in range(count))
-
-    def encode(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(self.features):
-            raise ValueError(f"expected shape (n, {len(self.features)}), got {X.shape}")
-        return X
-
-    def warm(self, rows: np.ndarray) -> np.ndarray:
-        return np.array([not self.models[r]._first_window for r in rows], dtype=bool)
-
-    def window_fill(self, rows: np.ndarray) -> np.ndarray:
-        return np.array([self.models[r].counter for r in rows], dtype=np.int64)
-
-    def _dicts(self, encoded: np.ndarray) -> list[dict[str, float]]:
-        return [dict(zip(self.features, row, strict=True)) for row in encoded.tolist()]
-
-    def score(self, rows: np.ndarray, encoded: np.ndarray) -> np.ndarray:
-        models = self.models
-        points = self._dicts(encoded)
-        return np.array([models[r].score_one(x) for r, x in zip(rows, points, strict=True)], float)
-
-    def learn(self, rows: np.ndarray, encoded: np.ndarray) -> None:
-        for r, x in zip(rows, self._dicts(encoded), strict=True):
-            self.models[r].learn_one(x)
-
-    def score_learn(self, rows: np.ndarray, encoded: np.ndarray, order: str) -> np.ndarray:
-        scores = np.empty(len(rows))
-        for i, (r, x) in enumerate(zip(rows, self._dicts(encoded), strict=True)):
-            model = self.models[r]
-            if order == "score_then_learn":
-                scores[i] = model.score_one(x)
-                model.learn_one(x)
-            else:
-                model.learn_one(x)
-                scores[i] = model.score_one(x)
-        return scores
-
-
 class Fleet:
     """HST models for many machines (keys), with one set of parameters and one seed.
 
@@ -171,12 +129,14 @@ class Fleet:
         window_size: int = 250,
         limits: Mapping[str, tuple[float, float]] | None = None,
         seed: int = 1,
-        engine: str = "numpy",
+        engine: str | EngineFactory = "numpy",
     ) -> None:
         if not isinstance(seed, int):
             raise TypeError(f"a fleet shares its trees, so its seed must be an int, got {seed!r}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if isinstance(engine, str) and engine not in ENGINES:
+            raise ValueError(
+                f"engine must be one of {ENGINES} or an engine factory, got {engine!r}"
+            )
         self.features = tuple(features)
         self.params = {
             "n_trees": int(n_trees),
@@ -185,15 +145,17 @@ class Fleet:
             "limits": {k: (float(a), float(b)) for k, (a, b) in (limits or {}).items()},
             "seed": seed,
         }
-        self.engine_name = engine
+        self.engine_name = (
+            engine if isinstance(engine, str) else getattr(engine, "__name__", "custom")
+        )
         # Growing checks the parameters for both engines (River would only fail later).
         structure = TreeStructure.grow(
             self.features, int(n_trees), int(height), self.params["limits"], seed
         )
-        self.engine: _Engine = (
+        self.engine: Engine = (
             _NumpyEngine(structure, int(window_size))
             if engine == "numpy"
-            else _RiverEngine(self.features, self.params)
+            else engine(self.features, self.params)
         )
         self.index = KeyIndex()
 
@@ -262,12 +224,12 @@ class Fleet:
         """The NumPy engine's masses (to persist them); River models are not persistable."""
         if not isinstance(self.engine, _NumpyEngine):
             raise TypeError(
-                "only the numpy engine's state can be saved; engine='river' is a reference"
+                "only the numpy engine's state can be saved; another engine is a reference"
             )
         return self.engine.masses
 
     @property
     def structure(self) -> TreeStructure:
         if not isinstance(self.engine, _NumpyEngine):
-            raise TypeError("engine='river' keeps its trees inside River's models")
+            raise TypeError(f"engine {self.engine_name!r} keeps its trees inside its own models")
         return self.engine.structure

@@ -42,7 +42,8 @@ import numpy as np
 
 __all__ = ["ORDERS", "HalfSpaceTrees", "TreeStructure", "WindowMasses"]
 
-#: `score_then_learn` is test-then-train (the default); `learn_then_score` is what the blog did.
+#: `score_then_learn` is test-then-train (the default); `learn_then_score` scores each point
+#: after learning it (kept for comparisons).
 ORDERS = ("score_then_learn", "learn_then_score")
 PADDING = 0.15  # River's make_padded_tree padding
 LANES = 1 << 16  # (point, tree) pairs routed per chunk: large enough to amortize, fits in cache

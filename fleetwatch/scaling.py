@@ -1,8 +1,8 @@
 """Scaling sensor values into Half-Space Trees' unit box, per machine, without looking ahead.
 
-HST splits each feature's range (0, 1) at random points, so raw values must be mapped onto it.
-The upstream demo min-max scaled each batch over the whole batch: the scale of a point then
-depends on points after it, moves from run to run, and divides by zero on a flat signal.
+HST splits each feature's range (0, 1) at random points, so raw values must be mapped onto it,
+with a scale that depends only on what came before each point (never on later points of the
+same batch), stays put between runs, and survives a flat signal.
 
 * `LimitScaler`: configured physical limits, `(x - low) / (high - low)`. The same for every
   machine and every run; the recommended choice when sensor ranges are known. Values outside

@@ -1,27 +1,23 @@
-"""`FleetState`: the detector, its episodes and the watermark, saved and loaded as one file.
+"""`FleetState`: the detector, its episodes and the watermark, as one versioned blob of bytes.
 
-The upstream demo rebuilt every model on every run, so an online detector never kept what it
-learnt and the first window of every run could never alert. Here one state object carries
-everything a run changes; a caller commits it as a whole (or not at all):
+An online detector keeps what it learnt between runs: one state object carries everything a run
+changes, and a caller commits it as a whole (or not at all):
 
 * the format is a zip of a JSON header, JSON metadata (configuration, machine keys, open
   episodes) and NumPy arrays stored with `allow_pickle=False`: loading never runs code;
 * the header holds a SHA-256 of the content and a version, `FORMAT.<defaults fingerprint>`,
   which changes when the format or the default configuration changes;
-* `save` writes a temporary file in the same directory, fsyncs it, renames it over the old
-  file and fsyncs the directory: a crash leaves the old state or the new one, never half;
+* the product stores the bytes (`influx_magic.state_file`: written atomically, so a crash
+  leaves the old state or the new one, never half);
 * a corrupt, incompatible or foreign file raises `StateError` explaining how to start over
   (delete the file, or point FLEETWATCH_STATE_DIR elsewhere); nothing is reset silently;
 * `to_bytes`/`from_bytes` carry a *pending* state between pipeline blocks, so only the last
   block commits it.
 
->>> import tempfile, pathlib
->>> path = pathlib.Path(tempfile.mkdtemp()) / "state.fleetwatch"
->>> state = FleetState.load_or_new(path)
+>>> state = FleetState.new()
 >>> state.watermark is None
 True
->>> state.save(path)
->>> FleetState.load(path).detector.config == state.detector.config
+>>> FleetState.from_bytes(state.to_bytes()).detector.config == state.detector.config
 True
 """
 
@@ -30,24 +26,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fleetwatch.atomic import write_atomically
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.episodes import EpisodeEvent, EpisodeTracker
 
-__all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "default_path"]
+__all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "reset_hint"]
 
-FORMAT = 3  # bump when the file layout or the meaning of a saved array changes
+FORMAT = 4  # bump when the file layout or the meaning of a saved array changes
 MAGIC = "fleetwatch-state"
-FILENAME = "fleetwatch-state.zip"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes
 
 
@@ -67,17 +59,11 @@ class StateError(Exception):
     """A state file that cannot be used as it is; the message says how to start over."""
 
 
-def default_path() -> Path:
-    """`$FLEETWATCH_STATE_DIR/fleetwatch-state.zip` (default `.local/state/`)."""
-    from fleetwatch.settings import path_setting
-
-    return path_setting("FLEETWATCH_STATE_DIR") / FILENAME
-
-
-def _reset_hint(path: object) -> str:
+def reset_hint(source: object) -> str:
+    """How to start over from an unusable state (said in every `StateError`)."""
     return (
         f"To start over with fresh models (they relearn from new data; open episodes are "
-        f"forgotten), delete {path} or set FLEETWATCH_STATE_DIR to another directory."
+        f"forgotten), delete {source} or set FLEETWATCH_STATE_DIR to another directory."
     )
 
 
@@ -94,7 +80,9 @@ class FleetState:
         cls, config: DetectorConfig | None = None, cooldown_seconds: float | None = None
     ) -> FleetState:
         detector = FleetDetector(config)
-        episodes = EpisodeTracker(detector.config.features, detector.config.rule)
+        episodes = EpisodeTracker(
+            detector.config.features, detector.config.rule, driver=detector.config.driver
+        )
         if cooldown_seconds is not None:
             episodes.cooldown_seconds = float(cooldown_seconds)
         return cls(detector, episodes)
@@ -140,7 +128,7 @@ class FleetState:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: object = "the state") -> FleetState:
-        hint = _reset_hint(source)
+        hint = reset_hint(source)
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 header = json.loads(archive.read("header.json"))
@@ -175,48 +163,6 @@ class FleetState:
         except (KeyError, ValueError, TypeError) as error:
             raise StateError(f"{source} is inconsistent ({error}). {hint}") from None
         return cls(detector, episodes, extra)
-
-    # -- files ----------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: temp file in the same directory, fsync, rename, fsync the dir."""
-        write_atomically(Path(path), self.to_bytes())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> FleetState:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise StateError(f"cannot read {path}: {error}. {_reset_hint(path)}") from None
-        return cls.from_bytes(data, source=path)
-
-    @classmethod
-    def load_or_new(
-        cls,
-        path: str | os.PathLike | None = None,
-        config: DetectorConfig | None = None,
-        cooldown_seconds: float | None = None,
-    ) -> FleetState:
-        """The saved state at `path` (default `default_path()`), or a new one if there is no
-        file. A saved state whose configuration differs from `config` (when given) is an
-        error, not a silent reset."""
-        path = Path(path) if path is not None else default_path()
-        if not path.exists():
-            return cls.new(config, cooldown_seconds)
-        state = cls.load(path)
-        if config is not None and state.detector.config != config:
-            raise StateError(
-                f"{path} holds models for another configuration:\n  saved:     "
-                f"{state.detector.config.describe()}\n  requested: {config.describe()}\n"
-                f"{_reset_hint(path)}"
-            )
-        if cooldown_seconds is not None and state.episodes.cooldown_seconds != cooldown_seconds:
-            raise StateError(
-                f"{path} was saved with cooldown_seconds={state.episodes.cooldown_seconds}, "
-                f"not {cooldown_seconds}. {_reset_hint(path)}"
-            )
-        return state
 
 
 def _digest(entries: Mapping[str, bytes]) -> str:

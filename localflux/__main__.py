@@ -12,11 +12,16 @@ import logging
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("localflux.server", "InfluxDB 3 Core-compatible server (HTTP + Arrow Flight)"),
-    "bridge": ("localflux.bridge", "MQTT -> InfluxDB bridge driven by telegraf.conf"),
-    "broker": ("localflux.broker", "MQTT broker: Mosquitto when installed, else embedded amqtt"),
-    "inbox": ("localflux.inbox", "Slack-compatible webhook receiver with a web page"),
-    "run": ("localflux.run", "start and supervise the whole local system (make run)"),
+    "serve": (
+        "localflux.influxdb.server",
+        "InfluxDB 3 Core-compatible server (HTTP + Arrow Flight)",
+    ),
+    "bridge": ("localflux.telegraf.bridge", "MQTT -> InfluxDB bridge driven by telegraf.conf"),
+    "broker": (
+        "localflux.broker.launcher",
+        "MQTT broker: Mosquitto when installed, else embedded amqtt",
+    ),
+    "inbox": ("localflux.inbox.server", "Slack-compatible webhook receiver with a web page"),
 }
 
 

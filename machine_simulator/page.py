@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 
-from fleetwatch.units import FEATURE_UNITS
-from machine_simulator.signals import FIELDS
+from machine_simulator.signals import FIELDS, UNITS
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -176,7 +175,7 @@ def render_page(kinds: list[str], poll_seconds: float) -> str:
     def js(value: object) -> str:
         return json.dumps(value).replace("<", "\\u003c")
 
-    units = {field: FEATURE_UNITS.get(field, "") for field in FIELDS}
+    units = {field: UNITS[field] for field in FIELDS}
     return (
         _PAGE.replace("__KINDS__", js(kinds))
         .replace("__FIELDS__", js(list(FIELDS)))

@@ -45,6 +45,8 @@ from machine_simulator.identity import machine_identity
 
 FAULT_KINDS: tuple[str, ...] = ("overload", "spike", "bearing", "drift", "stuck")
 FIELDS: tuple[str, ...] = ("temperature", "load", "power", "vibration")
+#: The unit each field is published in (the payload carries bare numbers).
+UNITS: dict[str, str] = {"temperature": "°C", "load": "%", "power": "W", "vibration": "Hz"}
 
 
 class UnknownFaultKind(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetwatch import settings
+from localsystem import settings
 from tests.support import PYTHON, REPO_ROOT, port_open, wait_until
 
 
@@ -32,13 +32,33 @@ def test_env_example_documents_exactly_the_settings_with_their_defaults() -> Non
         assert re.search(rf"^# .+\n{name}=", text, flags=re.M), name
 
 
-def test_relative_paths_resolve_against_the_repository_root_from_any_cwd(tmp_path: Path) -> None:
-    code = "from fleetwatch.settings import path_setting; print(path_setting('LOCALFLUX_DATA_DIR'))"
-    env = {k: v for k, v in os.environ.items() if k != "LOCALFLUX_DATA_DIR"}
-    out = subprocess.run(
-        [PYTHON, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+def test_relative_paths_resolve_against_the_project_root(tmp_path: Path) -> None:
+    """From any folder inside the checkout (Mage runs blocks in `influx-magic/`) relative paths
+    resolve against the checkout; elsewhere against `$INFLUX_MAGIC_ROOT`."""
+    code = (
+        "from localsystem.settings import path_setting; print(path_setting('LOCALFLUX_DATA_DIR'))"
     )
-    assert Path(out.stdout.strip()) == REPO_ROOT / ".local" / "influx"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("LOCALFLUX_DATA_DIR", "INFLUX_MAGIC_ROOT")
+    }
+    inside = subprocess.run(
+        [PYTHON, "-c", code],
+        cwd=REPO_ROOT / "influx-magic",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(inside.stdout.strip()) == REPO_ROOT / ".local" / "influx"
+    elsewhere = subprocess.run(
+        [PYTHON, "-c", code],
+        cwd=tmp_path,
+        env={**env, "INFLUX_MAGIC_ROOT": str(tmp_path / "project")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(elsewhere.stdout.strip()) == tmp_path / "project" / ".local" / "influx"
 
 
 def test_dotenv_fills_unset_names_but_never_overrides_the_environment(

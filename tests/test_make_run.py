@@ -221,7 +221,7 @@ def test_a_port_in_use_names_the_service_and_the_variable_and_nothing_starts(
     inbox_port = system.port("INBOX_PORT")
     with socket.create_server(("127.0.0.1", inbox_port)):
         done = subprocess.run(
-            [PYTHON, "-m", "localflux", "run"],
+            [PYTHON, "-m", "localsystem"],
             cwd=REPO_ROOT,
             env=system.env,
             capture_output=True,
@@ -242,7 +242,7 @@ def test_a_remote_broker_url_is_refused_with_the_variable_to_change(
 ) -> None:
     env = {**system_factory().env, "MQTT_BROKER_URL": "tcp://broker.example:1883"}
     done = subprocess.run(
-        [PYTHON, "-m", "localflux", "run"],
+        [PYTHON, "-m", "localsystem"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -260,7 +260,7 @@ def test_the_bridge_session_keeps_what_is_published_before_the_bridge_connects(
     """The simulator's backfill goes out before the bridge may have subscribed."""
     env = {**os.environ, "MQTT_BROKER_URL": mqtt_broker.url}
     config = REPO_ROOT / "telegraf" / "telegraf.conf"
-    gate = [PYTHON, "-m", "localflux.run_bridge_session", "--config", str(config)]
+    gate = [PYTHON, "-m", "localsystem.bridge_session", "--config", str(config)]
     assert subprocess.run(gate, env=env, timeout=60).returncode == 0
     sent = [f"reading {i}".encode() for i in range(20)]
     publish_all(mqtt_broker, "machine/machine1", sent)
@@ -282,7 +282,7 @@ def test_the_bridge_session_keeps_what_is_published_before_the_bridge_connects(
 
 ORPHAN_SCRIPT = """
 import subprocess, sys, time
-from localflux.run_orphans import become_subreaper, children, stop_orphans
+from localsystem.orphans import become_subreaper, children, stop_orphans
 assert become_subreaper()
 # A component that starts a child in a session of its own and is then killed.
 component = subprocess.Popen(["sh", "-c", "setsid sleep 300 & echo $!"], stdout=subprocess.PIPE)

@@ -1,15 +1,37 @@
-"""Anomaly episodes: one Slack message when an episode opens, one when it resolves,
-and one PNG per machine with anomalies (linked from the messages)."""
+"""Anomaly episodes and the alerts about them.
+
+The scored points become episodes (`fleetwatch.episodes.EpisodeTracker`): a message when an
+episode opens ("Anomaly on machine2 ...") and one when it resolves ("Resolved ..."), sent to
+SLACK_WEBHOOK_URL (the local inbox under `make run`), each linking to a PNG of the machine in
+FLEETWATCH_OUTPUT_DIR (served under PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the
+Mage run. A message that cannot be delivered waits in the outbox for the next run. Every row
+gets the `episode_id` of the episode it belongs to.
+"""
 
 if "custom" not in globals():
     from mage_ai.data_preparation.decorators import custom, test
 
-from fleetwatch.pipeline import RunContext, check
+from influx_magic.alert_plots import plot_alerts
+from influx_magic.alerting import alerts_for, deliver_alerts
+from influx_magic.run_transaction import current_run
 
 
 @custom
 def check_anomalies(data, *args, **kwargs):
-    return check(data, RunContext.from_kwargs(kwargs))
+    with current_run(kwargs) as run:
+        state = run.pending_state()
+        update = state.episodes.follow(data)
+        checked = data.assign(episode_id=update.episode_ids)
+        alerts = alerts_for(update.events, state)
+        plots = plot_alerts(run.settings, checked, alerts, state)
+        sent = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
+        run.keep(state, alerts)
+        kinds = ", ".join(f"{a.kind} {a.unique_id}" for a in alerts) or "none"
+        print(
+            f"check_anomalies: events: {kinds}; alerts: {sent}; {plots.summary()}; "
+            f"open episodes: {len(state.episodes.open)}"
+        )
+    return checked
 
 
 @test

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detection_eval.river_engine import RiverEngine
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from tests.fleetwatch.reference import naive_detector
 
@@ -71,7 +72,7 @@ def test_detector_equals_river_point_by_point_across_frames(learn_anomalies):
 def test_river_engine_gives_the_same_frame():
     data = telemetry(2, 300, faults=[(0, 120, 200)])
     a = FleetDetector(CONFIG).score_frame(data)
-    b = FleetDetector(CONFIG, engine="river").score_frame(data)
+    b = FleetDetector(CONFIG, engine=RiverEngine).score_frame(data)
     pd.testing.assert_frame_equal(a, b)
 
 

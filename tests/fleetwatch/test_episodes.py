@@ -244,3 +244,20 @@ def test_episodes_are_the_same_in_one_run_or_two_with_saved_state(seqs, cut, coo
         opened = [e.episode.episode_id for e in mine if e.kind == "opened"]
         resolved = [e.episode.episode_id for e in mine if e.kind == "resolved"]
         assert len(opened) == len(set(opened)) and set(resolved) <= set(opened)
+
+
+def test_every_row_of_an_episode_carries_its_id_and_others_none():
+    fault = {*range(10, 20), *range(300, 320)}
+    points = [("m1", s, s in fault) for s in range(400)] + [("m2", s, False) for s in range(400)]
+    frame = scored_frame(points).sample(frac=1.0, random_state=3)  # any row order
+    tracker = EpisodeTracker(FEATURES, RULE, cooldown_seconds=0.0)
+    update = tracker.follow(frame)
+    assert update.events == EpisodeTracker(FEATURES, RULE, cooldown_seconds=0.0).update(frame)
+    ids = update.episode_ids
+    assert ids.index.equals(frame.index)
+    opened = [e.episode.episode_id for e in update.events if e.kind == "opened"]
+    inside = frame["in_episode"].astype(bool)
+    assert set(ids[inside]) == set(opened) and len(opened) == 2
+    assert ids[~inside].isna().all()
+    first = frame[inside & (frame["seconds"] < 100)]
+    assert set(ids[first.index]) == {episode_id("m1", T0 + 12 * S)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detection_eval.river_engine import RiverEngine
 from fleetwatch.fleet import Fleet
 from tests.fleetwatch.reference import river_model, river_scores, stream
 
@@ -59,7 +60,7 @@ def test_fleet_scores_equal_one_river_model_per_machine(params, order):
 def test_river_engine_is_the_same_fleet():
     keys, X = interleaved(machines=4, n=900, seed=8)
     numpy_fleet = Fleet(FEATURES, 8, 4, 40, seed=2)
-    river_fleet = Fleet(FEATURES, 8, 4, 40, seed=2, engine="river")
+    river_fleet = Fleet(FEATURES, 8, 4, 40, seed=2, engine=RiverEngine)
     a = numpy_fleet.score_learn_many(keys, X)
     b = river_fleet.score_learn_many(keys, X)
     assert np.abs(a - b).max() <= 1e-12
@@ -99,4 +100,4 @@ def test_a_fleet_needs_a_seed_and_a_known_engine():
     with pytest.raises(ValueError, match="engine"):
         Fleet(["power"], seed=1, engine="numba")
     with pytest.raises(TypeError, match="numpy engine"):
-        Fleet(["power"], seed=1, engine="river").masses()
+        Fleet(["power"], seed=1, engine=RiverEngine).masses()

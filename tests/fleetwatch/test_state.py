@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detection_eval.river_engine import RiverEngine
 from fleetwatch import state as state_module
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.episodes import EpisodeTracker
 from fleetwatch.state import STATE_VERSION, FleetState, StateError, defaults_fingerprint
+from influx_magic import state_file
 from tests.fleetwatch.test_detector import CONFIG, telemetry
 from tests.fleetwatch.test_views import VIEWS_CONFIG
 
@@ -50,15 +52,15 @@ def test_a_stream_split_across_runs_with_save_and_load_equals_one_run(tmp_path, 
     cuts = [0, 5, 300, 301, 777, 1200, len(data)]
     parts, events = [], []
     for a, b in zip(cuts, cuts[1:], strict=False):
-        state = FleetState.load_or_new(path, config)
+        state = state_file.load_or_new(path, config)
         scored, new_events = state.process(data.iloc[a:b])
-        state.save(path)
+        state_file.save(state, path)
         parts.append(scored)
         events += new_events
     pd.testing.assert_frame_equal(pd.concat(parts), expected)
     assert events_as_dicts(events) == events_as_dicts(expected_events)
     assert [e.kind for e in events if e.episode.machine == "machine0"] == ["opened", "resolved"]
-    final = FleetState.load(path)
+    final = state_file.load(path)
     assert final.watermark == data["time"].max() == whole.watermark
     assert final.to_bytes() == whole.to_bytes()  # same content, byte for byte
 
@@ -77,14 +79,14 @@ def test_pending_state_passes_between_blocks_as_bytes():
 
 def test_no_file_means_a_new_state_and_an_open_episode_survives_a_restart(tmp_path):
     path = tmp_path / "nested" / "state.zip"
-    state = FleetState.load_or_new(path, CONFIG)
+    state = state_file.load_or_new(path, CONFIG)
     assert state.watermark is None and not path.exists()
     data = telemetry(1, 300, faults=[(0, 200, 300)])
     _, events = state.process(data)
     assert [e.kind for e in events] == ["opened"]
-    state.save(path)
+    state_file.save(state, path)
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
-    restored = FleetState.load(path)
+    restored = state_file.load(path)
     assert list(restored.episodes.open) == ["machine0"]
     assert restored.episodes.open["machine0"].episode_id == events[0].episode.episode_id
 
@@ -143,7 +145,7 @@ def test_a_damaged_file_is_a_clear_error_that_says_how_to_reset(tmp_path, case):
     path = tmp_path / "state.zip"
     path.write_bytes(corrupt_cases(state.to_bytes())[case])
     with pytest.raises(StateError) as error:
-        FleetState.load_or_new(path, CONFIG)
+        state_file.load_or_new(path, CONFIG)
     message = str(error.value)
     assert str(path) in message and "delete" in message and "FLEETWATCH_STATE_DIR" in message
     assert path.exists()  # never reset silently
@@ -155,7 +157,7 @@ def test_another_version_is_refused(tmp_path):
     path = tmp_path / "state.zip"
     path.write_bytes(old)
     with pytest.raises(StateError, match="0.deadbeef.*not migrated.*delete"):
-        FleetState.load(path)
+        state_file.load(path)
     assert STATE_VERSION.startswith(f"{state_module.FORMAT}.")
 
 
@@ -173,26 +175,26 @@ def test_the_version_follows_the_defaults():
 
 def test_a_state_for_another_configuration_is_refused(tmp_path):
     path = tmp_path / "state.zip"
-    FleetState.new(CONFIG).save(path)
+    state_file.save(FleetState.new(CONFIG), path)
     other = DetectorConfig(**{**CONFIG.to_json(), "threshold": 0.9})
     with pytest.raises(StateError, match="another configuration"):
-        FleetState.load_or_new(path, other)
-    assert FleetState.load_or_new(path).detector.config == CONFIG
+        state_file.load_or_new(path, other)
+    assert state_file.load_or_new(path).detector.config == CONFIG
 
 
 def test_a_failed_save_keeps_the_previous_file(tmp_path):
     path = tmp_path / "state.zip"
     state = FleetState.new(CONFIG)
-    state.save(path)
+    state_file.save(state, path)
     before = path.read_bytes()
     state.process(telemetry(1, 60))
     state.extra["bad"] = object()  # not JSON: the save fails before anything is written
     with pytest.raises(TypeError):
-        state.save(path)
+        state_file.save(state, path)
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
 def test_the_river_engine_is_not_saved():
-    state = FleetState(FleetDetector(CONFIG, engine="river"), EpisodeTracker(CONFIG.features))
+    state = FleetState(FleetDetector(CONFIG, engine=RiverEngine), EpisodeTracker(CONFIG.features))
     with pytest.raises(TypeError, match="numpy engine"):
         state.to_bytes()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detection_eval.river_engine import RiverEngine
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.views import (
     DRIVER_LAGS,
@@ -175,7 +176,7 @@ def test_views_mode_frames_split_anywhere_score_like_one_frame():
 def test_views_mode_river_engine_gives_the_same_frame():
     data = telemetry(2, 200, faults=[(0, 120, 170)])
     a = FleetDetector(VIEWS_CONFIG).score_frame(data)
-    b = FleetDetector(VIEWS_CONFIG, engine="river").score_frame(data)
+    b = FleetDetector(VIEWS_CONFIG, engine=RiverEngine).score_frame(data)
     pd.testing.assert_frame_equal(a, b)
 
 

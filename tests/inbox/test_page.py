@@ -7,14 +7,14 @@ from html.parser import HTMLParser
 
 import pytest
 
-from localflux.inbox_page import (
+from localflux.inbox.page import (
     block_to_html,
     message_to_html,
     messages_html,
     mrkdwn_to_html,
     render_page,
 )
-from localflux.inbox_store import InboxMessage
+from localflux.inbox.store import InboxMessage
 
 HOSTILE = [
     "<script>window.pwned = 1</script>",

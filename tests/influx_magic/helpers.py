@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,19 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from fleetwatch.influx import FEATURES, write_frame
+from influx_magic import block_files
+from influx_magic.block_files import PROJECT
+from influx_magic.influx import FEATURES, write_frame
 from machine_simulator.signals import Fleet
 from tests.support import REPO_ROOT
 
-PROJECT = REPO_ROOT / "influx-magic"
 PIPELINE = "machine_anomaly_detection"
-BLOCKS = {
-    "load_influx_data": "data_loaders/load_influx_data.py",
-    "transform_data": "transformers/transform_data.py",
-    "detect_anomalies": "transformers/detect_anomalies.py",
-    "check_anomalies": "custom/check_anomalies.py",
-    "export_anomaly_scores": "data_exporters/export_anomaly_scores.py",
-}
 MAGE = str(Path(sys.executable).parent / "mage")
 
 
@@ -97,14 +90,8 @@ def count_rows(client: Any, table: str, where: str = "") -> int:
 
 
 def load_block(name: str) -> ModuleType:
-    """A block file loaded by path, as Mage does (never via the project's folders on sys.path:
-    `transformers/` would shadow the HuggingFace package)."""
-    path = PROJECT / BLOCKS[name]
-    spec = importlib.util.spec_from_file_location(f"influx_magic_block_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Block `name`'s file loaded by path, as Mage loads it: `load_block(n).<n>(...)` calls it."""
+    return block_files.load_module(name)
 
 
 def through_parquet(frame: pd.DataFrame, tmp: Path) -> pd.DataFrame:
@@ -116,13 +103,7 @@ def through_parquet(frame: pd.DataFrame, tmp: Path) -> pd.DataFrame:
 
 def run_blocks(tmp: Path, **variables: Any) -> dict[str, Any]:
     """The five blocks in order, in this process, outputs passed on as Mage passes them."""
-    kwargs = {"pipeline_uuid": PIPELINE, **variables}
-    output: Any = load_block("load_influx_data").load_influx_data(**kwargs)
-    for name in ("transform_data", "detect_anomalies", "check_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp), **kwargs)
-    return load_block("export_anomaly_scores").export_anomaly_scores(
-        through_parquet(output, tmp), **kwargs
-    )
+    return block_files.run_pipeline(variables, handoff=lambda frame: through_parquet(frame, tmp))
 
 
 def mage_run(

@@ -12,21 +12,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from fleetwatch.alerts import RetryPolicy
 from fleetwatch.detector import DetectorConfig
-from fleetwatch.influx import InfluxUnavailable
-from fleetwatch.pipeline import (
-    PipelineError,
-    RunContext,
-    plot_history,
-    prepare_telemetry,
-    unique_ids,
-)
-from fleetwatch.runlock import RunLock, RunLockBusy
-from fleetwatch.state import FILENAME, FleetState
+from fleetwatch.state import FleetState
+from influx_magic import state_file
+from influx_magic.alert_plots import plot_history
+from influx_magic.alerts import RetryPolicy
+from influx_magic.block_files import BLOCKS
+from influx_magic.influx import InfluxUnavailable
+from influx_magic.run_context import PipelineSettings, RunVariables
+from influx_magic.run_transaction import PipelineError, state_path
+from influx_magic.runlock import RunLock, RunLockBusy
+from influx_magic.state_file import FILENAME
+from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
-    BLOCKS,
     PIPELINE,
     PROJECT,
     count_rows,
@@ -41,22 +40,25 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_runtime_variables_are_parsed_and_bad_ones_named(local_dirs) -> None:
-    ctx = RunContext.from_kwargs(
+    variables = RunVariables.from_kwargs(
         {"lookback_minutes": "15", "threshold": 0.75, "features": ["power", "load"]}
     )
-    assert ctx.lookback.total_seconds() == 15 * 60
-    assert ctx.config.threshold == 0.75 and ctx.features == ("load", "power")
-    assert ctx.state_path.parent == local_dirs["FLEETWATCH_STATE_DIR"]
-    assert ctx.state_path.name != "fleetwatch-state.zip"  # not the default configuration
-    assert RunContext.from_kwargs({}).state_path.name == "fleetwatch-state.zip"
+    assert variables.lookback.total_seconds() == 15 * 60
+    assert variables.config.threshold == 0.75 and variables.config.features == ("load", "power")
+    state_dir = PipelineSettings.from_env().state_dir
+    assert state_dir == local_dirs["FLEETWATCH_STATE_DIR"]
+    custom = state_path(state_dir, variables.config)
+    assert custom.parent == state_dir
+    assert custom.name != "fleetwatch-state.zip"  # not the default configuration
+    assert state_path(state_dir, RunVariables.from_kwargs({}).config).name == FILENAME
     with pytest.raises(ValueError, match="threshold must be a number"):
-        RunContext.from_kwargs({"threshold": "high"})
+        RunVariables.from_kwargs({"threshold": "high"})
     with pytest.raises(ValueError, match="threshold"):
-        RunContext.from_kwargs({"threshold": 1.5})
+        RunVariables.from_kwargs({"threshold": 1.5})
     with pytest.raises(ValueError, match="lookback_minutes must be > 0"):
-        RunContext.from_kwargs({"lookback_minutes": 0})
+        RunVariables.from_kwargs({"lookback_minutes": 0})
     with pytest.raises(ValueError, match="features"):
-        RunContext.from_kwargs({"features": 42})
+        RunVariables.from_kwargs({"features": 42})
 
 
 def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys) -> None:
@@ -77,7 +79,7 @@ def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys)
     frame["power"] = frame["power"].astype(object)
     block = load_block("transform_data")
 
-    out = block.transform_data(frame, features=["load", "power"])
+    out = block.transform_data(frame)
 
     assert list(out.columns) == ["time", "machineID", "provider", "unique_id", "load", "power"]
     assert out["unique_id"].tolist() == [
@@ -98,9 +100,8 @@ def test_transform_keys_sorts_and_drops_bad_rows_with_counts(local_dirs, capsys)
 
 
 def test_transform_rejects_a_frame_without_the_key_columns(local_dirs) -> None:
-    ctx = RunContext.from_kwargs({})
-    with pytest.raises(PipelineError, match="lacks column"):
-        prepare_telemetry(pd.DataFrame({"time": [], "load": []}), ctx)
+    with pytest.raises(TelemetryError, match="lacks column"):
+        prepare_telemetry(pd.DataFrame({"time": [], "load": []}))
 
 
 def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
@@ -158,13 +159,13 @@ def test_a_run_with_no_new_data_posts_nothing_and_scores_nothing_twice(
     seed_fault(world)
     run_blocks(tmp_path)
     assert len(world.receiver.requests) == 1
-    before = FleetState.load(world.state_file)
+    before = state_file.load(world.state_file)
 
     summary = run_blocks(tmp_path)
 
     assert summary["scores_written"] == 0
     assert len(world.receiver.requests) == 1
-    after = FleetState.load(world.state_file)
+    after = state_file.load(world.state_file)
     assert_same_models(after, before)
     assert after.watermark == before.watermark
     assert after.episodes.to_json() == before.episodes.to_json()
@@ -210,7 +211,7 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     for batch in (history, pd.concat([fault, more], ignore_index=True)):
         keyed = batch.assign(unique_id=unique_ids(batch["provider"], batch["machineID"]))
         reference.detector.score_frame(keyed.sort_values(["time", "unique_id"], kind="stable"))
-    assert_same_models(FleetState.load(world.state_file), reference)
+    assert_same_models(state_file.load(world.state_file), reference)
 
 
 def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
@@ -226,7 +227,8 @@ def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
     uid = unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
     first = rows.loc[rows["unique_id"] == uid, "time"].min()
 
-    shown, note = plot_history(RunContext.from_kwargs({}), rows, {uid})
+    features = DetectorConfig().features
+    shown, note = plot_history(PipelineSettings.from_env(), rows, {uid}, features)
 
     assert note == " with 30 min of history"
     assert set(shown["unique_id"]) == {uid}
@@ -305,7 +307,7 @@ def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path:
     assert not world.state_file.exists()
     custom = Path(summary["state"])
     assert custom.exists() and custom.parent == world.state_dir
-    assert FleetState.load(custom).detector.config.features == ("load", "power")
+    assert state_file.load(custom).detector.config.features == ("load", "power")
     run_blocks(tmp_path)
     assert world.state_file.exists() and custom.exists()
 
@@ -323,11 +325,11 @@ def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
     output = load_block("load_influx_data").load_influx_data()
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
         output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
-    FleetState.new().save(world.state_file)  # someone else committed
+    state_file.save(FleetState.new(), world.state_file)  # someone else committed
 
     with pytest.raises(PipelineError, match="changed while this run was in progress"):
         load_block("export_anomaly_scores").export_anomaly_scores(output)
-    assert FleetState.load(world.state_file).watermark is None
+    assert state_file.load(world.state_file).watermark is None
 
 
 def test_the_pipeline_defaults_are_the_detector_defaults() -> None:
@@ -336,7 +338,8 @@ def test_the_pipeline_defaults_are_the_detector_defaults() -> None:
     variables = meta["variables"]
     assert variables["threshold"] == DetectorConfig().threshold
     assert set(variables["features"]) == set(DetectorConfig().features)
-    assert RunContext.from_kwargs(variables).state_path.name == FILENAME
+    config = RunVariables.from_kwargs(variables).config
+    assert state_path(Path("state"), config).name == FILENAME
     assert [b["uuid"] for b in meta["blocks"]] == list(BLOCKS)
     for upstream, block in zip(meta["blocks"], meta["blocks"][1:], strict=False):
         assert block["upstream_blocks"] == [upstream["uuid"]]

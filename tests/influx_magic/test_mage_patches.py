@@ -1,4 +1,4 @@
-"""fleetwatch.mage_patches: Mage 0.9.80's ProcessQueue loses a job whose item the feeder thread
+"""influx_magic.mage_patches: Mage 0.9.80's ProcessQueue loses a job whose item the feeder thread
 has not yet written when the worker pool looks; patched, every job runs.
 
 The race is made deterministic by an argument that takes seconds to pickle: the feeder thread
@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("mage_ai")
 
-from fleetwatch import mage_patches  # noqa: E402
+from influx_magic import mage_patches  # noqa: E402
 
 SCENARIO = textwrap.dedent(
     """
@@ -28,8 +28,8 @@ SCENARIO = textwrap.dedent(
 
     patched, out, jobs = sys.argv[1] == "patched", Path(sys.argv[2]), int(sys.argv[3])
     if patched:
-        import fleetwatch.mage_patches
-        assert fleetwatch.mage_patches.apply()
+        import influx_magic.mage_patches
+        assert influx_magic.mage_patches.apply()
     from mage_ai.orchestration.queue.config import QueueConfig
     from mage_ai.orchestration.queue.process_queue import ProcessQueue
 

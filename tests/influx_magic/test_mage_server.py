@@ -1,7 +1,7 @@
-"""`python -m fleetwatch.mage_server`: the scheduler runs the pipeline every minute, the API
+"""`python -m influx_magic.mage_server`: the scheduler runs the pipeline every minute, the API
 trigger is created from MAGE_API_TRIGGER_TOKEN (with Mage's login on, as in Docker), failures
-get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, and SIGTERM
-stops every process it started."""
+get Mage's own notice, the GUI shows the pipeline, nothing in the project changes, SIGTERM
+stops every process it started, and a refused trigger setup leaves Mage serving."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import signal
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from fleetwatch.mage_server import MageApi
+from influx_magic.mage_server import MageApi, MageServerError
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import PIPELINE, messages, project_files
 from tests.support import PYTHON, ManagedProcess, wait_until
@@ -46,7 +47,7 @@ def api(port: int, path: str, body: dict | None = None) -> Any:
 def start_mage(start_process, port: int, env: dict[str, str]) -> ManagedProcess:
     return start_process(
         "mage_server",
-        [PYTHON, "-m", "fleetwatch.mage_server", "--port", str(port)],
+        [PYTHON, "-m", "influx_magic.mage_server", "--port", str(port)],
         env=env,
         url=f"http://127.0.0.1:{port}/api/status",
         timeout=240,
@@ -90,7 +91,7 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     ]
     alert = messages(world.receiver, "Anomaly", "machine2")
     assert len(alert) == 1
-    assert "ProcessQueue patched" in server.log()  # through fleetwatch.mage_patches
+    assert "ProcessQueue patched" in server.log()  # through influx_magic.mage_patches
     link = re.search(
         rf"http://127\.0\.0\.1:{port}/pipelines/{PIPELINE}/runs/(\d+)", json.dumps(alert)
     )
@@ -167,3 +168,56 @@ def test_the_pipeline_page_shows_the_five_blocks_in_order(
     assert list(dict.fromkeys(shown)) == BLOCK_ORDER
     stop_and_check_nothing_is_left(server)
     assert project_files() == before
+
+
+def test_a_refused_api_trigger_login_is_logged_and_mage_keeps_serving(
+    local_dirs, start_process, port_factory
+) -> None:
+    """The owner's password is no longer DEFAULT_OWNER_PASSWORD (changed in Mage's UI, or set
+    again in .env after the first start): the launcher's login is refused. It must say so and
+    keep Mage running; exiting made `restart: unless-stopped` loop the container."""
+    port = port_factory()
+    first_password, later_password = secrets.token_hex(8), secrets.token_hex(8)
+    token = secrets.token_hex(12)
+    # Scheduled runs fail fast and quietly here: no InfluxDB, no webhook.
+    quiet = {"INFLUX_HOST": "http://127.0.0.1:9", "SLACK_WEBHOOK_URL": ""}
+    login_on = {**quiet, "REQUIRE_USER_AUTHENTICATION": "1"}
+    # The first start creates the owner (admin@admin.com) with the password of that moment.
+    first = start_mage(
+        start_process,
+        port,
+        {**login_on, "DEFAULT_OWNER_PASSWORD": first_password, "MAGE_API_TRIGGER_TOKEN": ""},
+    )
+    assert wait_until(lambda: _logs_in(port, first_password), timeout=60)
+    stop_and_check_nothing_is_left(first)
+
+    later = {**login_on, "DEFAULT_OWNER_PASSWORD": later_password, "MAGE_API_TRIGGER_TOKEN": token}
+    server = start_mage(start_process, port, later)
+    assert wait_until(lambda: "API trigger not set up" in server.log(), timeout=120), server.log()
+    refusal = next(line for line in server.log().splitlines() if "API trigger not set up" in line)
+    assert "/api/sessions" in refusal and "DEFAULT_OWNER_PASSWORD" in refusal
+
+    # Still serving, well after the refusal: the launcher and Mage are up and answer.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert server.alive(), server.log()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200  # what the compose healthcheck asks
+        time.sleep(1)
+    assert "mage start exited" not in server.log()
+    owner = MageApi(f"http://127.0.0.1:{port}", auth_required=True, password=first_password)
+    schedules = owner.call("GET", f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+    assert not [s for s in schedules["pipeline_schedules"] if s["schedule_type"] == "api"]
+    for secret in (token, first_password, later_password):
+        assert secret not in server.log()
+    stop_and_check_nothing_is_left(server)
+
+
+def _logs_in(port: int, password: str) -> bool:
+    """True once Mage accepts the owner's login with `password`."""
+    owner = MageApi(f"http://127.0.0.1:{port}", auth_required=True, password=password)
+    try:
+        owner.call("GET", "/api/status")
+    except MageServerError:
+        return False
+    return True

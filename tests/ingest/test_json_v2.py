@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from localflux.telegraf_config import DataSet, JsonObject, JsonV2
-from localflux.telegraf_json_v2 import PayloadError, parse_payload
-from localflux.telegraf_metric import Int, UInt
+from localflux.telegraf.config import DataSet, JsonObject, JsonV2
+from localflux.telegraf.json_v2 import PayloadError, parse_payload
+from localflux.telegraf.metric import Int, UInt
 
 READING = {
     "metadata": {"machineID": "machine1", "barcode": "96385074", "provider": "Tanaka Seiki"},

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localflux.lineprotocol import parse_line
-from localflux.telegraf_metric import EncodeError, Int, Metric, UInt, to_line
+from localflux.influxdb.lineprotocol import parse_line
+from localflux.telegraf.metric import EncodeError, Int, Metric, UInt, to_line
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12)
 values = st.one_of(

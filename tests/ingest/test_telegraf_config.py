@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from localflux.telegraf_config import ConfigError, load_config, parse_config
-from localflux.telegraf_json_v2 import parse_payload
+from localflux.telegraf.config import ConfigError, load_config, parse_config
+from localflux.telegraf.json_v2 import parse_payload
 from machine_simulator.payload import (
     FAULT_TOPIC_PREFIX,
     QOS,
@@ -131,7 +131,7 @@ def test_upstream_object_config_still_parses_the_payload() -> None:
     ("change", "message"),
     [
         (('data_format = "json_v2"', 'data_format = "influx"'), "json_v2 only"),
-        (("${MQTT_BROKER_URL}", "ssl://broker:8883"), "TLS and websockets"),
+        (("${MQTT_BROKER_URL:-tcp://127.0.0.1:1883}", "ssl://broker:8883"), "TLS and websockets"),
         (('client_id = "telegraf-machine-data"', 'client_id = ""'), "needs a client_id"),
         (('path = "data.1.load"', 'path = "data.#.load"'), "GJSON path"),
         (('timestamp_format = "unix_ms"', 'timestamp_format = "2006-01-02"'), "timestamp_format"),
@@ -153,3 +153,12 @@ def test_options_that_would_change_the_data_are_errors(change, message) -> None:
 def test_env_values_cannot_break_the_toml() -> None:
     config = load_config(CONF, {**ENV, "INFLUX_TOKEN": 'has "quotes" and \\ backslash'})
     assert config.output.token == 'has "quotes" and \\ backslash'
+
+
+def test_the_sample_config_beside_the_bridge_is_read_whole() -> None:
+    """localflux/telegraf/sample.conf (the README's smallest config) has nothing unsupported."""
+    sample = REPO_ROOT / "localflux" / "telegraf" / "sample.conf"
+    config = load_config(sample, {"MQTT_BROKER_URL": "tcp://127.0.0.1:1999"})
+    assert (config.unsupported, config.notes) == ((), ())
+    assert config.input.servers == ("tcp://127.0.0.1:1999",)
+    assert (config.output.urls, config.output.bucket) == (("http://127.0.0.1:8181",), "machines")

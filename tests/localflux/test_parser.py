@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localflux import lineprotocol as lp
-from localflux.model import Kind
+from localflux.influxdb import lineprotocol as lp
+from localflux.influxdb.model import Kind
 
 NAME_CHARS = "abcxyzAZ09_é ,=\\\"'"
 # Escaped in names (backslash too, so a backslash before an escapable character stays one).

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from datafusion import SessionConfig, SessionContext
 
-from localflux.model import Kind, sorted_schema
-from localflux.query import plan_scans
+from localflux.influxdb.model import Kind, sorted_schema
+from localflux.influxdb.query import plan_scans
 
 MARGIN = 60 * 10**9
 DAY_NS = 86400 * 10**9

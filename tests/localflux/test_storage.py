@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from localflux import lineprotocol as lp
-from localflux.query import QueryEngine
-from localflux.storage import MAX_FILES_PER_PARTITION, DataDirLocked, Store, WriteRejected
+from localflux.influxdb import lineprotocol as lp
+from localflux.influxdb.query import QueryEngine
+from localflux.influxdb.storage import MAX_FILES_PER_PARTITION, DataDirLocked, Store, WriteRejected
 
 DB = "machines"
 

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
-from fleetwatch.plots import FEATURES
+from fleetwatch.episodes import Episode, EpisodeEvent
+from influx_magic.alerts import Alert
+from influx_magic.influx import FEATURES
 
 START = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def event(machine: str = "machine2", kind: str = "opened", **changes: object) -> dict:
-    fields: dict[str, object] = {
-        "machine_id": machine,
-        "unique_id": f"acme-inc-{machine}",
-        "episode_id": f"{machine}-20240501T100000",
-        "kind": kind,
-        "start": START,
-        "end": START + timedelta(minutes=7) if kind == "resolved" else None,
-        "peak_score": 0.934,
-        "peak_values": {"temperature": 97.0, "load": 200.0, "power": 455.5, "vibration": 560.0},
-        "top_features": [("load", 4.2), ("vibration", 3.1)],
-        "threshold": 0.8,
-    }
-    fields.update(changes)
-    return fields
+def event(
+    machine: str = "machine2",
+    kind: str = "opened",
+    *,
+    start: datetime | pd.Timestamp = START,
+    provider: str | None = None,
+) -> Alert:
+    """An alert about `machine` (unique_id `acme-inc-<machine>`): load and vibration moved; a
+    resolved one lasted 7 minutes."""
+    begin = pd.Timestamp(start).value
+    end = begin + (7 * 60 * 10**9 if kind == "resolved" else 0)
+    episode = Episode(
+        machine=f"acme-inc-{machine}",
+        episode_id=f"{machine}-20240501T100000",
+        start=begin,
+        end=end,
+        peak_score=0.934,
+        peak_time=begin,
+        peak_values={"temperature": 97.0, "load": 200.0, "power": 455.5, "vibration": 560.0},
+        deviations={"temperature": 0.5, "load": 4.2, "power": 1.0, "vibration": 3.1},
+        top_features=["load", "vibration"],
+    )
+    return Alert(EpisodeEvent(kind, end, episode), machine, provider, threshold=0.8)
 
 
 def scores(machine: str, *, anomalous: slice | None = None, points: int = 300) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import traceback
@@ -10,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.alerts import (
+from fleetwatch.episodes import EpisodeEvent
+from influx_magic.alerts import (
+    Alert,
     AlertDelivery,
     DeliveryError,
-    EventError,
     RetryPolicy,
     SlackWebhookNotifier,
     StoreError,
-    as_event,
 )
-from fleetwatch.alerts.slack import episode_message
-from fleetwatch.alerts.store import Ledger
+from influx_magic.alerts.slack import episode_message
+from influx_magic.alerts.store import Ledger
 from tests.pipeline_lib.helpers import START, event
 from tests.support import free_port
 
@@ -41,7 +40,7 @@ def block_text(message: dict) -> str:
 
 def test_anomaly_message_names_machine_and_shows_what_moved() -> None:
     message = episode_message(
-        as_event(event()),
+        event(),
         plot_url="http://127.0.0.1:5006/plots/acme-inc-machine2.png",
         run_url="http://127.0.0.1:6789/pipelines/p/runs/7",
     )
@@ -64,7 +63,7 @@ def test_anomaly_message_names_machine_and_shows_what_moved() -> None:
 
 
 def test_resolved_message_says_when_and_omits_missing_links() -> None:
-    message = episode_message(as_event(event(kind="resolved")), plot_url=None, run_url=None)
+    message = episode_message(event(kind="resolved"), plot_url=None, run_url=None)
     assert message["text"].startswith("Resolved")
     assert "machine2" in message["text"] and "acme-inc-machine2" in message["text"]
     assert "7 min" in message["text"]
@@ -73,7 +72,7 @@ def test_resolved_message_says_when_and_omits_missing_links() -> None:
 
 def test_message_escapes_slack_control_characters() -> None:
     message = episode_message(
-        as_event(event(machine="m<1>&", provider="Smith & <Sons>")), plot_url=None, run_url=None
+        event(machine="m<1>&", provider="Smith & <Sons>"), plot_url=None, run_url=None
     )
     blocks = block_text(message)
     assert "Smith &amp; &lt;Sons&gt;" in blocks
@@ -81,38 +80,19 @@ def test_message_escapes_slack_control_characters() -> None:
     assert "<Sons>" not in blocks
 
 
-def test_events_come_from_dataclasses_and_mappings_alike() -> None:
-    @dataclasses.dataclass
-    class EpisodeEvent:  # what another module might produce, with its own extra fields
-        machineID: str  # noqa: N815 - the data's column name
-        unique_id: str
-        episode_id: str
-        kind: str
-        start: object
-        end: object
-        peak_score: float
-        peak_values: dict
-        top_features: list
-        state: str = "open"
-
-    produced = EpisodeEvent(
-        "machine2", "acme-inc-machine2", "ep-1", "opened", "2024-05-01T10:00:00Z", None, 0.9,
-        {"load": 200}, ["load"],
-    )  # fmt: skip
-    converted = as_event(produced)
-    assert converted.machine_id == "machine2"
-    assert converted.start == START
-    assert converted.top_features == (("load", None),)
-    assert as_event(event()).key == "machine2-20240501T100000:opened"
+def test_an_alert_is_the_episode_event_unchanged_and_survives_json() -> None:
+    alert = event(kind="resolved", provider="Acme Inc")
+    again = Alert.from_json(json.loads(json.dumps(alert.to_json())))
+    assert again == alert and again.event == alert.event
+    assert again.key == "machine2-20240501T100000:resolved"
+    assert again.start == START and (again.end - again.start).total_seconds() == 420
+    assert again.top_features == (("load", 4.2), ("vibration", 3.1))
+    assert event().end is None  # an open episode has no end yet
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [({"episode_id": None}, "missing episode_id"), ({"kind": "closed"}, "kind must be one of")],
-)
-def test_bad_event_is_a_clear_error(changes: dict, message: str) -> None:
-    with pytest.raises(EventError, match=message):
-        as_event(event(**changes))
+def test_an_alert_is_an_opening_or_a_resolution() -> None:
+    with pytest.raises(ValueError, match="an alert is one of"):
+        Alert(EpisodeEvent("closed", 0, event().event.episode), "machine2")
 
 
 # --- delivery -----------------------------------------------------------------------------

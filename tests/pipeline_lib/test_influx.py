@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fleetwatch.influx import (
+from influx_magic.influx import (
     FEATURES,
     InfluxError,
     InfluxSettings,

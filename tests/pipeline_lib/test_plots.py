@@ -11,7 +11,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from fleetwatch.plots import plot_path, plot_url, render_machine_plots
+from influx_magic.influx import FEATURES
+from influx_magic.plots import plot_path, plot_url, render_machine_plots
 from tests.pipeline_lib.helpers import PNG_MAGIC, scores
 
 
@@ -27,7 +28,9 @@ def test_one_valid_png_per_machine_with_anomalies(tmp_path: Path) -> None:
     episode = {"unique_id": "acme-inc-machine3", "start": frame["time"].iloc[100], "end": None}
     before = live_figures()
 
-    paths = render_machine_plots(frame, tmp_path, threshold=0.8, episodes=[episode])
+    paths = render_machine_plots(
+        frame, tmp_path, threshold=0.8, features=FEATURES, episodes=[episode]
+    )
 
     assert sorted(paths) == ["acme-inc-machine2", "acme-inc-machine3"]  # machine1 was healthy
     for unique_id, path in paths.items():
@@ -47,11 +50,13 @@ def test_one_valid_png_per_machine_with_anomalies(tmp_path: Path) -> None:
 
 def test_plots_are_overwritten_in_place_and_can_be_restricted(tmp_path: Path) -> None:
     frame = pd.concat([scores("machine2", anomalous=slice(10, 20)), scores("machine4")])
-    first = render_machine_plots(frame, tmp_path, threshold=0.8)
-    again = render_machine_plots(frame, tmp_path, threshold=0.8, machines=["acme-inc-machine4"])
+    first = render_machine_plots(frame, tmp_path, threshold=0.8, features=FEATURES)
+    again = render_machine_plots(
+        frame, tmp_path, threshold=0.8, features=FEATURES, machines=["acme-inc-machine4"]
+    )
     assert list(again) == ["acme-inc-machine4"]
     assert first["acme-inc-machine2"].exists()
-    assert render_machine_plots(frame, tmp_path, threshold=0.8) == first
+    assert render_machine_plots(frame, tmp_path, threshold=0.8, features=FEATURES) == first
 
 
 def test_odd_ids_get_safe_distinct_file_names(tmp_path: Path) -> None:
@@ -71,14 +76,19 @@ def test_plot_urls_point_under_public_base_url(tmp_path: Path) -> None:
 def test_missing_columns_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="score, is_anomaly"):
         render_machine_plots(
-            scores("m").drop(columns=["score", "is_anomaly"]), tmp_path, threshold=0.8
+            scores("m").drop(columns=["score", "is_anomaly"]),
+            tmp_path,
+            threshold=0.8,
+            features=FEATURES,
         )
 
 
 def test_nothing_to_plot_writes_nothing(tmp_path: Path) -> None:
     empty = scores("machine1").iloc[0:0]
-    assert render_machine_plots(empty, tmp_path, threshold=0.8) == {}
-    assert render_machine_plots(scores("machine1"), tmp_path, threshold=0.8) == {}
+    assert render_machine_plots(empty, tmp_path, threshold=0.8, features=FEATURES) == {}
+    assert (
+        render_machine_plots(scores("machine1"), tmp_path, threshold=0.8, features=FEATURES) == {}
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -90,6 +100,6 @@ def test_a_subset_of_features_gets_one_panel_each(tmp_path: Path) -> None:
     with Image.open(path) as image:
         two_panels = image.size[1]
     (path,) = render_machine_plots(scores("machine2", anomalous=slice(10, 20)), tmp_path / "all",
-                                   threshold=0.7).values()  # fmt: skip
+                                   threshold=0.7, features=FEATURES).values()  # fmt: skip
     with Image.open(path) as image:
         assert image.size[1] > two_panels

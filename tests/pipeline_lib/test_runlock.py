@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.runlock import RunLock, RunLockBusy, acquire_run_lock, release_run_lock
+from influx_magic.runlock import RunLock, RunLockBusy, acquire_run_lock, release_run_lock
 from tests.support import REPO_ROOT
 
 HOLDER = """
 import sys, time
-from fleetwatch.runlock import RunLock
+from influx_magic.runlock import RunLock
 lock = RunLock(sys.argv[1]).acquire(timeout=0, what="scheduled run 42")
 print("locked", flush=True)
 sys.stdin.readline()  # hold until the test closes our stdin

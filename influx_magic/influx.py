@@ -1,0 +1,519 @@
+"""InfluxDB 3 I/O for the pipeline: read telemetry since a watermark, write scores and episodes.
+
+Reading. A run reads only `[since, until)`, so its cost does not grow with the table: `since`
+is the stored watermark minus a lateness allowance (Telegraf stamps points when it receives
+them and flushes every ~10 s with jitter, so a point can land in the database up to ~15 s
+after its timestamp), or `now - lookback` on the first run. The window is read in time slices, so a long catch-up after an
+outage never asks for one unbounded result. Values travel as query parameters (`$since`,
+`$until`), never pasted into the SQL; identifiers are quoted (`"machineID"`: unquoted names are
+lower-cased). Rows read again because of the lateness allowance carry times the detector has
+already seen; the caller drops those by its own per-machine watermark.
+
+A database or table that does not exist yet is the normal first run (Telegraf creates both with
+the first write), so it gives an empty frame; a server that does not answer is an
+`InfluxUnavailable` error naming the host, so the run fails and its state stays as it was.
+
+Writing. One DataFrame becomes line protocol through the client's own serializer (its
+escaping), split into bodies below `MAX_BODY_BYTES` (InfluxDB 3 Core rejects bodies over
+10 MiB), each written synchronously: an error raises, naming the table and how many rows were
+already written. The client's batching mode is never used: it only logs write errors.
+
+>>> sql_ident('machineID')
+'"machineID"'
+>>> machine_data_sql(["load"], bounded=True)
+'SELECT time, "machineID", "provider", "load" FROM "machine_data" WHERE time >= $since AND time < $until ORDER BY time, "machineID"'
+>>> time_param(pd.Timestamp("2024-05-01 10:00:00.000000001", tz="UTC"))
+'2024-05-01T10:00:00.000000001Z'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import pyarrow as pa
+from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, WriteType
+from influxdb_client_3.exceptions import InfluxDB3ClientQueryError, InfluxDBError
+from influxdb_client_3.write_client.client.write.dataframe_serializer import DataframeSerializer
+from influxdb_client_3.write_client.client.write_api import PointSettings
+from pyarrow import flight
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from fleetwatch.detector import DEFAULT_FEATURES
+from influx_magic.alerts.events import Alert
+from influx_magic.settings import setting
+
+log = logging.getLogger("influx_magic.influx")
+
+MACHINE_TABLE = "machine_data"
+SCORES_TABLE = "anomaly_scores"
+EPISODES_TABLE = "anomaly_episodes"
+#: The sensor fields of `machine_data` (Telegraf's json_v2 fields): the detector's default
+#: features, in its order, so a query's columns and a default run's features are one list.
+FEATURES: tuple[str, ...] = DEFAULT_FEATURES
+TAGS: tuple[str, ...] = ("machineID", "provider")
+MAX_BODY_BYTES = 8 * 1024 * 1024
+SERIALIZE_ROWS = 20_000
+
+
+class InfluxError(RuntimeError):
+    """Something went wrong talking to InfluxDB; the message says what and where."""
+
+
+class InfluxUnavailable(InfluxError):
+    """The server did not answer (down, wrong host or port)."""
+
+
+class InfluxNotFound(InfluxError):
+    """The database or table does not exist (yet)."""
+
+
+class InfluxWriteError(InfluxError):
+    """A write was rejected; `rows_written` rows of the frame had been written before."""
+
+    def __init__(self, message: str, rows_written: int) -> None:
+        super().__init__(message)
+        self.rows_written = rows_written
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    """Where to connect. The token is left out of the repr."""
+
+    host: str
+    database: str
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InfluxSettings:
+        """From `INFLUX_HOST`, `INFLUX_DATABASE` and `INFLUX_TOKEN` (see `.env.example`)."""
+        return cls(
+            host=setting("INFLUX_HOST", env),
+            database=setting("INFLUX_DATABASE", env),
+            token=setting("INFLUX_TOKEN", env),
+        )
+
+    @property
+    def url(self) -> str:
+        """The host with scheme and an explicit port.
+
+        The client would take a missing port as 443 even for http:// and crash without a
+        scheme, so both are settled here, with an error that names the setting.
+
+        >>> InfluxSettings("http://influxdb", "db").url
+        'http://influxdb:80'
+        >>> InfluxSettings("127.0.0.1:8181", "db").url
+        Traceback (most recent call last):
+        ...
+        ValueError: INFLUX_HOST must be a URL like http://127.0.0.1:8181, got '127.0.0.1:8181'
+        """
+        parts = urlsplit(self.host)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"INFLUX_HOST must be a URL like http://127.0.0.1:8181, got {self.host!r}"
+            )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        netloc = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urlunsplit((parts.scheme, f"{netloc}:{port}", "", "", ""))
+
+
+def connect(
+    settings: InfluxSettings | None = None,
+    *,
+    query_timeout: float = 120.0,
+    write_timeout: float = 30.0,
+) -> InfluxDBClient3:
+    """A client for `settings` (default: from the environment), writing synchronously."""
+    settings = settings or InfluxSettings.from_env()
+    if not settings.database:
+        raise ValueError("INFLUX_DATABASE must not be empty")
+    return InfluxDBClient3(
+        host=settings.url,
+        database=settings.database,
+        token=settings.token,
+        write_client_options={
+            "write_options": WriteOptions(write_type=WriteType.synchronous),
+        },
+        query_timeout=int(query_timeout * 1000),
+        write_timeout=int(write_timeout * 1000),
+    )
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def sql_ident(name: str) -> str:
+    """A double-quoted SQL identifier (embedded quotes doubled), for names we cannot bind."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def time_param(moment: datetime | pd.Timestamp) -> str:
+    """An RFC 3339 UTC timestamp with nanoseconds, the form InfluxDB 3 takes as a parameter."""
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{stamp.nanosecond:03d}Z"
+
+
+# One machine's rows: its tags are bound as $machine and $provider, never pasted.
+ONE_MACHINE = ' AND "machineID" = $machine AND provider = $provider'
+
+
+def machine_data_sql(
+    features: Sequence[str], *, bounded: bool, table: str = MACHINE_TABLE, one_machine: bool = False
+) -> str:
+    """The telemetry query for one time slice; `bounded=False` leaves the end open,
+    `one_machine` keeps the rows of the machine given as parameters."""
+    columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
+    where = "time >= $since AND time < $until" if bounded else "time >= $since"
+    where += ONE_MACHINE if one_machine else ""
+    return (
+        f'SELECT time, {columns} FROM {sql_ident(table)} WHERE {where} ORDER BY time, "machineID"'
+    )
+
+
+def read_since(
+    watermark: datetime | pd.Timestamp | None,
+    *,
+    lookback: timedelta,
+    lateness: timedelta,
+    now: datetime | pd.Timestamp | None = None,
+) -> pd.Timestamp:
+    """Where a run starts reading: watermark minus lateness, or now minus lookback at first.
+
+    >>> read_since(None, lookback=timedelta(hours=1), lateness=timedelta(seconds=30),
+    ...            now=pd.Timestamp("2024-05-01 10:00", tz="UTC"))
+    Timestamp('2024-05-01 09:00:00+0000', tz='UTC')
+    >>> read_since(pd.Timestamp("2024-05-01 09:59:50", tz="UTC"), lookback=timedelta(hours=1),
+    ...            lateness=timedelta(seconds=30))
+    Timestamp('2024-05-01 09:59:20+0000', tz='UTC')
+    """
+    if watermark is None:
+        return _utc(now if now is not None else pd.Timestamp.now(tz="UTC")) - lookback
+    return _utc(watermark) - lateness
+
+
+def iter_machine_data(
+    client: InfluxDBClient3,
+    *,
+    since: datetime | pd.Timestamp,
+    until: datetime | pd.Timestamp | None = None,
+    chunk: timedelta = timedelta(minutes=30),
+    features: Sequence[str] = FEATURES,
+    table: str = MACHINE_TABLE,
+) -> Iterator[pd.DataFrame]:
+    """Telemetry in `[since, until)` as one frame per time slice of at most `chunk`.
+
+    Slices without data are not yielded, and a cheap `min(time)` query skips over them, so a
+    window that starts long before the data (a large first-run lookback, an old watermark) or
+    spans an outage costs one query per gap, not one per empty slice.
+    `until=None` reads up to now and leaves the last slice open-ended, so points stamped a
+    little ahead of this machine's clock are not skipped. Raises `InfluxNotFound` when the
+    database or table does not exist, `InfluxUnavailable` when the server does not answer.
+    """
+    if chunk <= timedelta(0):
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    end = _utc(until) if until is not None else None
+    start: pd.Timestamp | None = _utc(since)
+    probe = True
+    while start is not None:
+        if probe:  # jump over a stretch without data instead of querying it slice by slice
+            start = _first_time(client, table, start, end)
+            if start is None:
+                return
+        stop = end if end is not None else max(start, pd.Timestamp.now(tz="UTC"))
+        slice_end = min(start + chunk, stop)
+        last = slice_end >= stop
+        bounded = not (last and end is None)
+        params = {"since": time_param(start)}
+        if bounded:
+            params["until"] = time_param(slice_end)
+        sql = machine_data_sql(features, bounded=bounded, table=table)
+        frame = _machine_frame(_query(client, sql, params, what=f"reading {table}"), features)
+        if len(frame):
+            yield frame
+        if last:
+            return
+        start, probe = slice_end, len(frame) == 0
+
+
+def _first_time(
+    client: InfluxDBClient3, table: str, since: pd.Timestamp, until: pd.Timestamp | None
+) -> pd.Timestamp | None:
+    """The earliest point time in the window, or None when the window is empty."""
+    where = "time >= $since" + (" AND time < $until" if until is not None else "")
+    params = {"since": time_param(since)}
+    if until is not None:
+        params["until"] = time_param(until)
+    sql = f"SELECT min(time) AS first FROM {sql_ident(table)} WHERE {where}"
+    result = _query(client, sql, params, what=f"reading {table}")
+    if result.num_rows == 0:
+        return None
+    first = result.column("first")[0].as_py()
+    return None if first is None else _utc(first)
+
+
+def load_machine_data(
+    client: InfluxDBClient3,
+    *,
+    since: datetime | pd.Timestamp,
+    until: datetime | pd.Timestamp | None = None,
+    chunk: timedelta = timedelta(minutes=30),
+    features: Sequence[str] = FEATURES,
+    table: str = MACHINE_TABLE,
+) -> pd.DataFrame:
+    """All telemetry in `[since, until)`: columns `time` (UTC), `machineID`, `provider` and
+    the features as float64, sorted by time. Empty (same columns) when the database or table
+    does not exist yet."""
+    try:
+        frames = list(
+            iter_machine_data(
+                client, since=since, until=until, chunk=chunk, features=features, table=table
+            )
+        )
+    except InfluxNotFound as missing:
+        log.info("%s; nothing to read yet (first run?)", missing)
+        return empty_machine_frame(features)
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_machine_frame(features)
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_machine_history(
+    client: InfluxDBClient3,
+    *,
+    machine: str,
+    provider: str,
+    since: datetime | pd.Timestamp,
+    until: datetime | pd.Timestamp,
+    features: Sequence[str] = FEATURES,
+) -> pd.DataFrame:
+    """One machine's telemetry in `[since, until)` with the scores stored for it: the
+    loader's columns plus `score` (NaN where none was stored) and `is_anomaly`. For plots
+    that show what came before a run. Tags are bound as parameters, never pasted."""
+    params = {
+        "since": time_param(since),
+        "until": time_param(until),
+        "machine": machine,
+        "provider": provider,
+    }
+    sql = machine_data_sql(features, bounded=True, one_machine=True)
+    data = _machine_frame(_query(client, sql, params, what=f"reading {MACHINE_TABLE}"), features)
+    where = "time >= $since AND time < $until" + ONE_MACHINE
+    try:
+        stored = _query(
+            client,
+            f"SELECT time, score, is_anomaly FROM {sql_ident(SCORES_TABLE)} WHERE {where}",
+            params,
+            what=f"reading {SCORES_TABLE}",
+        )
+    except InfluxNotFound:  # no run has exported scores yet
+        stored = pa.table({"time": [], "score": [], "is_anomaly": []})
+    scores = pd.DataFrame(
+        {
+            "time": stored.column("time").cast(pa.timestamp("ns", tz="UTC")).to_pandas(),
+            "score": stored.column("score").cast(pa.float64()).to_pandas(),
+            "is_anomaly": stored.column("is_anomaly").cast(pa.bool_()).to_pandas(),
+        }
+    )
+    merged = data.merge(scores.drop_duplicates("time", keep="last"), on="time", how="left")
+    merged["is_anomaly"] = merged["is_anomaly"].fillna(False).astype(bool)
+    return merged
+
+
+def empty_machine_frame(features: Sequence[str] = FEATURES) -> pd.DataFrame:
+    """The loader's frame with no rows, with the same columns and dtypes.
+
+    >>> empty_machine_frame(["load"]).dtypes.to_dict()
+    {'time': datetime64[ns, UTC], 'machineID': dtype('O'), 'provider': dtype('O'), 'load': dtype('float64')}
+    """
+    frame = pd.DataFrame(
+        {
+            "time": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "machineID": pd.Series([], dtype=object),
+            "provider": pd.Series([], dtype=object),
+        }
+    )
+    for name in features:
+        frame[name] = pd.Series([], dtype="float64")
+    return frame
+
+
+def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
+    """Arrow result -> the loader's frame. Types are settled in Arrow: tags arrive
+    dictionary-encoded (possibly with repeated dictionary values across batches, which pandas'
+    Categorical rejects), time without a zone, integer fields as Int64."""
+    if table.num_rows == 0:
+        return empty_machine_frame(features)
+    columns = {
+        "time": table.column("time").cast(pa.timestamp("ns", tz="UTC")),
+        **{tag: table.column(tag).cast(pa.string()) for tag in TAGS},
+        **{name: table.column(name).cast(pa.float64()) for name in features},
+    }
+    frame = pa.table(columns).to_pandas()
+    for tag in TAGS:
+        frame[tag] = frame[tag].astype(object)
+    return frame
+
+
+def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
+    try:
+        return client.query(sql, language="sql", mode="all", query_parameters=params)
+    except InfluxDB3ClientQueryError as error:
+        raise _query_error(client, error, what) from None
+    except flight.FlightError as error:  # not every Flight error is wrapped by the client
+        raise _query_error(client, error, what) from None
+
+
+def _query_error(client: InfluxDBClient3, error: Exception, what: str) -> InfluxError:
+    cause = error.__context__ if error.__context__ is not None else error
+    # gRPC appends pages of debug context; the first sentence says what happened.
+    lines = str(cause).strip().split(". gRPC client debug context")[0].splitlines()
+    text = lines[0] if lines else type(cause).__name__
+    where = f"InfluxDB at {client.base_url} (database {getattr(client, '_database', '?')!r})"
+    lowered = str(cause).lower()
+    if isinstance(cause, flight.FlightUnavailableError) or "failed to connect" in lowered:
+        return InfluxUnavailable(f"{where} is not reachable while {what}: {text}")
+    if isinstance(cause, flight.FlightUnauthenticatedError | flight.FlightUnauthorizedError):
+        return InfluxError(f"{where} refused the token while {what}: {text}")
+    if isinstance(cause, KeyError) or "not found" in lowered:
+        return InfluxNotFound(f"{where}: {text}")
+    return InfluxError(f"{where} failed while {what}: {text}")
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def write_frame(
+    client: InfluxDBClient3,
+    frame: pd.DataFrame,
+    *,
+    table: str,
+    tags: Sequence[str],
+    fields: Sequence[str],
+    time_column: str = "time",
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> int:
+    """Write `frame` to `table` in bodies below `max_body_bytes`; the number of lines written.
+
+    Rows with no field value are skipped (line protocol needs one). Naive times are UTC.
+    """
+    missing = [c for c in [time_column, *tags, *fields] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cannot write {table}: the frame lacks column(s) {', '.join(missing)}")
+    lines_written = 0
+    for body, count in _bodies(frame, table, tags, fields, time_column, max_body_bytes):
+        try:
+            client.write(record=body, write_precision=WritePrecision.NS)
+        except InfluxDBError as error:
+            status = getattr(error, "status", None) or getattr(error.response, "status", "?")
+            raise InfluxWriteError(
+                f"InfluxDB at {client.base_url} rejected a write to {table!r} "
+                f"(HTTP {status}) after {lines_written} row(s): {error.message}",
+                lines_written,
+            ) from None
+        except (Urllib3Error, OSError) as error:
+            raise InfluxUnavailable(
+                f"InfluxDB at {client.base_url} is not reachable while writing {table!r} "
+                f"after {lines_written} row(s): {type(error).__name__}"
+            ) from None
+        lines_written += count
+    return lines_written
+
+
+def _bodies(
+    frame: pd.DataFrame,
+    table: str,
+    tags: Sequence[str],
+    fields: Sequence[str],
+    time_column: str,
+    max_bytes: int,
+) -> Iterator[tuple[list[bytes], int]]:
+    """Line-protocol bodies (lists of lines) of at most `max_bytes`, with their line counts."""
+    data = frame[[time_column, *tags, *fields]].copy()
+    time = pd.to_datetime(data[time_column])
+    data[time_column] = time.dt.tz_localize("UTC") if time.dt.tz is None else time
+    body: list[bytes] = []
+    size = 0
+    for offset in range(0, len(data), SERIALIZE_ROWS):
+        part = data.iloc[offset : offset + SERIALIZE_ROWS]
+        lines = DataframeSerializer(
+            part,
+            PointSettings(),
+            WritePrecision.NS,
+            data_frame_measurement_name=table,
+            data_frame_tag_columns=list(tags),
+            data_frame_timestamp_column=time_column,
+        ).serialize()
+        for line in lines:
+            encoded = line.encode("utf-8")
+            if len(encoded) + 1 > max_bytes:
+                raise ValueError(f"one {table} row is larger than {max_bytes} bytes")
+            if body and size + len(encoded) + 1 > max_bytes:
+                yield body, len(body)
+                body, size = [], 0
+            body.append(encoded)
+            size += len(encoded) + 1
+    if body:
+        yield body, len(body)
+
+
+def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
+    """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
+    (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
+    data = scores.copy()
+    data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
+    data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
+    if "episode_id" not in data.columns:
+        data["episode_id"] = None
+    data["episode_id"] = data["episode_id"].astype(object).where(data["episode_id"].notna(), None)
+    return write_frame(
+        client, data, table=SCORES_TABLE, tags=TAGS, fields=("score", "is_anomaly", "episode_id")
+    )
+
+
+def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
+    """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
+
+    An episode's row is written when it opens and again when it resolves: same tags and time,
+    so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
+    Peak sensor values become `peak_<feature>` fields.
+    """
+    rows = []
+    for event in alerts:
+        row: dict[str, Any] = {
+            "time": pd.Timestamp(event.start),
+            "machineID": event.machine_id,
+            "provider": event.provider,
+            "episode_id": event.episode_id,
+            "unique_id": event.unique_id,
+            "status": "open" if event.kind == "opened" else "resolved",
+            "end": None if event.end is None else time_param(event.end),
+            "duration_s": None
+            if event.end is None
+            else float((event.end - event.start).total_seconds()),
+            "peak_score": float(event.peak_score),
+            "top_features": ",".join(name for name, _ in event.top_features) or None,
+        }
+        row.update({f"peak_{k}": float(v) for k, v in event.peak_values.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert]) -> int:
+    """Write episode events (opened or resolved) to `anomaly_episodes`."""
+    frame = episodes_frame(alerts)
+    if frame.empty:
+        return 0
+    fields = [c for c in frame.columns if c not in ("time", *TAGS)]
+    return write_frame(client, frame, table=EPISODES_TABLE, tags=TAGS, fields=fields)
+
+
+def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

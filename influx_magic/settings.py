@@ -1,0 +1,45 @@
+"""The product's own settings: InfluxDB, Slack, Mage, state and plots.
+
+Each key is an environment variable documented in `.env.example`; this module declares the
+keys the pipeline, its alerts and the Mage launcher read, with their defaults. A `.env` file at
+the project root is read once (without overriding variables already set), so `mage run`,
+`make run` and a plain `python -m ...` see the same configuration (`magic_common.envsettings`).
+
+>>> SETTINGS.defaults["INFLUX_DATABASE"]
+'machines'
+>>> path_setting("FLEETWATCH_STATE_DIR", {"FLEETWATCH_STATE_DIR": "/abs/state"})
+PosixPath('/abs/state')
+>>> setting("MAGE_SLACK_WEBHOOK_URL", {"SLACK_WEBHOOK_URL": "https://hooks.example/x"})
+'https://hooks.example/x'
+"""
+
+from __future__ import annotations
+
+from magic_common.envsettings import Settings, load_dotenv
+
+SETTINGS = Settings(
+    {
+        "INFLUX_HOST": "http://127.0.0.1:8181",
+        "INFLUX_TOKEN": "",
+        "INFLUX_DATABASE": "machines",
+        "SLACK_WEBHOOK_URL": "",
+        "ALERT_DIGEST_MIN": "10",
+        "PLOT_HISTORY_MIN": "30",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:5006",
+        "MAGE_PORT": "6789",
+        "MAGE_PUBLIC_HOST": "",
+        "MAGE_DATA_DIR": ".local/mage",
+        "MAGE_SLACK_WEBHOOK_URL": "",
+        "MAGE_API_TRIGGER_TOKEN": "",
+        "DEFAULT_OWNER_PASSWORD": "",
+        "FLEETWATCH_STATE_DIR": ".local/state",
+        "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+    },
+    fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
+)
+
+setting = SETTINGS.get
+int_setting = SETTINGS.integer
+path_setting = SETTINGS.path
+
+__all__ = ["SETTINGS", "load_dotenv", "int_setting", "path_setting", "setting"]

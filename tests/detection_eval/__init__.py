@@ -1,0 +1,1 @@
+"""Tests of detection_eval: NAB scorer, corpus files, detectors, simulator harness."""

@@ -1,1 +1,0 @@
-"""Tests of fleetwatch.evaluate: NAB scorer, corpus files, detectors, simulator harness."""
