@@ -3,14 +3,15 @@
 Half-Space Trees judge a point by how crowded its region of the unit box was in the last
 window. On a sensor's raw value (the upstream demo) that sees a value outside the usual range
 and little else: a jump that stays inside the range, a flat-lined sensor or a slow drift look
-normal. Each sensor is therefore seen through four *views*, each a z-score against the
+normal. Each sensor is therefore seen through six *views*, each a z-score against the
 sensor's own running statistics:
 
 * `level`: the value itself, against a robust exponentially weighted mean and variance over
-  `level_span` readings (a sustained shift: overload, bearing wear, drift);
+  `level_span` readings (a sustained shift: overload, bearing wear, drift); against the
+  usual value at this time of day instead where a daily profile is active (below);
 * `change`: the size of the step from the previous reading, |x_t - x_(t-1)|, against a plain
   exponentially weighted mean and variance over `change_span` readings (a spike or a jump,
-  whatever the level; on NAB's real series this view carries the trees' score);
+  whatever the level); the step of the residual from the daily profile where it is active;
 * `still`: how surprising the current run of unchanged readings is: with p the running share
   of readings equal to the one before (over `level_span` readings), a run of k has chance
   p**k, reported as the normal z with the same tail, sqrt(2 k ln(1/p)) (a stuck sensor).
@@ -27,16 +28,30 @@ sensor's own running statistics:
   `level_span` readings (a leaky count) the fit learns them: a new regime. The residual's
   variance starts after `MIN_POINTS / 2` readings, once the fit has seen some cycles. The
   driver itself, and every sensor when there is no driver (one series), has `fit` = 0.
+* `shift`: the value (or its residual from the daily profile) against a short EW mean over
+  `shift_span` readings, in units of how far readings usually stray from it (remembered
+  `SHIFT_VAR_SPANS` times longer). Not robust: a new level is news for about `shift_span`
+  readings, then it is the recent mean (a jump, a dip, a burst, whatever the long level).
+* `joint` (with two or more sensors, `fleetwatch.joint`): each sensor's level against what
+  the other sensors' levels predict for it, from their running robust covariance; the same
+  covariance gives Hotelling's T-squared of the reading, returned beside the views.
 
-Scaling is online, never over a batch: the statistics *before* each point give its z. The
-level is robust: a point more than `outlier_z` deviations from the mean moves the mean by at
-most `outlier_z` deviations times the weight and leaves the variance alone, so a fault cannot
-make itself normal quickly. A sustained shift of k deviations is absorbed after about
-`(k - outlier_z) / (outlier_z * 2 / (level_span + 1))` readings (a simulated overload, ~20
-deviations: ~30 minutes), which is also how a new operating regime is eventually accepted.
-The change view is deliberately not robust: after a jump its variance grows, so the jump is
-news once, not for the next hundred readings (NAB counts only the first detection).
+Scaling is online, never over a batch: the statistics *before* each point give its z. Every
+view divides by at least the sensor's noise floor (`fleetwatch.noise_floor`, `quanta` times
+its resolution): a one-quantum step on a flat series is one deviation, not eight. The level
+is robust: a point more than `outlier_z` deviations from the mean teaches it nothing until
+such points outnumber the others over `level_span` readings (a leaky count, as for the
+fit): then it is a new regime, learned in full. So a fault shorter than that stays as far out
+as it is and the level is right again when it ends. (`level_rule="clip"`, the rule of state
+format 3: an outlier moves the mean by at most `outlier_z` deviations times the weight, so a
+fault is slowly absorbed.) The change and shift views are deliberately not robust: after a
+jump their variance grows, so the jump is news once, not for the next hundred readings.
 For the trees, z is clipped to +-`z_clip` and mapped onto [0, 1] (`0.5 + z / (2 z_clip)`).
+
+The daily profile (`fleetwatch.seasonal`, `season_bins` phases of the UTC day, from the
+readings' timestamps) is used per sensor only while it explains the steps better than the
+previous reading does: series with a daily cycle sampled every few minutes, not 1 Hz
+telemetry.
 
 Everything is carried per machine (`state`/`restore`), so a stream split across runs gives
 the same views as one run. Points are processed grouped by machine, in time order; the loop
@@ -46,11 +61,13 @@ batch of a whole fleet).
 >>> views = FeatureViews(ViewSettings(), n_features=1)
 >>> views.add_models(1)
 >>> x = np.r_[np.tile([10.0, 11.0], 50), 30.0, 30.0, 30.0][:, None]
->>> unit, z = views.transform(np.zeros(len(x), np.intp), x)
->>> unit.shape, [round(float(v), 1) for v in z[100, 0]]  # the jump: far above level and step
-((103, 1, 4), [39.0, 210.7, 0.0, 0.0])
->>> [round(float(v), 1) for v in z[102, 0]]  # held: level still high, step normal again
-[38.9, -0.5, 2.0, 0.0]
+>>> unit, z, t2 = views.transform(np.zeros(len(x), np.intp), x)
+>>> # the jump: 19.5 units out in level, step and shift (the spread, 0.5, floored at the
+>>> # resolution, 1)
+>>> unit.shape, [round(float(v), 1) for v in z[100, 0]]
+((103, 1, 6), [19.5, 18.0, 0.0, 0.0, 19.5, 0.0])
+>>> [round(float(v), 1) for v in z[102, 0]]  # held: the level still out, the step over
+[19.5, -0.5, 2.0, 0.0, 6.3, 0.0]
 """
 
 from __future__ import annotations
