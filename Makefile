@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench eval lint format lock image-wheels up down clean
+.PHONY: setup run test test-fast bench eval eval-loco lint format lock image-wheels up down clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,13 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH)
 
+# NAB ($$NAB_DIR), SKAB ($$SKAB_DIR), simulator and scenarios; CPU heavy (~10 min on 2 cores).
 eval: setup
 	$(BIN)/python -m detection_eval all
+
+# Leave-one-category-out on NAB and the default's ablations on every corpus.
+eval-loco: setup
+	$(BIN)/python -m detection_eval loco --json .local/evaluate/loco.json
 
 lint: setup
 	$(BIN)/ruff check .

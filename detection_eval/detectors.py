@@ -130,7 +130,8 @@ class SeriesDetector:
     def name(self) -> str:
         return self.config.name
 
-    def score(self, values: np.ndarray) -> np.ndarray:
+    def score(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """Scores per row; the series detectors count rows, not time (`timestamps` unused)."""
         c = self.config
         columns = np.column_stack([view(values, v, c.baseline_span) for v in c.views])
         if c.kind == "zscore":
@@ -149,7 +150,9 @@ class SeriesDetector:
             scores = pd.Series(scores).rolling(c.smoothing, min_periods=1).mean().to_numpy()
         return np.clip(scores, 0.0, 1.0)
 
-    def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect(
+        self, values: np.ndarray, timestamps: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Scores, and the blog's alerts: points scored above `BLOG_THRESHOLD`, one alert per
         group of them (a flag more than `BLOG_QUIET_ROWS` after the last opens a new one)."""
         scores = self.score(values)
@@ -171,10 +174,12 @@ class NullDetector:
     def config(self) -> dict:
         return {"name": self.name}
 
-    def score(self, values: np.ndarray) -> np.ndarray:
+    def score(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         return np.zeros(len(values))
 
-    def detect(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect(
+        self, values: np.ndarray, timestamps: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         return self.score(values), np.zeros(len(values), bool)
 
 
@@ -256,19 +261,39 @@ NAMED: dict[str, Callable[[], object]] = {
 }
 
 
-def with_seed(detector, seed: int):
-    """The same detector grown from another seed, named `<name>@seed<seed>`.
+def with_seed(detector, seed: int, name: str | None = None):
+    """The same detector grown from another seed, named `name` (default `<name>@seed<seed>`).
 
     HST scores move with the seed (on the NAB subset, one configuration spans 24-49 over four
     seeds), so a configuration is only better than another if it wins on the seed average.
     """
     if isinstance(detector, ProductSeriesDetector):
         overrides = {**detector.overrides, "seed": seed}
-        return ProductSeriesDetector(f"{detector.name}@seed{seed}", overrides, detector.engine)
-    if not isinstance(detector, SeriesDetector) or detector.config.kind != "hst":
+        return dataclasses.replace(
+            detector, name=name or f"{detector.name}@seed{seed}", overrides=overrides
+        )
+    if not has_seed(detector):
         raise ValueError(f"{detector.name} has no seed to vary")
     config = detector.config
-    return SeriesDetector(dataclasses.replace(config, seed=seed, name=f"{config.name}@seed{seed}"))
+    return SeriesDetector(
+        dataclasses.replace(config, seed=seed, name=name or f"{config.name}@seed{seed}")
+    )
+
+
+def seeded(detector, seeds) -> list:
+    """The detector once per seed, `<name>@seed<n>`; with one seed, once under its own name
+    (the seed is in its configuration); a detector without a seed once, as it is."""
+    if not seeds or not has_seed(detector):
+        return [detector]
+    if len(seeds) == 1:
+        return [with_seed(detector, seeds[0], detector.name)]
+    return [with_seed(detector, seed) for seed in seeds]
+
+
+def has_seed(detector) -> bool:
+    return isinstance(detector, ProductSeriesDetector) or (
+        isinstance(detector, SeriesDetector) and detector.config.kind == "hst"
+    )
 
 
 def resolve(spec: str):
@@ -283,11 +308,14 @@ def resolve(spec: str):
     name = raw.pop("name", default_name)
     if "product" in raw:
         product = raw.pop("product")
+        clock = raw.pop("clock", "data")
         if raw:
-            raise ValueError(f"a product detector takes only name and product, not {sorted(raw)}")
+            raise ValueError(
+                f"a product detector takes only name, product and clock, not {sorted(raw)}"
+            )
         if not isinstance(product, dict):
             raise ValueError('"product" must be an object of DetectorConfig settings')
-        return ProductSeriesDetector(name, product)
+        return ProductSeriesDetector(name, product, clock=clock)
     return SeriesDetector(SeriesDetectorConfig.from_mapping({**raw, "name": name}))
 
 

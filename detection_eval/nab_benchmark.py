@@ -12,10 +12,10 @@ stand, at no swept threshold: NAB's sweep ranks the scores, the alerts are what 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -29,12 +29,30 @@ from detection_eval.nab_scorer import (
     score_file,
     sweep,
 )
-from detection_eval.tables import text_table
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """One category's share of a profile result (files `<category>/<file>.csv`), at the
+    corpus threshold: its raw score, null and perfect, and the normalised score (None for a
+    category without any labelled window: nothing to normalise against, every detection there
+    is a false one)."""
+
+    raw: float
+    null: float
+    perfect: float
+    normalised: float | None
+    files: int
+    detections: int  # rows at or above the threshold after probation
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
 
 
 @dataclass(frozen=True)
 class ProfileResult:
-    """One profile's outcome: the corpus threshold, raw and normalised scores, each file."""
+    """One profile's outcome: the corpus threshold, raw and normalised scores, each file, each
+    category, and the detections in every file without a labelled window."""
 
     profile: str
     threshold: float
@@ -43,6 +61,8 @@ class ProfileResult:
     perfect: float
     normalised: float
     files: list[FileScore]
+    categories: dict[str, CategoryScore] = field(default_factory=dict)
+    quiet_detections: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -51,6 +71,8 @@ class ProfileResult:
             "null": self.null,
             "perfect": self.perfect,
             "normalised": self.normalised,
+            "categories": {name: c.as_dict() for name, c in self.categories.items()},
+            "quiet_detections": self.quiet_detections,
             "files": [f.as_dict() for f in self.files],
         }
 
@@ -92,7 +114,7 @@ def score_corpus(
     layouts = corpus.layouts
     ordered = [scores[f.key] for f in corpus.files]
     return {
-        name: _profile_result(corpus, name, scores, sweep(layouts, ordered, cost).best()[0], cost)
+        name: profile_at(corpus, name, scores, sweep(layouts, ordered, cost).best()[0], cost)
         for name, cost in profiles.items()
     }
 
@@ -103,12 +125,11 @@ def score_alerts(
     """Score alert rows as detections, at no swept threshold (1 = alert, 0 = none)."""
     as_scores = {key: np.asarray(rows, dtype=float) for key, rows in alerts.items()}
     return {
-        name: _profile_result(corpus, name, as_scores, ALERT, cost)
-        for name, cost in profiles.items()
+        name: profile_at(corpus, name, as_scores, ALERT, cost) for name, cost in profiles.items()
     }
 
 
-def _profile_result(
+def profile_at(
     corpus: NabCorpus,
     name: str,
     scores: Mapping[str, np.ndarray],
@@ -126,29 +147,82 @@ def _profile_result(
         perfect=perfect_score(layouts, cost),
         normalised=normalise(raw, layouts, cost),
         files=files,
+        categories=category_scores(corpus, files, cost),
+        quiet_detections={
+            f.key: s.fp + s.tp
+            for f, s in zip(corpus.files, files, strict=True)
+            if not len(f.layout.windows)
+        },
     )
+
+
+def category_of(key: str) -> str:
+    """A file's NAB category: the folder of its key (`.` for a key without one).
+
+    >>> category_of("realKnownCause/nyc_taxi.csv"), category_of("nyc_taxi.csv")
+    ('realKnownCause', '.')
+    """
+    return PurePosixPath(key).parent.as_posix()
+
+
+def category_scores(
+    corpus: NabCorpus, files: Sequence[FileScore], cost: CostMatrix
+) -> dict[str, CategoryScore]:
+    """Each category's files at the corpus threshold, normalised over that category alone."""
+    groups: dict[str, list[int]] = {}
+    for index, nab_file in enumerate(corpus.files):
+        groups.setdefault(category_of(nab_file.key), []).append(index)
+    out = {}
+    for category, members in sorted(groups.items()):
+        layouts = [corpus.files[i].layout for i in members]
+        raw = sum(files[i].score for i in members)
+        windows = sum(len(layout.windows) for layout in layouts)
+        out[category] = CategoryScore(
+            raw=raw,
+            null=null_score(layouts, cost),
+            perfect=perfect_score(layouts, cost),
+            normalised=normalise(raw, layouts, cost) if windows else None,
+            files=len(members),
+            detections=sum(files[i].tp + files[i].fp for i in members),
+        )
+    return out
 
 
 # An alert row scores 1.0, others 0.0: a detection is a score at or above the threshold.
 ALERT = 1.0
 
 
-def run_detector(
-    corpus: NabCorpus, detector, jobs: int | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The detector's anomaly scores and alert rows for every series, each from a fresh state."""
-    jobs = jobs or min(len(corpus.files), os.cpu_count() or 1)
-    # Longest series first, so the last worker to finish is not the one with the biggest file.
+Outputs = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def _detect(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    detector, values, timestamps = task
+    return detector.detect(values, timestamps)
+
+
+def run_detectors(corpus: NabCorpus, detectors: Sequence, jobs: int | None = None) -> list[Outputs]:
+    """Each detector's anomaly scores and alert rows for every series, each from a fresh state,
+    fed with the series' own timestamps. All (detector, series) runs share one process pool
+    (`jobs` workers, default one per core), longest series first, so no worker idles while
+    another still has a long file."""
     files = sorted(corpus.files, key=lambda f: -f.layout.n_rows)
-    values = [f.frame["value"].to_numpy() for f in files]
+    pairs = [(index, f) for f in files for index in range(len(detectors))]
+    tasks = [
+        (detectors[index], f.frame["value"].to_numpy(), f.frame["timestamp"].to_numpy())
+        for index, f in pairs
+    ]
+    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
     if jobs <= 1:
-        outputs = [detector.detect(v) for v in values]
+        outputs = [_detect(task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            outputs = list(pool.map(detector.detect, values))
-    scores = {f.key: np.asarray(out[0], dtype=float) for f, out in zip(files, outputs, strict=True)}
-    alerts = {f.key: np.asarray(out[1], dtype=bool) for f, out in zip(files, outputs, strict=True)}
-    return scores, alerts
+            outputs = list(pool.map(_detect, tasks))
+    results: list[Outputs] = [({}, {}) for _ in detectors]
+    for (index, nab_file), out in zip(pairs, outputs, strict=True):
+        scores, alerts = results[index]
+        scores[nab_file.key] = np.asarray(out[0], dtype=float)
+        alerts[nab_file.key] = np.asarray(out[1], dtype=bool)
+    return results
 
 
 def write_results(
@@ -182,18 +256,19 @@ def write_results(
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def evaluate_detector(
+def evaluate_detectors(
     corpus: NabCorpus,
-    detector,
+    detectors: Sequence,
     profiles: Mapping[str, CostMatrix],
     results_dir: Path | None = None,
     jobs: int | None = None,
-) -> NabReport:
-    """Run, score and (when `results_dir` is given) write one detector's NAB results."""
-    scores, alerts = run_detector(corpus, detector, jobs)
-    return report_for_scores(
-        corpus, detector.name, detector_config(detector), scores, profiles, results_dir, alerts
-    )
+) -> list[NabReport]:
+    """Run, score and (when `results_dir` is given) write each detector's NAB results."""
+    outputs = run_detectors(corpus, detectors, jobs)
+    return [
+        report_for_scores(corpus, d.name, detector_config(d), scores, profiles, results_dir, alerts)
+        for d, (scores, alerts) in zip(detectors, outputs, strict=True)
+    ]
 
 
 def report_for_scores(
@@ -223,74 +298,3 @@ def report_for_scores(
 def detector_config(detector) -> dict:
     config = detector.config
     return config.as_dict() if hasattr(config, "as_dict") else dict(config)
-
-
-def format_summary(reports: list[NabReport]) -> str:
-    """The comparison table: one row per detector, NAB's three normalised profile scores."""
-    profiles = list(reports[0].profiles) if reports else []
-    rows = [(r.detector, [f"{r.profiles[p].normalised:.1f}" for p in profiles]) for r in reports]
-    return text_table("detector", profiles, rows)
-
-
-def format_alerts(reports: list[NabReport]) -> str:
-    """The alerts table: NAB's profiles scored on the rows each detector would alert on."""
-    alerting = [r for r in reports if r.alerts is not None]
-    if not alerting:
-        return ""
-    profiles = list(alerting[0].alerts)
-    rows = [
-        (
-            r.detector,
-            [f"{r.alerts[p].normalised:.1f}" for p in profiles] + [str(r.alert_count)],
-        )
-        for r in alerting
-    ]
-    return text_table("alerts as sent", [*profiles, "alerts"], rows)
-
-
-def seed_means(reports: list[NabReport]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and spread of each profile's score over the seeds of each `<name>@seed<n>` group."""
-    groups: dict[str, list[NabReport]] = {}
-    for report in reports:
-        base, marker, _ = report.detector.rpartition("@seed")
-        if marker:
-            groups.setdefault(base, []).append(report)
-    return {
-        base: {
-            profile: {
-                "mean": float(np.mean([r.profiles[profile].normalised for r in group])),
-                "std": float(np.std([r.profiles[profile].normalised for r in group])),
-                "seeds": len(group),
-            }
-            for profile in group[0].profiles
-        }
-        for base, group in groups.items()
-    }
-
-
-def format_seed_means(reports: list[NabReport]) -> str:
-    """One row per detector: each profile's mean +- standard deviation over its seeds."""
-    means = seed_means(reports)
-    if not means:
-        return ""
-    profiles = list(next(iter(means.values())))
-    rows = [
-        (name, [f"{by[p]['mean']:.1f} +- {by[p]['std']:>4.1f}" for p in profiles])
-        for name, by in means.items()
-    ]
-    return text_table("detector (seed mean)", profiles, rows)
-
-
-def format_files(report: NabReport, profile: str = "standard") -> str:
-    """Per-file detail for one profile at its corpus threshold."""
-    result = report.profiles[profile]
-    width = max(len(f.name) for f in result.files)
-    lines = [
-        f"{report.detector} / {profile}: threshold {result.threshold:.6g}, "
-        f"raw {result.raw:.3f} (null {result.null:g}, perfect {result.perfect:g}), "
-        f"score {result.normalised:.1f}",
-        f"  {'file':<{width}}  {'score':>8}  {'TP':>6}  {'FP':>6}  {'FN':>6}",
-    ]
-    for f in result.files:
-        lines.append(f"  {f.name:<{width}}  {f.score:>8.3f}  {f.tp:>6}  {f.fp:>6}  {f.fn:>6}")
-    return "\n".join(lines)

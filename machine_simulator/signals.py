@@ -21,6 +21,12 @@ Faults (one at a time per machine; defaults in `FaultParams`, from the product i
 Noise and fault randomness come from separate streams per machine, so a faulty machine's
 noise is the same as it would have been healthy: evaluation can compare the two.
 
+Two healthy variations for offline scenarios, both off by default:
+- `ShiftPattern`: a daily production pattern, the load high by day and low by night with
+  linear ramps between (by the UTC time of day of `t`);
+- `Outage`: a machine stops (no readings), cools down towards idle, and restarts at a level
+  moved by `level_shift`: a data gap followed by a jump, what a restart can look like.
+
 >>> fleet = Fleet(machines=2, seed=42)
 >>> [r.machine_id for r in fleet.step(1_700_000_000.0)]
 ['machine1', 'machine2']
@@ -198,6 +204,48 @@ class FaultSchedule:
         return cls(windows)
 
 
+@dataclass(frozen=True)
+class ShiftPattern:
+    """Load high by day, low by night: the healthy load is scaled by `factor(t)`, 1 during the
+    day shift (`day_start`..`day_end`, seconds after midnight UTC), `night` between shifts,
+    with linear ramps of `ramp` seconds centred on the shift changes.
+
+    >>> pattern = ShiftPattern()
+    >>> [round(pattern.factor(h * 3600.0), 2) for h in (0, 6, 12, 22, 23)]
+    [0.4, 0.7, 1.0, 0.7, 0.4]
+    """
+
+    day_start: float = 6 * 3600.0
+    day_end: float = 22 * 3600.0
+    night: float = 0.4
+    ramp: float = 1800.0
+
+    def factor(self, t: float) -> float:
+        s = t % 86400.0
+        up = (s - self.day_start) / self.ramp + 0.5
+        down = (self.day_end - s) / self.ramp + 0.5
+        level = min(1.0, max(0.0, min(up, down)))
+        return self.night + (1.0 - self.night) * level
+
+
+@dataclass(frozen=True)
+class Outage:
+    """`machine_id` stops at `start` (no readings while stopped: a data gap) and restarts at
+    `end` with its work level `level_shift` load units from the machine's own (not from the
+    level before: restarts do not add up). While stopped, load
+    is 0 and temperature, power and vibration fall towards idle through their lags, so the
+    first readings after the restart jump: a cooler machine warming up again."""
+
+    machine_id: str
+    start: float
+    end: float
+    level_shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.end > self.start:
+            raise ValueError(f"an outage must end after it starts: {self}")
+
+
 def check_kind(kind: str) -> str:
     if kind not in FAULT_KINDS:
         raise UnknownFaultKind(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -226,13 +274,14 @@ class Machine:
     machine_id: str
     seed: int
     params: FaultParams = field(default_factory=FaultParams)
+    pattern: ShiftPattern | None = None
 
     def __post_init__(self) -> None:
         identity = machine_identity(self.seed, self.machine_id)
         self.provider = identity.provider
         self.barcode = identity.barcode
         shape = random.Random(f"shape:{self.seed}:{self.machine_id}")
-        self.load_mid = shape.uniform(70.0, 80.0)
+        self.load_mid = self.own_load_mid = shape.uniform(70.0, 80.0)
         self.load_amp = shape.uniform(15.0, 20.0)
         self.cycle = shape.uniform(90.0, 150.0)
         self.swell = shape.uniform(600.0, 1200.0)
@@ -249,6 +298,7 @@ class Machine:
         self._temp = self._power = self._vib = 0.0
         self._last_temperature: float | None = None
         self.fault: _ActiveFault | None = None
+        self.running = True
 
     @property
     def last_time(self) -> float | None:
@@ -305,7 +355,17 @@ class Machine:
         """The load the work cycle asks for at `t`, before noise and faults."""
         cycle = math.sin(2 * math.pi * t / self.cycle + self.phase)
         swell = math.sin(2 * math.pi * t / self.swell + self.swell_phase)
-        return self.load_mid + self.load_amp * cycle + 0.3 * self.load_amp * swell
+        load = self.load_mid + self.load_amp * cycle + 0.3 * self.load_amp * swell
+        return load if self.pattern is None else load * self.pattern.factor(t)
+
+    def stop(self) -> None:
+        """Stop the machine: load 0 until `restart` (its readings are not published)."""
+        self.running = False
+
+    def restart(self, level_shift: float = 0.0) -> None:
+        """Run again, at the machine's own work level moved by `level_shift` load units."""
+        self.running = True
+        self.load_mid = self.own_load_mid + level_shift
 
     def step(self, t: float) -> Reading:
         if self._last_time is not None and t <= self._last_time:
@@ -319,6 +379,8 @@ class Machine:
         sensor = [noise.gauss() for _ in range(4)]
 
         load = max(0.0, self.healthy_load(t) + self._process + 0.8 * sensor[0])
+        if not self.running:
+            load = 0.0
         # A fault set for a later instant (a toggle during backfill) does not touch earlier readings.
         fault = self.fault if self.fault is not None and self.fault.since <= t else None
         kind = fault.kind if fault else None
@@ -390,6 +452,8 @@ class Fleet:
         *,
         params: FaultParams | None = None,
         schedule: FaultSchedule | None = None,
+        pattern: ShiftPattern | None = None,
+        outages: Iterable[Outage] = (),
     ) -> None:
         ids = (
             [f"machine{i}" for i in range(1, machines + 1)]
@@ -400,11 +464,20 @@ class Fleet:
             raise ValueError("a fleet needs at least one machine")
         self.seed = seed
         self.params = params or FaultParams()
-        self.machines: dict[str, Machine] = {m: Machine(m, seed, self.params) for m in ids}
+        self.machines: dict[str, Machine] = {m: Machine(m, seed, self.params, pattern) for m in ids}
         self._pending = list(schedule.events()) if schedule else []
         for event in self._pending:
             self.machine(event.machine_id)
         self._log: list[FaultEvent] = []
+        self._outages = sorted(outages, key=lambda o: o.start)
+        self._stopped: dict[str, Outage] = {}
+        last: dict[str, Outage] = {}
+        for outage in self._outages:
+            self.machine(outage.machine_id)
+            previous = last.get(outage.machine_id)
+            if previous is not None and previous.end > outage.start:
+                raise ValueError(f"outages overlap on {outage.machine_id}: {previous} and {outage}")
+            last[outage.machine_id] = outage
 
     @property
     def machine_ids(self) -> list[str]:
@@ -435,10 +508,29 @@ class Fleet:
         return events[-1] if events else None
 
     def step(self, t: float) -> list[Reading]:
+        """One reading per running machine at `t` (a stopped machine publishes nothing)."""
         while self._pending and self._pending[0].time <= t:
             e = self._pending.pop(0)
             self.set_fault(e.machine_id, e.kind, e.active, e.time)
-        return [machine.step(t) for machine in self.machines.values()]
+        if self._outages or self._stopped:
+            self._apply_outages(t)
+        readings = [machine.step(t) for machine in self.machines.values()]
+        return [r for r, m in zip(readings, self.machines.values(), strict=True) if m.running]
+
+    def _apply_outages(self, t: float) -> None:
+        """Restart machines whose outage is over, then stop those whose outage has begun."""
+        for machine_id, outage in list(self._stopped.items()):
+            if t >= outage.end:
+                del self._stopped[machine_id]
+                self.machines[machine_id].restart(outage.level_shift)
+        while self._outages and self._outages[0].start <= t:
+            outage = self._outages.pop(0)
+            machine = self.machines[outage.machine_id]
+            if t < outage.end:
+                self._stopped[outage.machine_id] = outage
+                machine.stop()
+            else:  # over between two readings: only the new level remains
+                machine.restart(outage.level_shift)
 
 
 def timeline(start: float, interval: float, count: int | None = None) -> Iterator[float]:

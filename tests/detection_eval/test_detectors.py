@@ -109,5 +109,5 @@ def test_product_overrides_from_json() -> None:
     assert detector.name == "deep" and detector.config["product"]["height"] == 8
     with pytest.raises(ValueError, match="unknown product setting"):
         resolve('{"product": {"depth": 8}}')
-    with pytest.raises(ValueError, match="only name and product"):
+    with pytest.raises(ValueError, match="only name, product and clock"):
         resolve('{"product": {}, "views": ["value"]}')

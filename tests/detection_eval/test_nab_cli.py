@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,66 +12,12 @@ import pytest
 
 from detection_eval.cli import main
 from detection_eval.nab_benchmark import score_alerts
-from detection_eval.nab_corpus import (
-    NabCorpus,
-    load_corpus,
-    read_series,
-    read_windows,
-    result_path,
-)
+from detection_eval.nab_corpus import load_corpus, read_series, read_windows, result_path
 from detection_eval.nab_scorer import PROFILES
-from detection_eval.product_detector import NAB_OVERRIDES, NAB_START, product_config
+from detection_eval.product_detector import NAB_OVERRIDES, product_config
 from fleetwatch.state import FleetState
+from tests.detection_eval.synthetic import window_starts, write_corpus, write_result_files
 from tests.support import PYTHON, REPO_ROOT
-
-
-def write_corpus(
-    root: Path, spike_rows: dict[str, list[int]], length: int = 1
-) -> tuple[Path, Path]:
-    """Flat series with a spike (`length` rows) per window, in NAB's `<category>/<file>.csv`
-    layout."""
-    data = root / "data"
-    windows: dict[str, list[list[str]]] = {}
-    rng = np.random.default_rng(7)
-    for name, rows in spike_rows.items():
-        n = 600
-        stamps = pd.date_range("2024-01-01", periods=n, freq="5min")
-        values = 10 + rng.normal(0, 0.1, n)
-        windows[f"synthetic/{name}.csv"] = []
-        for row in rows:
-            values[row : row + length] += 50
-            start, end = stamps[row - 5], stamps[row + 24]
-            windows[f"synthetic/{name}.csv"].append([f"{start}.000000", f"{end}.000000"])
-        path = data / "synthetic" / f"{name}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
-            path, index=False
-        )
-    windows_path = root / "windows.json"
-    windows_path.write_text(json.dumps(windows))
-    return data, windows_path
-
-
-def window_starts(corpus: NabCorpus) -> dict[str, np.ndarray]:
-    """A perfect detector: a detection on each labelled window's first row, per file."""
-    starts = {}
-    for f in corpus.files:
-        rows = np.zeros(f.layout.n_rows, bool)
-        rows[f.layout.windows[:, 0]] = True
-        starts[f.key] = rows
-    return starts
-
-
-def write_result_files(
-    results: Path, detector: str, corpus: NabCorpus, scores: Mapping[str, np.ndarray]
-) -> None:
-    """Result files as another tool writes them: flat `<results>/<detector>/<detector>_<file>`
-    (as in shared/), timestamp and anomaly_score."""
-    for f in corpus.files:
-        path = results / detector / f"{detector}_{Path(f.key).name}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame = {"timestamp": f.frame["timestamp"], "anomaly_score": scores[f.key].astype(float)}
-        pd.DataFrame(frame).to_csv(path)
 
 
 @pytest.fixture
@@ -89,6 +34,7 @@ def test_nab_command_runs_a_detector_writes_nab_results_and_json(
     code = main(
         ["nab", "--data", str(data), "--windows", str(windows), "--detector", config]
         + ["--results", str(tmp_path / "results"), "--json", str(out), "--jobs", "1"]
+        + ["--seeds", "1"]
     )
     assert code == 0
     report = json.loads(out.read_text())
@@ -193,16 +139,21 @@ def test_seeds_run_each_detector_per_seed_and_report_the_mean(
     out = tmp_path / "seeds.json"
     config = json.dumps({"name": "d", "views": ["abs_diff"], "scaling": "ewm_zscore"})
     args = ["nab", "--data", str(data), "--windows", str(windows), "--detector", config]
-    assert main([*args, "--detector", '{"kind": "zscore", "name": "z"}', "--seeds", "1-3"]) == 2
-    assert "z has no seed" in capsys.readouterr().err
-    assert main([*args, "--seeds", "1,2", "--json", str(out), "--results", str(tmp_path)]) == 0
+    zscore = ["--detector", '{"kind": "zscore", "name": "z"}']
+    assert (
+        main([*args, *zscore, "--seeds", "1,2", "--json", str(out), "--results", str(tmp_path)])
+        == 0
+    )
     payload = json.loads(out.read_text())
-    assert [r["detector"] for r in payload["detectors"]] == ["d@seed1", "d@seed2"]
-    assert [r["config"]["seed"] for r in payload["detectors"]] == [1, 2]
+    # A detector without a seed (the rolling z-score) runs once, under its own name.
+    assert [r["detector"] for r in payload["detectors"]] == ["d@seed1", "d@seed2", "z"]
+    assert [r["config"]["seed"] for r in payload["detectors"][:2]] == [1, 2]
     mean = payload["seed_means"]["d"]["standard"]
     assert mean["seeds"] == 2
-    assert mean["mean"] == pytest.approx(sum(r["standard"] for r in payload["detectors"]) / 2)
-    assert "seed mean" in capsys.readouterr().out
+    runs = payload["detectors"][:2]
+    assert mean["mean"] == pytest.approx(sum(r["standard"] for r in runs) / 2)
+    assert mean["spread"] == pytest.approx(abs(runs[0]["standard"] - runs[1]["standard"]))
+    assert "d (seeds 1,2)" in capsys.readouterr().out
 
 
 def test_alerts_are_scored_as_they_stand_without_a_threshold_sweep(
@@ -227,59 +178,120 @@ def test_alerts_are_scored_as_they_stand_without_a_threshold_sweep(
     assert all(r.normalised == 0.0 for r in score_alerts(corpus, silent, profiles).values())
 
 
-def test_default_alerts_are_what_the_pipeline_would_post(
+def test_default_alerts_are_what_the_pipeline_would_post_in_data_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The product's alerts are the pipeline's "opened" events: one per 10-row excursion,
-    early in its window, except one that ends inside the cooldown after the previous one."""
+    """The product's alerts are the pipeline's "opened" events, fed with the files' own
+    5-minute timestamps: one per 10-row excursion, early in its window. In data time the
+    second excursion of file two comes 500 minutes after the first, long after the 10-minute
+    cooldown, so it is announced too (fed as 1 Hz rows it fell inside the cooldown)."""
     data, windows = write_corpus(tmp_path, {"one": [300], "two": [350, 450]}, length=10)
     out = tmp_path / "default.json"
     args = ["nab", "--data", str(data), "--windows", str(windows), "--detector", "default"]
-    assert main([*args, "--json", str(out), "--jobs", "1"]) == 0
+    assert main([*args, "--json", str(out), "--jobs", "1", "--seeds", "1"]) == 0
     report = json.loads(out.read_text())
     corpus = load_corpus(data, read_windows(windows))
     posted = {}
     for f in corpus.files:
         state = FleetState.new(product_config(None, NAB_OVERRIDES))
-        values = f.frame["value"].to_numpy()
-        times = NAB_START + pd.to_timedelta(np.arange(len(values)), unit="s")
-        frame = pd.DataFrame({"unique_id": "series", "time": times, "value": values})
-        for start in range(0, len(frame), 60):  # one-minute runs, as scheduled
-            _, events = state.process(frame.iloc[start : start + 60])
+        times = pd.DatetimeIndex(f.frame["timestamp"]).tz_localize("UTC")
+        frame = pd.DataFrame({"unique_id": "series", "time": times, "value": f.frame["value"]})
+        for start in range(0, len(frame), 12):  # one-hour runs, as scheduled
+            _, events = state.process(frame.iloc[start : start + 12])
             for event in (e for e in events if e.kind == "opened"):
-                posted.setdefault(f.key, []).append(
-                    int((event.time - NAB_START.value) // 1_000_000_000)
-                )
+                posted.setdefault(f.key, []).append(int(times.asi8.searchsorted(event.time)))
     assert sorted(posted) == ["synthetic/one.csv", "synthetic/two.csv"]
-    assert [len(rows) for rows in posted.values()] == [1, 1]  # the 450 excursion: cooldown
+    assert [len(rows) for rows in posted.values()] == [1, 2]
     alerts = {}
     for f in corpus.files:
         alerts[f.key] = np.zeros(f.layout.n_rows, bool)
         alerts[f.key][posted[f.key]] = True
-        assert f.layout.windows[0, 0] <= posted[f.key][0] <= f.layout.windows[0, 0] + 10
-    assert report["alerts"]["count"] == 2
+        for (start, _), row in zip(f.layout.windows, posted[f.key], strict=True):
+            assert start <= row <= start + 10
+    assert report["alerts"]["count"] == 3
     expected = score_alerts(corpus, alerts, PROFILES)
     assert report["alerts"]["standard"] == pytest.approx(expected["standard"].normalised)
-    assert 50 < report["alerts"]["standard"] < 80  # two windows of three, early
+    assert report["alerts"]["standard"] > 90  # three windows of three, early
     assert "alerts as sent" in capsys.readouterr().out
+    rows_clock = tmp_path / "rows.json"
+    one_hz = '{"name": "rows", "product": {}, "clock": "rows"}'
+    assert main([*args[:-1], one_hz, "--json", str(rows_clock), "--jobs", "1", "--seeds", "1"]) == 0
+    assert json.loads(rows_clock.read_text())["alerts"]["count"] == 2
 
 
-def test_all_scores_the_published_result_files_beside_upstream_and_default(
+def test_repeated_and_backward_timestamps_are_scored_not_dropped(tmp_path: Path) -> None:
+    """NAB files repeat a timestamp or step back in places; the pipeline would drop such a row
+    as stale, the harness moves it 1 s after the row before, so every row gets a score."""
+    from detection_eval.product_detector import ProductSeriesDetector
+
+    stamps = pd.date_range("2024-01-01", periods=800, freq="5min").to_numpy()
+    stamps[400] = stamps[399]
+    stamps[600] = stamps[590]
+    values = 10 + np.random.default_rng(1).normal(0, 1, 800)
+    values[600] += 40
+    score, _ = ProductSeriesDetector("default").detect(values, stamps)
+    assert score[600] > 0.8  # the spike on the backward row is seen
+
+
+def test_categories_quiet_files_and_published_results_in_one_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per-category scores are each category's files at the corpus threshold, normalised over
+    the category; a category without windows reports its detections per file (the
+    anomaly-free acceptance), and a published detector's files join the same tables."""
+    spikes = {"alpha/a1": [300], "alpha/a2": [250, 450], "beta/b1": [350], "quiet/q1": []}
+    data, windows = write_corpus(tmp_path, spikes, length=3)
+    corpus = load_corpus(data, read_windows(windows))
+    perfect = window_starts(corpus)
+    noisy = {key: rows.astype(float) for key, rows in perfect.items()}
+    noisy["quiet/q1.csv"][[200, 300, 400]] = 1.0  # three false detections, no window
+    noisy["beta/b1.csv"][:] = 0.0  # beta's window missed
+    write_result_files(tmp_path / "results", "mixed", corpus, noisy)
+    out = tmp_path / "mixed.json"
+    args = ["nab", "--data", str(data), "--windows", str(windows), "--json", str(out)]
+    assert main([*args, "--scores-from", str(tmp_path / "results"), "--detector", "null"]) == 0
+    payload = json.loads(out.read_text())
+    mixed = next(r for r in payload["detectors"] if r["detector"] == "mixed")
+    categories = mixed["profiles"]["standard"]["categories"]
+    assert categories["alpha"]["normalised"] == pytest.approx(100.0)
+    assert categories["beta"]["normalised"] == 0.0
+    assert categories["quiet"]["normalised"] is None
+    assert categories["quiet"]["detections"] == 3
+    assert payload["quiet_detections"]["mixed"] == {"quiet/q1.csv": [3]}
+    assert payload["quiet_detections"]["null"] == {"quiet/q1.csv": [0]}
+    text = capsys.readouterr().out
+    assert "standard by category" in text and "3 det" in text
+    assert "detections, no-anomaly files" in text and "q1" in text
+    assert {r["detector"] for r in payload["detectors"]} == {"mixed", "null"}
+
+
+def test_all_runs_nab_skab_and_the_simulator_with_the_published_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`make eval` puts NAB's own detectors (result files in the folder) in the same table."""
+    """`make eval`: NAB (upstream, default over seeds, NAB's own result files in the same
+    table), SKAB (with SKAB's published numbers), the simulator and a scenario."""
+    from tests.detection_eval.synthetic import write_skab
+
     nab = tmp_path / "nab"
-    data, windows = write_corpus(nab, {"one": [300], "two": [350, 450]}, length=10)
-    windows.rename(nab / "combined_windows_synthetic.json")
-    corpus = load_corpus(data, read_windows(nab / "combined_windows_synthetic.json"))
+    data, windows = write_corpus(
+        nab, {"one": [300], "two": [350, 450]}, length=10, windows_name="combined_windows.json"
+    )
+    corpus = load_corpus(data, read_windows(windows))
     write_result_files(nab / "results", "perfect", corpus, window_starts(corpus))
     monkeypatch.setenv("NAB_DIR", str(nab))
+    monkeypatch.setenv("SKAB_DIR", str(write_skab(tmp_path / "skab", files=2)))
     out_dir = tmp_path / "out"
     args = ["all", "--output", str(out_dir), "--minutes", "60", "--machines", "5", "--jobs", "1"]
-    assert main(args) == 0
+    args += ["--seeds", "1,2", "--sim-seeds", "3", "--scenarios", "restarts"]
+    assert main([*args, "--scenario-minutes", "90"]) == 0
     out = capsys.readouterr().out
     assert "NAB's own result files" in out and "alerts as sent" in out
-    nab_scores = json.loads((out_dir / "eval.json").read_text())["nab"]
-    assert set(nab_scores) == {"upstream", "default", "perfect"}
-    assert nab_scores["perfect"]["standard"] == pytest.approx(100.0)
-    assert "alerts" in nab_scores["default"] and "alerts" not in nab_scores["perfect"]
+    assert "T-squared (published)" in out and "restarts: default" in out
+    payload = json.loads((out_dir / "eval.json").read_text())
+    means = payload["nab"]["seed_means"]
+    assert set(means) == {"upstream", "default", "perfect"}
+    assert means["default"]["standard"]["seeds"] == 2
+    assert means["perfect"]["standard"]["mean"] == pytest.approx(100.0)
+    assert set(payload["skab"]["summary"]) == {"upstream", "default", "every row"}
+    pooled = {(r["scenario"], r["detector"]) for r in payload["simulator"]["pooled"]}
+    assert pooled == {("standard", "upstream"), ("standard", "default"), ("restarts", "default")}
