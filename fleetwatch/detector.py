@@ -99,6 +99,7 @@ class DetectorConfig:
     refractory_half_life: float = 20.0
     news_scale: float = 1.2
     limits: Mapping[str, tuple[float, float]] | None = None
+    trees: bool = True
     n_trees: int = 25
     height: int = 4
     window_size: int = 250
@@ -182,6 +183,26 @@ class DetectorConfig:
 
     def describe(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
+
+    def ablations(self) -> dict[str, dict]:
+        """Each member of this configuration's score and the settings that remove it (the
+        evaluations' ablation table): the trees, every view the statistical member watches,
+        every news view, and the news path's parts (calibration, refractory period, daily
+        profile, noise floor) where they are on."""
+        members: dict[str, dict] = {"trees": {"trees": False}} if self.trees else {}
+        for field in ("stat_views", "news_views"):
+            entries = getattr(self, field)
+            for entry in entries:
+                members[f"{entry} ({field})"] = {field: [e for e in entries if e != entry]}
+        if self.calibrate:
+            members["calibration"] = {"calibrate": False, "news_views": []}
+        if self.calibrate and self.refractory_half_life:
+            members["refractory period"] = {"refractory_half_life": 0.0}
+        if self.season_bins:
+            members["daily profile"] = {"season_bins": 0}
+        if self.quanta:
+            members["noise floor"] = {"quanta": 0.0}
+        return members
 
 
 #: Configurations runnable by name. `previous`: the defaults of state format 3 (trees' raw
@@ -461,6 +482,8 @@ class FleetDetector:
             group_rows = machines[active]
             warm = np.repeat(fleet.warm(group_rows), take)
             raw = fleet.score(rows[cand], encoded[cand])
+            if not config.trees:
+                raw = np.zeros(len(cand))
             memory = None
             if z is None:
                 score = raw

@@ -8,7 +8,7 @@ deviations normally co-vary in a fixed way, and the fault breaks it. Hotelling's
 multivariate control chart of MacGregor & Kourti, "Statistical process control of multivariate
 processes", Control Eng. Practice 3, 1995) measures exactly that:
 
-    T2 = d' S^-1 d,     d = the sensors' level z-scores minus their running mean,
+    T2 = d' S^-1 d,     d = the sensors' departures from their levels minus their running mean,
 
 with `S` their running covariance. Under normal operation T2 follows a chi-squared law with as
 many degrees of freedom as sensors that vary; it is reported as the normal z with the same tail
@@ -47,7 +47,7 @@ from fleetwatch.linalg import solve_positive
 
 __all__ = ["JointView", "chi2_as_z"]
 
-RIDGE = 1e-3  # of the mean variance, added to the covariance's diagonal
+RIDGE = 1e-3  # of each variance, added to the covariance's diagonal
 MIN_POINTS = 100  # readings before the outlier rule and the statistics apply
 
 
@@ -107,8 +107,8 @@ class JointView:
         self.smoothed[m] = d
         variances = np.einsum("kii->ki", cov)
         varying = variances > 1e-9
-        ridge = RIDGE * variances.mean(axis=1) + 1e-12
-        system = cov + ridge[:, None, None] * np.eye(f)
+        ridge = RIDGE * variances + 1e-300  # per sensor: units differ
+        system = cov + ridge[:, :, None] * np.eye(f)
         centred = np.where(varying, d - mean, 0.0)
         precision = solve_positive(system, np.broadcast_to(np.eye(f), system.shape).copy())
         weighted = np.einsum("kij,kj->ki", precision, centred)

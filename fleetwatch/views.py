@@ -332,7 +332,10 @@ class FeatureViews:
         z_t2 = np.zeros(len(m))
         z_joint = np.zeros_like(z_still)
         if self.joint is not None:
-            z_t2, z_joint = self.joint.step(m, level)
+            # The readings' departures from their levels, in their own units: the covariance
+            # takes care of scale (T2 is scale-free), so no per-sensor spread estimate blurs it.
+            departure = np.where(active, residual[:, :, 2], residual[:, :, 0])
+            z_t2, z_joint = self.joint.step(m, departure)
         self.count[m] += 1
         return np.stack([level, change, z_still, z_fit, z_shift, z_joint], axis=2), z_t2
     def _shift(

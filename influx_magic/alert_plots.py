@@ -58,7 +58,9 @@ def plot_alerts(
     history, note = plot_history(settings, rows, wanted, config.features)
     plot_rows = rows if len(rows) else plot_frame(config.features)
     if history is not None:
-        plot_rows = pd.concat([history, rows[history.columns]], ignore_index=True)
+        # The run's rows keep their deviations (which sensors moved); history has none.
+        deviations = [f"dev_{f}" for f in config.features if f"dev_{f}" in rows.columns]
+        plot_rows = pd.concat([history, rows[[*history.columns, *deviations]]], ignore_index=True)
     paths = render_machine_plots(
         plot_rows,
         settings.output_dir,

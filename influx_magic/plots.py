@@ -34,12 +34,14 @@ from typing import Any
 from urllib.parse import quote
 
 import matplotlib.dates as mdates
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from slugify import slugify
 
+from fleetwatch.attribution import contributors
 from influx_magic.settings import setting
 from influx_magic.units import label
 
@@ -85,7 +87,11 @@ def render_machine_plots(
     """Render one PNG per machine that has anomalous points or episodes; unique_id -> path.
 
     `scores` has one row per machine and time: `time`, `machineID`, `unique_id`, the
-    `features`, `score` and `is_anomaly`. `episodes` are objects or mappings with `unique_id`,
+    `features`, `score` and `is_anomaly`, and optionally the detector's `dev_<feature>`
+    deviations: an anomalous point is marked on the panels of the sensors that contributed
+    (`fleetwatch.attribution.contributors`, the rule the alert's "features that moved"
+    follows), or on every panel where its deviations are not known (rows read back from
+    InfluxDB, which stores scores only). `episodes` are objects or mappings with `unique_id`,
     `start` and `end` (None while open), such as the alert events. `machines` restricts the
     plots to these unique_ids (default: every machine with an anomalous point or an episode).
     """
@@ -108,6 +114,25 @@ def render_machine_plots(
         figure = _figure(rows.sort_values("time"), uid, features, threshold, mine)
         paths[uid] = _save(figure, plot_path(output, uid))
     return paths
+
+
+def marked_sensors(
+    rows: pd.DataFrame, features: Sequence[str], flagged: np.ndarray
+) -> np.ndarray:
+    """Per row and feature: mark the point on that feature's panel? Anomalous points only, on
+    the sensors that contributed; every panel where the row has no deviations.
+
+    >>> rows = pd.DataFrame({"dev_load": [9.0, np.nan], "dev_power": [1.0, np.nan]})
+    >>> marked_sensors(rows, ["load", "power"], np.array([True, True])).tolist()
+    [[True, False], [True, True]]
+    """
+    columns = [f"dev_{f}" for f in features]
+    if not set(columns) <= set(rows.columns):
+        return np.repeat(flagged[:, None], len(features), axis=1)
+    deviations = rows[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    known = np.isfinite(deviations).any(axis=1)
+    moved = np.where(known[:, None], contributors(deviations), True)
+    return moved & flagged[:, None]
 
 
 def _figure(
@@ -135,10 +160,11 @@ def _figure(
             )
         ax.grid(True, color="#dddddd", lw=0.6)
 
-    for ax, feature in zip(axes, features, strict=True):
+    marked = marked_sensors(rows, features, flagged)
+    for j, (ax, feature) in enumerate(zip(axes, features, strict=True)):
         values = pd.to_numeric(rows[feature], errors="coerce").to_numpy()
         ax.plot(times, values, color=LINE, lw=1.0)
-        ax.scatter(times[flagged], values[flagged], color=ANOMALY, s=14, zorder=3)
+        ax.scatter(times[marked[:, j]], values[marked[:, j]], color=ANOMALY, s=14, zorder=3)
         ax.set_ylabel(label(feature))
         ax.tick_params(labelbottom=False)
 
