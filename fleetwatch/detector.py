@@ -100,6 +100,7 @@ class DetectorConfig:
     news_scale: float = 1.2
     limits: Mapping[str, tuple[float, float]] | None = None
     trees: bool = True
+    shingle: int = 1
     n_trees: int = 25
     height: int = 4
     window_size: int = 250
@@ -138,6 +139,8 @@ class DetectorConfig:
             raise ValueError("news_views are calibrated surprises: they need calibrate=True")
         if not (self.news_scale > 0 and self.refractory_half_life >= 0):
             raise ValueError("news_scale must be > 0 and refractory_half_life >= 0")
+        if self.shingle < 1:
+            raise ValueError("shingle must be >= 1")
         if self.calibration_span < 1:
             raise ValueError("calibration_span must be >= 1")
         if self.views and self.limits is not None:
@@ -231,6 +234,7 @@ TREE_PRIOR = (1.39, 0.3)
 # one list, so what `arrays()` saves is exactly what `from_state()` restores.
 _PER_MACHINE_ARRAYS = (
     "tree_window",
+    "shingle_memory",
     "last_time",
     "last_value",
     "usual_low",
@@ -253,8 +257,9 @@ class FleetDetector:
     ) -> None:
         self.config = config = config or DetectorConfig()
         width = len(config.features)
+        columns = [f"{f}.{v}" for f in config.features for v in config.views] or config.features
         self.fleet = Fleet(
-            [f"{f}.{v}" for f in config.features for v in config.views] or config.features,
+            [f"{c}@{lag}" if lag else c for lag in range(config.shingle) for c in columns],
             n_trees=config.n_trees,
             height=config.height,
             window_size=config.window_size,
@@ -299,6 +304,8 @@ class FleetDetector:
         )
         # The trees' scores of the current window, summed for their calibration at the pivot.
         self.tree_window = np.zeros((0, 3))
+        # Each machine's last `shingle - 1` rows of the trees' input (oldest first).
+        self.shingle_memory = np.zeros((0, config.shingle - 1, len(columns)))
         self.scaler: Scaler = (
             OnlineMinMaxScaler(width)
             if config.limits is None
@@ -340,6 +347,9 @@ class FleetDetector:
             if part is not None:
                 part.add_models(count)
         self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 3))])
+        self.shingle_memory = np.concatenate(
+            [self.shingle_memory, np.full((count, *self.shingle_memory.shape[1:]), 0.5)]
+        )
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
         nan = np.full((count, width), np.nan)
         for name in ("last_value", "usual_low", "usual_high", "window_low", "window_high"):
@@ -467,6 +477,7 @@ class FleetDetector:
         else:
             unit, z, t2 = self.views.transform(rows, X, times)
             unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
+            unit = self._shingle(rows, unit)
             stat = self._stat_score(z, t2)
             view_news = self._view_news(rows, z)
         encoded = fleet.encode(unit, rows)
@@ -541,6 +552,27 @@ class FleetDetector:
             if z is None:
                 self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
+
+    def _shingle(self, rows: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """Each point's views beside those of the machine's `shingle - 1` readings before it
+        (carried between calls), so the trees see short shapes, not single points (the
+        shingling of Guha et al., "Robust random cut forest based anomaly detection on
+        streams", ICML 2016)."""
+        lags = self.config.shingle - 1
+        if not lags:
+            return unit
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        groups = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(rows)]))
+        machines = rows[starts]
+        memory = self.shingle_memory[machines]  # (groups, lags, width)
+        extended = np.insert(unit, np.repeat(starts, lags), memory.reshape(-1, unit.shape[1]), axis=0)
+        position = np.arange(len(rows)) + (groups + 1) * lags
+        shingled = np.concatenate([extended[position - lag] for lag in range(lags + 1)], axis=1)
+        ends = np.r_[starts[1:], len(rows)] + (np.arange(len(starts)) + 1) * lags
+        self.shingle_memory[machines] = np.stack(
+            [extended[ends - lags + k] for k in range(lags)], axis=1
+        )
+        return shingled
 
     def _view_news(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The views' news per point: the largest calibrated surprise over the features'

@@ -68,7 +68,8 @@ class Refractory:
         # memory before reading i: (i - 1) log d + max over what came before it
         log_before = (local - 1) * self.log_decay + before
         memory_before = np.where(np.isnan(log_before), 0.0, np.exp(log_before))
-        news = np.maximum(0.0, surprise - memory_before)
+        news = surprise - memory_before
+        news = np.where(news > 1e-9 * surprise, news, 0.0)  # a repeat is 0, not a rounding error
         after = np.maximum(memory_before * np.exp(self.log_decay), surprise)
         return news, after
 
