@@ -79,7 +79,7 @@ class DetectorConfig:
     """
 
     features: tuple[str, ...] = DEFAULT_FEATURES
-    views: tuple[str, ...] = ("change",)
+    views: tuple[str, ...] = ("level", "change")
     stat_views: tuple[str, ...] = ("level", "still", "fit")
     news_views: tuple[str, ...] = ("change", "shift")
     driver: str | None = "load"
@@ -100,7 +100,7 @@ class DetectorConfig:
     news_scale: float = 1.2
     limits: Mapping[str, tuple[float, float]] | None = None
     trees: bool = True
-    shingle: int = 1
+    combine: str = "fisher"
     n_trees: int = 25
     height: int = 4
     window_size: int = 250
@@ -139,8 +139,8 @@ class DetectorConfig:
             raise ValueError("news_views are calibrated surprises: they need calibrate=True")
         if not (self.news_scale > 0 and self.refractory_half_life >= 0):
             raise ValueError("news_scale must be > 0 and refractory_half_life >= 0")
-        if self.shingle < 1:
-            raise ValueError("shingle must be >= 1")
+        if self.combine not in ("fisher", "max"):
+            raise ValueError("combine must be 'fisher' or 'max'")
         if self.calibration_span < 1:
             raise ValueError("calibration_span must be >= 1")
         if self.views and self.limits is not None:
@@ -213,6 +213,7 @@ class DetectorConfig:
 #: refractory period), kept for comparisons (`--detector previous` in the evaluations).
 NAMED_CONFIGS: dict[str, dict] = {
     "previous": {
+        "views": ("change",),
         "stat_views": ("level", "still", "fit"),
         "news_views": (),
         "quanta": 0.0,
@@ -220,6 +221,7 @@ NAMED_CONFIGS: dict[str, dict] = {
         "calibrate": False,
         "refractory_half_life": 0.0,
         "level_rule": "clip",
+        "combine": "max",
     },
 }
 
@@ -234,7 +236,6 @@ TREE_PRIOR = (1.39, 0.3)
 # one list, so what `arrays()` saves is exactly what `from_state()` restores.
 _PER_MACHINE_ARRAYS = (
     "tree_window",
-    "shingle_memory",
     "last_time",
     "last_value",
     "usual_low",
@@ -257,9 +258,8 @@ class FleetDetector:
     ) -> None:
         self.config = config = config or DetectorConfig()
         width = len(config.features)
-        columns = [f"{f}.{v}" for f in config.features for v in config.views] or config.features
         self.fleet = Fleet(
-            [f"{c}@{lag}" if lag else c for lag in range(config.shingle) for c in columns],
+            [f"{f}.{v}" for f in config.features for v in config.views] or config.features,
             n_trees=config.n_trees,
             height=config.height,
             window_size=config.window_size,
@@ -295,8 +295,8 @@ class FleetDetector:
             if calibrated
             else None
         )
-        # Channels the news is the most surprising of (a Bonferroni correction: ln of it).
-        self._channels = channels + 1
+        # Channels the views' news is the most surprising of (a Bonferroni correction).
+        self._channels = max(channels, 1)
         self.refractory = (
             Refractory(config.refractory_half_life)
             if calibrated and config.refractory_half_life > 0
@@ -304,8 +304,6 @@ class FleetDetector:
         )
         # The trees' scores of the current window, summed for their calibration at the pivot.
         self.tree_window = np.zeros((0, 3))
-        # Each machine's last `shingle - 1` rows of the trees' input (oldest first).
-        self.shingle_memory = np.zeros((0, config.shingle - 1, len(columns)))
         self.scaler: Scaler = (
             OnlineMinMaxScaler(width)
             if config.limits is None
@@ -347,9 +345,6 @@ class FleetDetector:
             if part is not None:
                 part.add_models(count)
         self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 3))])
-        self.shingle_memory = np.concatenate(
-            [self.shingle_memory, np.full((count, *self.shingle_memory.shape[1:]), 0.5)]
-        )
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
         nan = np.full((count, width), np.nan)
         for name in ("last_value", "usual_low", "usual_high", "window_low", "window_high"):
@@ -477,7 +472,6 @@ class FleetDetector:
         else:
             unit, z, t2 = self.views.transform(rows, X, times)
             unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
-            unit = self._shingle(rows, unit)
             stat = self._stat_score(z, t2)
             view_news = self._view_news(rows, z)
         encoded = fleet.encode(unit, rows)
@@ -502,7 +496,7 @@ class FleetDetector:
                 score = np.where(warm, np.maximum(raw, stat[cand]), 0.0)
             else:
                 tree = self._tree_surprise(rows[cand], raw)
-                surprise = np.maximum(view_news[cand], tree) - np.log(self._channels)
+                surprise = self._combine(view_news[cand], tree)
                 surprise = np.where(warm, np.maximum(surprise, 0.0), 0.0)
                 if self.refractory is not None:
                     surprise, memory = self.refractory.discount(rows[cand], cstarts, surprise)
@@ -553,27 +547,6 @@ class FleetDetector:
                 self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
 
-    def _shingle(self, rows: np.ndarray, unit: np.ndarray) -> np.ndarray:
-        """Each point's views beside those of the machine's `shingle - 1` readings before it
-        (carried between calls), so the trees see short shapes, not single points (the
-        shingling of Guha et al., "Robust random cut forest based anomaly detection on
-        streams", ICML 2016)."""
-        lags = self.config.shingle - 1
-        if not lags:
-            return unit
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        groups = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(rows)]))
-        machines = rows[starts]
-        memory = self.shingle_memory[machines]  # (groups, lags, width)
-        extended = np.insert(unit, np.repeat(starts, lags), memory.reshape(-1, unit.shape[1]), axis=0)
-        position = np.arange(len(rows)) + (groups + 1) * lags
-        shingled = np.concatenate([extended[position - lag] for lag in range(lags + 1)], axis=1)
-        ends = np.r_[starts[1:], len(rows)] + (np.arange(len(starts)) + 1) * lags
-        self.shingle_memory[machines] = np.stack(
-            [extended[ends - lags + k] for k in range(lags)], axis=1
-        )
-        return shingled
-
     def _view_news(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The views' news per point: the largest calibrated surprise over the features'
         news views (`fleetwatch.calibration`), each learned test-then-train, machine by
@@ -590,6 +563,18 @@ class FleetDetector:
         for machines, at in positions(rows):
             news[at] = self.news.step(machines, raw[at]).max(axis=1)
         return news
+
+    def _combine(self, views: np.ndarray, tree: np.ndarray) -> np.ndarray:
+        """The views' and the trees' surprise as one: Fisher's method for two independent
+        tail probabilities, `T - ln(1 + T)` with `T` their summed surprise (Fisher,
+        Statistical Methods for Research Workers, 1932, sec. 21.1); the views' surprise is
+        already the largest of their channels, less ln(channels) (a Bonferroni
+        correction). `combine="max"` takes the larger of the two instead."""
+        views = np.maximum(views - np.log(self._channels), 0.0)
+        if self.config.combine == "max":
+            return np.maximum(views, tree)
+        total = views + tree
+        return total - np.log1p(total)
 
     def _tree_surprise(self, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """The trees' score as a calibrated surprise; the calibration changes only at the
@@ -682,7 +667,11 @@ class FleetDetector:
 
     def _parts(self) -> dict:
         """The news path's per-machine models, by the prefix of their saved arrays."""
-        parts = {"news": self.news, "trees": self.tree_calibration, "refractory": self.refractory}
+        parts = {
+            "news": self.news,
+            "trees": self.tree_calibration,
+            "refractory": self.refractory,
+        }
         return {prefix: part for prefix, part in parts.items() if part is not None}
 
     def meta(self) -> dict:
