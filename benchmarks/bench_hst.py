@@ -243,7 +243,9 @@ def detector_against_river(machines: int = 20, seconds: int = 1500) -> None:
             model = models.get(key)
             if model is None:
                 model = models[key] = RiverHST(
-                    n_trees=config.n_trees, height=config.height, window_size=config.window_size,
+                    n_trees=config.n_trees,
+                    height=config.height,
+                    window_size=config.window_size,
                     seed=config.seed,
                 )
             x = dict(zip(FEATURES, row, strict=True))

@@ -6,12 +6,16 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
 * one model per series key, all sharing tree structure (`fleetwatch.fleet`); unseen machines
   get a fresh model on their first point;
 * features `load, vibration, power, temperature` by default, each seen through online views
-  (`fleetwatch.views`): the trees score the size of every sensor's latest step (robust
-  z-scores), and a statistical member adds the sensors' level, stuck-run and load-fit
-  residual z-scores; the
-  score is the larger of the two, the z-scores squashed so that `z_alarm` deviations land on
-  the threshold. `views=()` is the raw mode (one model over the values, scaled by physical
-  limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
+  (`fleetwatch.views`, with a noise floor and, for slow series with a daily cycle, a daily
+  profile). The score joins two parts:
+  - the *news*: how surprising the reading is, as -ln of a tail probability learned per
+    machine (`fleetwatch.calibration`) from the views' steps and shifts and from the trees'
+    score on the views' levels and steps (Fisher's method joins the two), kept only where it
+    adds to what the machine just saw (`fleetwatch.refractory`), mapped onto [0, 1);
+  - a statistical band: once a sensor's level, stuck run or load-fit residual passes
+    `z_alarm` deviations, a score just above the threshold that grows with the deviation;
+  the larger of the two. `views=()` is the raw mode (one model over the values, scaled by
+  physical limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
 * test-then-train: each point is scored before it is learned;
 * warm-up: a machine scores 0 until its model's first window is full, so nothing alerts
   before;
@@ -278,15 +282,17 @@ class FleetDetector:
         # Sensors whose level the fit view replaces in the statistical member (see there).
         self._explained = (
             [j for j in range(width) if j != driver]
-            if driver is not None and {"fit", "level"} <= set(config.stat_views)
+            if driver is not None
+            and {"fit", "level"} <= set(config.stat_views)
             and config.level_rule == "regime"
             else None
         )
         calibrated = config.calibrate and bool(config.views)
         channels = width * len(self._news_views)
         self.news = (
-            TailCalibration([VIEW_PRIOR[0]] * channels, [VIEW_PRIOR[1]] * channels,
-                            span=config.calibration_span)
+            TailCalibration(
+                [VIEW_PRIOR[0]] * channels, [VIEW_PRIOR[1]] * channels, span=config.calibration_span
+            )
             if calibrated and channels
             else None
         )
@@ -594,9 +600,7 @@ class FleetDetector:
     def _calibrate_trees(self, machines: np.ndarray) -> None:
         """At a pivot: learn the window's tree scores, and start the next window's sums."""
         sums = self.tree_window[machines]
-        self.tree_calibration.learn_window(
-            machines, sums[:, :1], sums[:, 1:2], sums[:, 2:3]
-        )
+        self.tree_calibration.learn_window(machines, sums[:, :1], sums[:, 1:2], sums[:, 2:3])
         self.tree_window[machines] = 0.0
 
     def _stat_score(self, z: np.ndarray, t2: np.ndarray) -> np.ndarray:
@@ -658,8 +662,11 @@ class FleetDetector:
             **{f"scaler_{k}": v for k, v in self.scaler.state().items()},
             **{f"views_{k}": v for k, v in (self.views.state() if self.views else {}).items()},
             **self.alarm.state(),
-            **{f"{prefix}_{k}": v for prefix, part in self._parts().items()
-               for k, v in part.state().items()},
+            **{
+                f"{prefix}_{k}": v
+                for prefix, part in self._parts().items()
+                for k, v in part.state().items()
+            },
         }
         for name in _PER_MACHINE_ARRAYS:
             arrays[name] = getattr(self, name)

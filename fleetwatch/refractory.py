@@ -62,7 +62,9 @@ class Refractory:
         with np.errstate(divide="ignore"):
             log_s = np.where(surprise > 0, np.log(np.maximum(surprise, 1e-300)), np.nan)
             carried = self.memory[rows[starts]]
-            carry = np.where(carried > 0, np.log(np.maximum(carried, 1e-300)) + self.log_decay, np.nan)
+            carry = np.where(
+                carried > 0, np.log(np.maximum(carried, 1e-300)) + self.log_decay, np.nan
+            )
         weighted = log_s - local * self.log_decay
         before, _ = segmented_running_max(weighted, starts, carry)
         # memory before reading i: (i - 1) log d + max over what came before it

@@ -58,7 +58,14 @@ class DailyProfile:
     """Per machine and sensor: a daily profile in `bins` phases (module doc)."""
 
     STATE = (
-        "profile", "seen", "first", "latest", "interval", "residual", "ms_plain", "ms_season",
+        "profile",
+        "seen",
+        "first",
+        "latest",
+        "interval",
+        "residual",
+        "ms_plain",
+        "ms_season",
         "steps",
     )
 
@@ -134,7 +141,9 @@ class DailyProfile:
         # Learn the phase's mean, weighted to remember ~1/DAY_WEIGHT days at any rate.
         gap = (t - self.latest[m]).astype(np.float64)
         interval = np.where(
-            new, 0.0, np.where(self.interval[m] > 0, self.interval[m] + 0.05 * (gap - self.interval[m]), gap)
+            new,
+            0.0,
+            np.where(self.interval[m] > 0, self.interval[m] + 0.05 * (gap - self.interval[m]), gap),
         )
         per_reading = DAY_WEIGHT * np.clip(interval / (DAY_NS / self.bins), 0.0, 1.0)
         weight = np.maximum(per_reading, 1.0 / (self.seen[m, k] + 1.0))[:, None]

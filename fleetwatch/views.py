@@ -214,7 +214,11 @@ class FeatureViews:
         """The sub-models whose state is saved beside this object's own arrays."""
         return {
             name: part
-            for name, part in (("floor", self.floor), ("season", self.season), ("joint", self.joint))
+            for name, part in (
+                ("floor", self.floor),
+                ("season", self.season),
+                ("joint", self.joint),
+            )
             if part is not None
         }
 
@@ -262,9 +266,7 @@ class FeatureViews:
         unit = np.clip(0.5 + z / (2.0 * clip), 0.0, 1.0)
         return unit, z, t2
 
-    def _step(
-        self, m: np.ndarray, x: np.ndarray, t: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _step(self, m: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One reading for each machine in `m`: its views' z and T2, and the updated
         statistics."""
         previous = self.previous[m]
@@ -311,16 +313,17 @@ class FeatureViews:
             # An outlier teaches the level nothing until outliers outnumber the other
             # readings over level_span readings: then it is a new regime, learned in full.
             run = self.level_run[m]
-            run = np.where(have[:, :, ::2] & outlier[:, :, ::2], run + 1.0,
-                           np.where(have[:, :, ::2], np.maximum(run - 1.0, 0.0), run))
+            run = np.where(
+                have[:, :, ::2] & outlier[:, :, ::2],
+                run + 1.0,
+                np.where(have[:, :, ::2], np.maximum(run - 1.0, 0.0), run),
+            )
             self.level_run[m] = run
             regime = np.repeat(run >= self.settings.level_span, 2, axis=2)
             moved = np.where(outlier & ~regime, 0.0, residual)
             outlier &= ~regime
         self.mean[m] = np.where(have, mean + alpha * moved, mean)
-        self.var[m] = np.where(
-            have & ~outlier, (1.0 - alpha) * (var + alpha * residual**2), var
-        )
+        self.var[m] = np.where(have & ~outlier, (1.0 - alpha) * (var + alpha * residual**2), var)
         # Against the profile where it is active, else against the running level.
         level = np.where(active, z[:, :, 2], z[:, :, 0])
         change = np.where(active, z[:, :, 3], z[:, :, 1])
@@ -338,6 +341,7 @@ class FeatureViews:
             z_t2, z_joint = self.joint.step(m, departure)
         self.count[m] += 1
         return np.stack([level, change, z_still, z_fit, z_shift, z_joint], axis=2), z_t2
+
     def _shift(
         self, m: np.ndarray, base: np.ndarray, floor: np.ndarray, count: np.ndarray
     ) -> np.ndarray:
@@ -423,7 +427,9 @@ class FeatureViews:
         if len({len(getattr(self, name)) for name in self.STATE}) != 1:
             raise ValueError("view state arrays disagree on the number of machines")
         for prefix, part in self.parts().items():
-            mine = {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "_")}
+            mine = {
+                k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "_")
+            }
             part.restore(mine)
             if len(getattr(part, part.STATE[0])) != len(self.count):
                 raise ValueError(f"{prefix} state disagrees on the number of machines")

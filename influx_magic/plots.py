@@ -116,9 +116,7 @@ def render_machine_plots(
     return paths
 
 
-def marked_sensors(
-    rows: pd.DataFrame, features: Sequence[str], flagged: np.ndarray
-) -> np.ndarray:
+def marked_sensors(rows: pd.DataFrame, features: Sequence[str], flagged: np.ndarray) -> np.ndarray:
     """Per row and feature: mark the point on that feature's panel? Anomalous points only, on
     the sensors that contributed; every panel where the row has no deviations.
 

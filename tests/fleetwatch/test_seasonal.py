@@ -29,7 +29,9 @@ def run_profile(frame: pd.DataFrame) -> tuple[DailyProfile, np.ndarray, np.ndarr
     expected, active = np.zeros(len(x)), np.zeros(len(x), bool)
     previous = np.array([[np.nan]])
     for i in range(len(x)):
-        e, a = season.step(np.array([0]), t[i : i + 1], x[i : i + 1, None], previous, np.ones((1, 1)))
+        e, a = season.step(
+            np.array([0]), t[i : i + 1], x[i : i + 1, None], previous, np.ones((1, 1))
+        )
         expected[i], active[i] = e[0, 0], a[0, 0]
         previous = x[i : i + 1, None]
     return season, expected, active

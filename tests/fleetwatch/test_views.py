@@ -241,3 +241,9 @@ def test_the_default_finds_an_overload_a_stuck_sensor_and_a_drift_but_not_health
     assert overload["in_episode"].all()  # held, not learned: it stays open while it lasts
     stuck = scored[scored["unique_id"] == "stuck"]
     assert abs(stuck.loc[stuck["episode_start"], "dev_temperature"].iloc[0]) > 4  # named
+    # Severity: the score grows with how unusual the machine is. Held well after their start,
+    # the overload (load 200 %) scores above the drift while the drift is still slight.
+    drift = scored[scored["unique_id"] == "drift"]
+    held_overload = overload["score"].iloc[60:120].min()
+    slight_drift = drift.loc[drift["in_episode"], "score"].iloc[:20].max()
+    assert held_overload > slight_drift > DetectorConfig().threshold
