@@ -9,15 +9,21 @@ surprise `S = -ln P(R >= r)` (nats: 2.3 per factor of ten):
 
 * peaks over threshold (Pickands, "Statistical inference using extreme order statistics",
   Ann. Statist. 3, 1975; online as in Siffer et al., "Anomaly detection in streams with
-  extreme value theory", KDD 2017): above a running upper quantile `u` (exceeded by a share
-  `q` of the readings) the tail is exponential, `P(R >= r) = q * exp(-(r - u) / beta)`, with
-  `beta` the running mean excess;
+  extreme value theory", KDD 2017), at two levels: a running upper quantile `u` (exceeded by
+  a share `q` = 5 % of the readings) and a far one `u2` (exceeded by `q * FAR_SHARE` = 0.15 %).
+  Between them the tail is the exponential through both (`P(u) = q`, `P(u2) = q2`); beyond
+  `u2` it is exponential with the running mean excess over `u2`, `P(R >= r) = q2 * exp(-(r -
+  u2) / beta2)`. Two levels because one exponential fitted to the bulk of the exceedances
+  says nothing about the rare large ones: on a series where a jump of 50 deviations happens
+  twice a day (a daily edge, a nightly batch job), the far quantile sits at the jump, and the
+  next such jump is about as surprising as its frequency, 5-6 nats, not 1000;
 * raw statistics enter in nats already (`z**2 / 2` for a z-score, whose Gaussian tail is
   `exp(-z**2 / 2)`; `-ln(1 - score)` for the trees), so a Gaussian sensor keeps its textbook
   surprise (z = 5: ~14 nats) and a heavy-tailed one is discounted by its own larger `beta`;
-* `u` follows the quantile by stochastic approximation (Robbins-Monro, in steps of `beta`;
-  on a statistic that sits on one value it settles there, so the value itself is no news),
-  `beta` is exponentially weighted over `span` readings; one excess moves `beta` by
+* `u` and `u2` follow their quantiles by stochastic approximation (Robbins-Monro, in steps
+  of their mean excess; on a statistic that sits on one value they settle there, so the value
+  itself is no news), the mean excesses are exponentially weighted over `span` readings; one
+  excess moves a mean excess by
   at most `CLIP` times itself, so one fault does not teach the machine that faults are normal,
   and never falls below `MIN_SCALE` of its prior (a statistic that sat still must not make
   the tiniest excess infinitely surprising).
@@ -26,8 +32,8 @@ surprise `S = -ln P(R >= r)` (nats: 2.3 per factor of ten):
 Surprises are continuous in `r`: distinct evidence gives distinct scores, and a threshold on
 `S` is a tail probability, the same on every series.
 
->>> # Gaussian z-scores: z = 2 is ~5 % (3.0 nats), z = 5 about 14 nats (the exponential tail
->>> # fitted at the 95 % quantile is a little stricter than the Gaussian's own)
+>>> # Gaussian z-scores: z = 2 is ~5 % (3.0 nats), z = 5 about 14.4 nats (the far tail,
+>>> # fitted on few readings, is a little lenient)
 >>> calibration = TailCalibration(u0=[1.92], beta0=[1.0])
 >>> calibration.add_models(1)
 >>> rng = np.random.default_rng(0)
@@ -36,7 +42,7 @@ Surprises are continuous in `r`: distinct evidence gives distinct scores, and a 
 ...     _ = calibration.step(m, np.array([[z * z / 2]]))
 >>> [round(float(calibration.step(m, np.array([[z * z / 2]]), learn=False)[0, 0]), 1)
 ...  for z in (2.0, 5.0)]
-[3.2, 17.8]
+[3.2, 12.3]
 """
 
 from __future__ import annotations
@@ -52,12 +58,17 @@ CLIP = 4.0  # one excess moves the mean excess by at most this many times itself
 #: The mean excess never falls below this share of its prior: a statistic that sat still (a
 #: flat series, identical tree scores) must not make the tiniest excess infinitely surprising.
 MIN_SCALE = 0.25
+#: The far quantile is exceeded by this share of what exceeds the near one (0.15 % of readings).
+FAR_SHARE = 0.03
+#: The far quantile stays at least this many prior mean excesses above the near one.
+MIN_GAP = 0.25
 
 
 class TailCalibration:
-    """Per machine and channel: the exponential tail of a raw statistic (module doc)."""
+    """Per machine and channel: the tail of a raw statistic above two running quantiles
+    (module doc)."""
 
-    STATE = ("threshold", "scale", "count", "exceedances")
+    STATE = ("threshold", "scale", "far", "far_scale", "count", "exceedances")
 
     def __init__(
         self,
@@ -73,24 +84,35 @@ class TailCalibration:
         if not (0 < q < 1 and span >= 1 and (self.beta0 > 0).all()):
             raise ValueError("need 0 < q < 1, span >= 1 and beta0 > 0")
         self.q = float(q)
+        self.q_far = self.q * FAR_SHARE
         self.alpha = 2.0 / (span + 1.0)
         width = len(self.u0)
         self.threshold = np.zeros((0, width))  # u: the running (1 - q) quantile
         self.scale = np.zeros((0, width))  # beta: the mean excess over u
+        self.far = np.zeros((0, width))  # u2: the running (1 - q * FAR_SHARE) quantile
+        self.far_scale = np.zeros((0, width))  # beta2: the mean excess over u2
         self.count = np.zeros((0, width))
         self.exceedances = np.zeros((0, width))
 
     def add_models(self, count: int) -> None:
         shape = (count, len(self.u0))
+        far0 = self.u0 + self.beta0 * np.log(1.0 / FAR_SHARE)  # the exponential tail's u2
         self.threshold = np.concatenate([self.threshold, np.broadcast_to(self.u0, shape)])
         self.scale = np.concatenate([self.scale, np.broadcast_to(self.beta0, shape)])
+        self.far = np.concatenate([self.far, np.broadcast_to(far0, shape)])
+        self.far_scale = np.concatenate([self.far_scale, np.broadcast_to(self.beta0, shape)])
         self.count = np.concatenate([self.count, np.zeros(shape)])
         self.exceedances = np.concatenate([self.exceedances, np.zeros(shape)])
 
     def surprise(self, m: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """-ln P(R >= r) per machine in `m` and channel (0 at or below the usual values)."""
-        excess = (r - self.threshold[m]) / self.scale[m]
-        return np.maximum(0.0, excess - np.log(self.q))
+        """-ln P(R >= r) per machine in `m` and channel (0 at or below the usual values):
+        exponential between the two quantiles (through both), exponential with the far
+        mean excess beyond the far one."""
+        u, far = self.threshold[m], self.far[m]
+        near_rate = np.log(1.0 / FAR_SHARE) / np.maximum(far - u, MIN_GAP * self.beta0)
+        near = (r - u) * near_rate - np.log(self.q)
+        beyond = (r - far) / self.far_scale[m] - np.log(self.q_far)
+        return np.maximum(0.0, np.where(r > far, beyond, near))
 
     def step(self, m: np.ndarray, r: np.ndarray, learn: np.ndarray | bool = True) -> np.ndarray:
         """The surprise of `r` (machines `m` x channels), then learn it where `learn`."""
@@ -98,50 +120,65 @@ class TailCalibration:
         learn = np.broadcast_to(np.asarray(learn, bool), r.shape) & np.isfinite(r)
         if not learn.any():
             return surprise
-        u, beta = self.threshold[m], self.scale[m]
         count = self.count[m] + learn
-        above = r > u
         alpha = np.maximum(self.alpha, 1.0 / (count + PRIOR))
-        hits = self.exceedances[m] + (learn & above)
-        beta_alpha = np.maximum(self.alpha / self.q, 1.0 / (hits + PRIOR * self.q))
-        excess = np.minimum(r - u, CLIP * beta)
-        beta_new = np.where(above, beta + np.minimum(beta_alpha, 1.0) * (excess - beta), beta)
-        u_new = u + alpha * beta * (above - self.q) / self.q
-        self.threshold[m] = np.where(learn, u_new, u)
-        self.scale[m] = np.where(learn, np.maximum(beta_new, MIN_SCALE * self.beta0), beta)
+        for level, scale, q in (("threshold", "scale", self.q), ("far", "far_scale", self.q_far)):
+            u, beta = getattr(self, level)[m], getattr(self, scale)[m]
+            above = r > u
+            # the mean excess learns from exceedances only: its weight is alpha / q
+            beta_alpha = np.minimum(np.maximum(alpha / q, 1.0 / (count * q + PRIOR * q)), 1.0)
+            excess = np.minimum(r - u, CLIP * beta)
+            beta_new = np.where(above, beta + beta_alpha * (excess - beta), beta)
+            u_new = u + alpha * beta * (above - q) / q
+            getattr(self, level)[m] = np.where(learn, u_new, u)
+            getattr(self, scale)[m] = np.where(
+                learn, np.maximum(beta_new, MIN_SCALE * self.beta0), beta
+            )
+        self.far[m] = np.maximum(self.far[m], self.threshold[m] + MIN_GAP * self.beta0)
         self.count[m] = count
-        self.exceedances[m] = hits
+        self.exceedances[m] += learn & (r > self.threshold[m])
         return surprise
 
-    def learn_window(
-        self, m: np.ndarray, count: np.ndarray, above: np.ndarray, excess: np.ndarray
-    ) -> None:
+    def learn_window(self, m: np.ndarray, sums: np.ndarray) -> None:
         """Learn a batch at once, as `step` would one reading at a time with the state held
-        fixed during the batch: `count` readings per machine and channel, `above` of them
-        past the threshold, `excess` the sum of their (clipped) excesses over it. For raw
-        statistics whose own model changes only between batches (the trees' windows)."""
-        u, beta = self.threshold[m], self.scale[m]
+        fixed during the batch. `sums` (machines x 5 x channels) are what `window_terms`
+        gives summed over the batch: readings, and per quantile the readings past it and
+        their (clipped) excesses. For raw statistics whose own model changes only between
+        batches (the trees' windows)."""
+        count = sums[:, 0]
         alpha = np.maximum(self.alpha, 1.0 / (self.count[m] + PRIOR))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_excess = np.where(above > 0, excess / above, beta)
-        beta_alpha = np.minimum(
-            np.maximum(self.alpha / self.q, 1.0 / (self.exceedances[m] + PRIOR * self.q)), 1.0
-        )
-        beta_new = beta + (1.0 - (1.0 - beta_alpha) ** above) * (mean_excess - beta)
-        self.scale[m] = np.maximum(beta_new, MIN_SCALE * self.beta0)
-        # The readings' steps added up, but at most one mean excess per batch: the quantile
-        # must not overshoot a batch of identical values.
-        move = alpha * beta * (above - self.q * count) / self.q
-        self.threshold[m] = u + np.clip(move, -beta, beta)
+        pairs = (("threshold", "scale", self.q), ("far", "far_scale", self.q_far))
+        for k, (level, scale, q) in enumerate(pairs):
+            above, excess = sums[:, 1 + 2 * k], sums[:, 2 + 2 * k]
+            u, beta = getattr(self, level)[m], getattr(self, scale)[m]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_excess = np.where(above > 0, excess / above, beta)
+            beta_alpha = np.minimum(
+                np.maximum(alpha / q, 1.0 / (self.count[m] * q + PRIOR * q)), 1.0
+            )
+            beta_new = beta + (1.0 - (1.0 - beta_alpha) ** above) * (mean_excess - beta)
+            getattr(self, scale)[m] = np.maximum(beta_new, MIN_SCALE * self.beta0)
+            # The readings' steps added up, but at most one mean excess per batch: the
+            # quantile must not overshoot a batch of identical values.
+            move = alpha * beta * (above - q * count) / q
+            getattr(self, level)[m] = u + np.clip(move, -beta, beta)
+        self.far[m] = np.maximum(self.far[m], self.threshold[m] + MIN_GAP * self.beta0)
         self.count[m] += count
-        self.exceedances[m] += above
+        self.exceedances[m] += sums[:, 1]
 
-    def clipped_excess(self, m: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whether `r` is past each machine's threshold, and by how much (clipped as `step`
-        clips it): the per-reading terms of `learn_window`."""
-        above = r > self.threshold[m]
-        excess = np.where(above, np.minimum(r - self.threshold[m], CLIP * self.scale[m]), 0.0)
-        return above, excess
+    def window_terms(self, m: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Per reading (machines `m` x channels): 1, and per quantile whether `r` is past it
+        and by how much (clipped as `step` clips it), stacked as (readings, 5, channels): the
+        terms `learn_window` sums."""
+        terms = [np.ones_like(r)]
+        for level, scale in (("threshold", "scale"), ("far", "far_scale")):
+            u, beta = getattr(self, level)[m], getattr(self, scale)[m]
+            above = r > u
+            terms += [
+                above.astype(np.float64),
+                np.where(above, np.minimum(r - u, CLIP * beta), 0.0),
+            ]
+        return np.stack(terms, axis=1)
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.STATE}

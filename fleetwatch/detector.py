@@ -101,7 +101,7 @@ class DetectorConfig:
     calibrate: bool = True
     calibration_span: int = 2000
     refractory_half_life: float = 20.0
-    news_scale: float = 1.2
+    news_scale: float = 0.6
     limits: Mapping[str, tuple[float, float]] | None = None
     trees: bool = True
     combine: str = "fisher"
@@ -309,7 +309,7 @@ class FleetDetector:
             else None
         )
         # The trees' scores of the current window, summed for their calibration at the pivot.
-        self.tree_window = np.zeros((0, 3))
+        self.tree_window = np.zeros((0, 5))
         self.scaler: Scaler = (
             OnlineMinMaxScaler(width)
             if config.limits is None
@@ -350,7 +350,7 @@ class FleetDetector:
         for part in (self.news, self.tree_calibration, self.refractory):
             if part is not None:
                 part.add_models(count)
-        self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 3))])
+        self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 5))])
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
         nan = np.full((count, width), np.nan)
         for name in ("last_value", "usual_low", "usual_high", "window_low", "window_high"):
@@ -592,15 +592,12 @@ class FleetDetector:
         """Add the learned points' tree scores to their machine's window sums (warm only)."""
         rows, raw = rows[warm], raw[warm]
         r = -np.log1p(-np.minimum(raw, TREE_SCORE_CAP))
-        above, excess = self.tree_calibration.clipped_excess(rows, r[:, None])
-        np.add.at(self.tree_window, (rows, 0), 1.0)
-        np.add.at(self.tree_window, (rows, 1), above[:, 0])
-        np.add.at(self.tree_window, (rows, 2), excess[:, 0])
+        terms = self.tree_calibration.window_terms(rows, r[:, None])[:, :, 0]
+        np.add.at(self.tree_window, rows, terms)
 
     def _calibrate_trees(self, machines: np.ndarray) -> None:
         """At a pivot: learn the window's tree scores, and start the next window's sums."""
-        sums = self.tree_window[machines]
-        self.tree_calibration.learn_window(machines, sums[:, :1], sums[:, 1:2], sums[:, 2:3])
+        self.tree_calibration.learn_window(machines, self.tree_window[machines][:, :, None])
         self.tree_window[machines] = 0.0
 
     def _stat_score(self, z: np.ndarray, t2: np.ndarray) -> np.ndarray:
