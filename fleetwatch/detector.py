@@ -197,10 +197,10 @@ class DetectorConfig:
         every news view, and the news path's parts (calibration, refractory period, daily
         profile, noise floor) where they are on."""
         members: dict[str, dict] = {"trees": {"trees": False}} if self.trees else {}
-        for field in ("stat_views", "news_views"):
-            entries = getattr(self, field)
-            for entry in entries:
-                members[f"{entry} ({field})"] = {field: [e for e in entries if e != entry]}
+        for entry in self.stat_views:
+            members[entry] = {"stat_views": [e for e in self.stat_views if e != entry]}
+        for entry in self.news_views:
+            members[f"{entry} news"] = {"news_views": [e for e in self.news_views if e != entry]}
         if self.calibrate:
             members["calibration"] = {"calibrate": False, "news_views": []}
         if self.calibrate and self.refractory_half_life:
