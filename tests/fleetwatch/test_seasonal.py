@@ -72,3 +72,14 @@ def test_the_detector_expects_the_daily_edges_and_sees_a_jump_at_an_unusual_time
     assert with_profile[quiet.to_numpy()].max() < with_profile[jump] - 0.1
     assert without[quiet.to_numpy()].max() > without[jump] - 0.05
     assert DAY_NS == 86_400 * 10**9
+
+
+def test_a_stream_split_anywhere_scores_like_one_run_with_the_profile_active():
+    frame = daily_pattern(5)
+    frame.loc[frame["time"] >= "2024-01-05 10:00", "value"] += 30.0
+    config = DetectorConfig(features=("value",), window_size=100)
+    whole = FleetDetector(config).score_frame(frame)
+    detector = FleetDetector(config)
+    parts = [detector.score_frame(frame.iloc[a : a + 173]) for a in range(0, len(frame), 173)]
+    pd.testing.assert_frame_equal(pd.concat(parts), whole)
+    assert detector.views.season.ms_season[0, 0] < 0.7 * detector.views.season.ms_plain[0, 0]
