@@ -5,11 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# moto's S3 server for the object-store state tests, in its own env (its Flask and mage-ai's
+# itsdangerous pin cannot share one).
+MOTO_VENV := .venv-moto
+MOTO_STAMP := $(MOTO_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench eval eval-loco lint format lock image-wheels up down clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MOTO_STAMP)
 
 # Reinstall only when a pin or the package metadata changed.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -25,6 +29,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 		$(BIN)/python -m pip install -q --no-deps -e .; \
 	fi
 	@touch $(STAMP)
+
+$(MOTO_STAMP): requirements-moto.txt $(STAMP)
+	@test -x $(MOTO_VENV)/bin/python || $(BIN)/python -m venv $(MOTO_VENV)
+	@UV=$$(command -v uv || ls $(BIN)/uv 2>/dev/null); \
+	if [ -n "$$UV" ]; then $$UV pip install -q --python $(MOTO_VENV)/bin/python -r requirements-moto.txt; \
+	else $(MOTO_VENV)/bin/python -m pip install -q -r requirements-moto.txt; fi
+	@touch $(MOTO_STAMP)
 
 run: setup
 	@exec $(BIN)/python -m localsystem
@@ -60,6 +71,8 @@ lock: setup
 		--custom-compile-command "make lock" -o requirements.txt
 	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra local --extra eval --extra dev --python-version 3.11 --prerelease=allow \
 		--custom-compile-command "make lock" --no-annotate -c requirements.txt -o requirements-dev.txt
+	$(BIN)/uv pip compile pyproject.toml --extra moto-server --python-version 3.11 \
+		--custom-compile-command "make lock" --no-annotate -o requirements-moto.txt
 
 # After `make lock`: which pins have wheels for linux/amd64 and linux/arm64 (needs PyPI; the
 # tests check the Dockerfile against image_build/wheels.json offline).
@@ -73,4 +86,4 @@ down:
 	docker compose down
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MOTO_VENV) .local .pytest_cache .ruff_cache

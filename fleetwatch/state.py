@@ -119,11 +119,11 @@ class FleetState:
             "entries": sorted(entries),
         }
         out = io.BytesIO()
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        # Stored, not deflated: a pipeline run writes the state twice and reads it four times,
+        # and at 10,000 machines deflating its ~34 MB took seconds (to save ~25 MB of disk).
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
             for name, data in [("header.json", json.dumps(header).encode()), *entries.items()]:
-                info = zipfile.ZipInfo(name, date_time=_STAMP)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
+                archive.writestr(zipfile.ZipInfo(name, date_time=_STAMP), data)
         return out.getvalue()
 
     @classmethod

@@ -44,7 +44,9 @@ def plot_alerts(
 ) -> AlertPlots:
     """Render the run's plots (machines with anomalous points, resolved or open episodes)."""
     config = state.detector.config
-    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    # The scored rows' plot columns only (not a copy of every column).
+    columns = [*plot_frame(config.features).columns, "provider"]
+    rows = checked.loc[checked["status"].to_numpy() == "scored", columns]
     spans = [Span(a.unique_id, pd.Timestamp(a.start), pd.Timestamp(a.end)) for a in alerts if a.end]
     spans += [
         Span(uid, pd.Timestamp(episode.start, tz="UTC"), None)

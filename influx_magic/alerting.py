@@ -40,6 +40,8 @@ def deliver_alerts(
         return "not sent (SLACK_WEBHOOK_URL is empty)" if alerts else "none"
     delivery = AlertDelivery(notifier, settings.state_dir, digest_min=settings.digest_min)
     report = delivery.run(alerts, plot_urls=plot_urls, run_url=mage.url)
+    if settings.remote is not None:  # what was delivered is kept even if the run fails later
+        settings.remote.push([delivery.ledger.path, delivery.outbox.path])
     return (
         f"{len(report.sent)} sent, {len(report.already_delivered)} already delivered, "
         f"{report.outbox_left} message(s) waiting in the outbox"

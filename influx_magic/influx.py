@@ -13,10 +13,11 @@ A database or table that does not exist yet is the normal first run (Telegraf cr
 the first write), so it gives an empty frame; a server that does not answer is an
 `InfluxUnavailable` error naming the host, so the run fails and its state stays as it was.
 
-Writing. One DataFrame becomes line protocol through the client's own serializer (its
-escaping), split into bodies below `MAX_BODY_BYTES` (InfluxDB 3 Core rejects bodies over
-10 MiB), each written synchronously: an error raises, naming the table and how many rows were
-already written. The client's batching mode is never used: it only logs write errors.
+Writing. A frame becomes line protocol column by column (`influx_magic.line_protocol`: Arrow
+compute, Core's escaping), split into bodies below `MAX_BODY_BYTES` (InfluxDB 3 Core rejects
+bodies over 10 MiB), each handed to the official client as bytes and written synchronously: an
+error raises, naming the table and how many rows were already written. The client's batching
+mode is never used: it only logs write errors.
 
 >>> sql_ident('machineID')
 '"machineID"'
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,14 +41,14 @@ import pandas as pd
 import pyarrow as pa
 from influxdb_client_3 import InfluxDBClient3, WriteOptions, WritePrecision, WriteType
 from influxdb_client_3.exceptions import InfluxDB3ClientQueryError, InfluxDBError
-from influxdb_client_3.write_client.client.write.dataframe_serializer import DataframeSerializer
-from influxdb_client_3.write_client.client.write_api import PointSettings
 from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
 from influx_magic.alerts.events import Alert
+from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
+from influx_magic.shards import Shard
 
 log = logging.getLogger("influx_magic.influx")
 
@@ -58,7 +60,7 @@ EPISODES_TABLE = "anomaly_episodes"
 FEATURES: tuple[str, ...] = DEFAULT_FEATURES
 TAGS: tuple[str, ...] = ("machineID", "provider")
 MAX_BODY_BYTES = 8 * 1024 * 1024
-SERIALIZE_ROWS = 20_000
+WHOLE_FLEET = Shard()
 
 
 class InfluxError(RuntimeError):
@@ -164,13 +166,20 @@ ONE_MACHINE = ' AND "machineID" = $machine AND provider = $provider'
 
 
 def machine_data_sql(
-    features: Sequence[str], *, bounded: bool, table: str = MACHINE_TABLE, one_machine: bool = False
+    features: Sequence[str],
+    *,
+    bounded: bool,
+    table: str = MACHINE_TABLE,
+    one_machine: bool = False,
+    shard: Shard = WHOLE_FLEET,
 ) -> str:
     """The telemetry query for one time slice; `bounded=False` leaves the end open,
-    `one_machine` keeps the rows of the machine given as parameters."""
+    `one_machine` keeps the rows of the machine given as parameters, `shard` the rows of that
+    shard's machines (its hash range as parameters `$shard_lo`/`$shard_hi`)."""
     columns = ", ".join(sql_ident(name) for name in [*TAGS, *features])
     where = "time >= $since AND time < $until" if bounded else "time >= $since"
     where += ONE_MACHINE if one_machine else ""
+    where += shard.sql()
     return (
         f'SELECT time, {columns} FROM {sql_ident(table)} WHERE {where} ORDER BY time, "machineID"'
     )
@@ -205,6 +214,7 @@ def iter_machine_data(
     chunk: timedelta = timedelta(minutes=30),
     features: Sequence[str] = FEATURES,
     table: str = MACHINE_TABLE,
+    shard: Shard = WHOLE_FLEET,
 ) -> Iterator[pd.DataFrame]:
     """Telemetry in `[since, until)` as one frame per time slice of at most `chunk`.
 
@@ -229,10 +239,10 @@ def iter_machine_data(
         slice_end = min(start + chunk, stop)
         last = slice_end >= stop
         bounded = not (last and end is None)
-        params = {"since": time_param(start)}
+        params = {"since": time_param(start), **shard.params()}
         if bounded:
             params["until"] = time_param(slice_end)
-        sql = machine_data_sql(features, bounded=bounded, table=table)
+        sql = machine_data_sql(features, bounded=bounded, table=table, shard=shard)
         frame = _machine_frame(_query(client, sql, params, what=f"reading {table}"), features)
         if len(frame):
             yield frame
@@ -257,6 +267,33 @@ def _first_time(
     return None if first is None else _utc(first)
 
 
+def data_span(
+    client: InfluxDBClient3, *, since: datetime | pd.Timestamp, table: str = MACHINE_TABLE
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The oldest and newest point times at or after `since` across the whole fleet (None: no
+    point, or no table yet), exact to the nanosecond. Every shard of a run reads up to the
+    same newest point, so all reach the same data time."""
+    sql = (
+        f"SELECT min(time) AS first, max(time) AS latest FROM {sql_ident(table)} "
+        "WHERE time >= $since"
+    )
+    try:
+        result = _query(client, sql, {"since": time_param(since)}, what=f"reading {table}")
+    except InfluxNotFound:
+        return None
+    if not result.num_rows or not result.column("latest").is_valid()[0].as_py():
+        return None
+    first, latest = (
+        pd.Timestamp(
+            result.column(name).cast(pa.timestamp("ns")).cast(pa.int64())[0].as_py(),
+            unit="ns",
+            tz="UTC",
+        )
+        for name in ("first", "latest")
+    )
+    return first, latest
+
+
 def load_machine_data(
     client: InfluxDBClient3,
     *,
@@ -265,14 +302,21 @@ def load_machine_data(
     chunk: timedelta = timedelta(minutes=30),
     features: Sequence[str] = FEATURES,
     table: str = MACHINE_TABLE,
+    shard: Shard = WHOLE_FLEET,
 ) -> pd.DataFrame:
-    """All telemetry in `[since, until)`: columns `time` (UTC), `machineID`, `provider` and
-    the features as float64, sorted by time. Empty (same columns) when the database or table
-    does not exist yet."""
+    """All telemetry in `[since, until)` (of `shard`'s machines): columns `time` (UTC),
+    `machineID`, `provider` and the features as float64, sorted by time. Empty (same columns)
+    when the database or table does not exist yet."""
     try:
         frames = list(
             iter_machine_data(
-                client, since=since, until=until, chunk=chunk, features=features, table=table
+                client,
+                since=since,
+                until=until,
+                chunk=chunk,
+                features=features,
+                table=table,
+                shard=shard,
             )
         )
     except InfluxNotFound as missing:
@@ -402,12 +446,53 @@ def write_frame(
     """Write `frame` to `table` in bodies below `max_body_bytes`; the number of lines written.
 
     Rows with no field value are skipped (line protocol needs one). Naive times are UTC.
+    Names or tag values line protocol cannot carry raise `LineProtocolValueError` before
+    anything is sent. The frame is encoded slice by slice while a writer thread sends the
+    previous slice, so building line protocol overlaps with the server's work.
     """
-    missing = [c for c in [time_column, *tags, *fields] if c not in frame.columns]
-    if missing:
-        raise ValueError(f"cannot write {table}: the frame lacks column(s) {', '.join(missing)}")
+    slices = iter_frame_lines(frame, table, tags=tags, fields=fields, time_column=time_column)
+    written = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as writer:
+        sending: Future[int] | None = None
+        for part in slices:
+            if sending is not None:
+                written += _sent(sending, written)
+            sending = writer.submit(
+                write_lines, client, part.lines, table=table, max_body_bytes=max_body_bytes
+            )
+        if sending is not None:
+            written += _sent(sending, written)
+    return written
+
+
+def _sent(sending: Future[int], before: int) -> int:
+    """The lines a slice's write sent; its error counts the lines of earlier slices too."""
+    try:
+        return sending.result()
+    except InfluxWriteError as error:
+        raise InfluxWriteError(
+            str(error).replace(
+                f"after {error.rows_written} row(s)", f"after {before + error.rows_written} row(s)"
+            ),
+            before + error.rows_written,
+        ) from None
+
+
+def write_lines(
+    client: InfluxDBClient3,
+    lines: pa.ChunkedArray | pa.Array,
+    *,
+    table: str,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> int:
+    """Write ready line protocol (`influx_magic.line_protocol`) in bodies below
+    `max_body_bytes`, each acknowledged before the next; the number of lines written.
+
+    The client writes synchronously: a rejected body raises `InfluxWriteError` (with the rows
+    written before it), an unreachable server `InfluxUnavailable`.
+    """
     lines_written = 0
-    for body, count in _bodies(frame, table, tags, fields, time_column, max_body_bytes):
+    for body, count in bodies(lines, max_body_bytes):
         try:
             client.write(record=body, write_precision=WritePrecision.NS)
         except InfluxDBError as error:
@@ -426,47 +511,11 @@ def write_frame(
     return lines_written
 
 
-def _bodies(
-    frame: pd.DataFrame,
-    table: str,
-    tags: Sequence[str],
-    fields: Sequence[str],
-    time_column: str,
-    max_bytes: int,
-) -> Iterator[tuple[list[bytes], int]]:
-    """Line-protocol bodies (lists of lines) of at most `max_bytes`, with their line counts."""
-    data = frame[[time_column, *tags, *fields]].copy()
-    time = pd.to_datetime(data[time_column])
-    data[time_column] = time.dt.tz_localize("UTC") if time.dt.tz is None else time
-    body: list[bytes] = []
-    size = 0
-    for offset in range(0, len(data), SERIALIZE_ROWS):
-        part = data.iloc[offset : offset + SERIALIZE_ROWS]
-        lines = DataframeSerializer(
-            part,
-            PointSettings(),
-            WritePrecision.NS,
-            data_frame_measurement_name=table,
-            data_frame_tag_columns=list(tags),
-            data_frame_timestamp_column=time_column,
-        ).serialize()
-        for line in lines:
-            encoded = line.encode("utf-8")
-            if len(encoded) + 1 > max_bytes:
-                raise ValueError(f"one {table} row is larger than {max_bytes} bytes")
-            if body and size + len(encoded) + 1 > max_bytes:
-                yield body, len(body)
-                body, size = [], 0
-            body.append(encoded)
-            size += len(encoded) + 1
-    if body:
-        yield body, len(body)
-
-
 def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
     """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
     (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
-    data = scores.copy()
+    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
+    data = scores[[c for c in columns if c in scores.columns]].copy()
     data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
     data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
     if "episode_id" not in data.columns:

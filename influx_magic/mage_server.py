@@ -56,6 +56,7 @@ log = logging.getLogger("influx_magic.mage_server")
 PROJECT = project_root() / "influx-magic"
 PIPELINE = "machine_anomaly_detection"
 API_TRIGGER_NAME = "api"
+SHARD_TRIGGER_PREFIX = "every_minute_shard_"
 OWNER_EMAIL = "admin@admin.com"  # Mage's DEFAULT_OWNER_EMAIL default
 
 
@@ -194,17 +195,96 @@ def ensure_api_trigger(api: MageApi, token: str, pipeline: str = PIPELINE) -> in
     return schedule_id
 
 
+def _has_shard_triggers(api: MageApi, pipeline: str = PIPELINE) -> bool:
+    listing = api.call("GET", f"/api/pipelines/{pipeline}/pipeline_schedules")
+    return any(
+        str(s.get("name", "")).startswith(SHARD_TRIGGER_PREFIX)
+        for s in listing.get("pipeline_schedules", [])
+    )
+
+
+def ensure_shard_triggers(api: MageApi, count: int, pipeline: str = PIPELINE) -> list[int]:
+    """One every-minute trigger per shard beyond the first, with the runtime variable `shard`;
+    the ids of the active ones.
+
+    The schedule in triggers.yaml runs shard 0 (no `shard` variable); shards 1..N-1 get
+    `every_minute_shard_<k>`, so every minute Mage starts one pipeline run per shard, and runs
+    of a one-process pipeline run in parallel (each its own worker process; measured: README
+    "Scaling out"). Triggers of shards beyond N (after lowering FLEETWATCH_SHARDS) are set
+    inactive, not deleted, so their run history stays.
+    """
+    listing = api.call("GET", f"/api/pipelines/{pipeline}/pipeline_schedules")
+    existing = {
+        s.get("name"): s
+        for s in listing.get("pipeline_schedules", [])
+        if str(s.get("name", "")).startswith(SHARD_TRIGGER_PREFIX)
+    }
+    active = []
+    for index in range(1, max(count, 1 + len(existing))):
+        name = f"{SHARD_TRIGGER_PREFIX}{index}"
+        wanted = index < count
+        schedule = existing.get(name)
+        if schedule is None and wanted:
+            body = {
+                "name": name,
+                "schedule_type": "time",
+                "schedule_interval": "*/1 * * * *",
+                "start_time": "2024-01-01 00:00:00",
+                "status": "active",
+                "variables": {"shard": index},
+                "settings": {"skip_if_previous_running": True},
+            }
+            created = api.call(
+                "POST", f"/api/pipelines/{pipeline}/pipeline_schedules", {"pipeline_schedule": body}
+            )
+            schedule = created["pipeline_schedule"]
+            log.info("created trigger %s (pipeline schedule %s)", name, schedule["id"])
+        elif schedule is not None:
+            status = "active" if wanted else "inactive"
+            if schedule.get("status") != status:
+                api.call(
+                    "PUT",
+                    f"/api/pipeline_schedules/{schedule['id']}",
+                    {"pipeline_schedule": {"status": status}},
+                )
+                log.info("set trigger %s %s", name, status)
+        if wanted and schedule is not None:
+            active.append(int(schedule["id"]))
+    return active
+
+
+def owner_api(env: Mapping[str, str], local: str) -> MageApi:
+    """Mage's REST API as the owner (logged in when Mage's login is on)."""
+    return MageApi(
+        local,
+        auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower() in ("1", "true", "yes"),
+        password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
+    )
+
+
+def set_up_shard_triggers(env: Mapping[str, str], local: str, count: int) -> None:
+    """One every-minute trigger per shard (see `ensure_shard_triggers`). Never raises: a
+    refusal is logged, and Mage goes on running shard 0 only, which the log says."""
+    api = owner_api(env, local)
+    try:
+        if count > 1 or _has_shard_triggers(api):
+            ensure_shard_triggers(api, count)
+            log.info("every minute: one run per shard (FLEETWATCH_SHARDS=%d)", count)
+    except (MageServerError, LookupError, TypeError, ValueError) as error:
+        log.error(
+            "shard triggers not set up (%s): only shard 0 runs every minute; fix the cause "
+            "and restart",
+            error,
+        )
+
+
 def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | None:
     """Create or update the API trigger; its schedule id, or None when Mage refused.
 
     Never raises: a refused login or an unexpected answer is logged with its reason and the
     server goes on without the API trigger (the scheduled trigger does not need it).
     """
-    api = MageApi(
-        local,
-        auth_required=env.get("REQUIRE_USER_AUTHENTICATION", "0").lower() in ("1", "true", "yes"),
-        password=env.get("DEFAULT_OWNER_PASSWORD") or "admin",
-    )
+    api = owner_api(env, local)
     try:
         schedule_id = ensure_api_trigger(api, token)
     except (MageServerError, LookupError, TypeError, ValueError) as error:
@@ -363,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         server.wait_ready(f"{local}/api/status", args.ready_timeout)
         log.info("Mage is up at %s (project %s)", env["MAGE_PUBLIC_HOST"], args.project)
+        set_up_shard_triggers(env, local, int_setting("FLEETWATCH_SHARDS", env))
         token = setting("MAGE_API_TRIGGER_TOKEN", env)
         if token:
             set_up_api_trigger(env, local, token)

@@ -33,14 +33,13 @@ def write_results(
     influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert]
 ) -> Written:
     """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`."""
-    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
+    rows = checked.loc[checked["status"].to_numpy() == "scored", columns]  # no full copy
     scores = episodes = 0
     if len(rows) or alerts:
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
-                scores = write_scores(
-                    client, rows[["time", *TAGS, "score", "is_anomaly", "episode_id"]]
-                )
+                scores = write_scores(client, rows)
             episodes = write_episodes(client, alerts)
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
     return Written(scores, episodes, anomalous)

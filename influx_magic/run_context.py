@@ -2,7 +2,8 @@
 
 * `PipelineSettings.from_env()`: where things are, from the environment after `.env`
   (InfluxDB, the state and plot folders, the public URL of the plots, the digest size, the
-  minutes of history an alert's plot shows).
+  minutes of history an alert's plot shows, the shards and how much one run catches up);
+  `.for_shard(kwargs.get("shard"))` points it at the run's shard.
 * `RunVariables.from_kwargs(kwargs)`: the runtime variables Mage hands a block
   (`lookback_minutes`, `threshold`, `features`, `lock_timeout_seconds`) as a `DetectorConfig`
   and the run's bounds. The loader parses them once; the configuration then travels with the
@@ -17,14 +18,16 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from fleetwatch.detector import DEFAULT_FEATURES, DetectorConfig
 from influx_magic.influx import InfluxSettings
+from influx_magic.object_state import ObjectState, is_url
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
+from influx_magic.shards import Shard
 
 DEFAULT_LOOKBACK_MINUTES = 60.0
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -35,7 +38,7 @@ PIPELINE = "machine_anomaly_detection"
 class PipelineSettings:
     """The product's settings a run needs (see `.env.example`)."""
 
-    state_dir: Path
+    state_dir: Path  # the run's shard's folder (the state dir itself without sharding)
     output_dir: Path
     influx: InfluxSettings
     public_base_url: str
@@ -43,6 +46,10 @@ class PipelineSettings:
     plot_history: timedelta
     mage_public_host: str
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    shard: Shard = Shard()
+    state_root: Path | None = None  # FLEETWATCH_STATE_DIR (its local mirror for a URL)
+    catchup: timedelta = timedelta(minutes=60)
+    remote: ObjectState | None = field(default=None, repr=False)  # the state dir as a URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -53,8 +60,19 @@ class PipelineSettings:
         history = int_setting("PLOT_HISTORY_MIN", env)
         if history < 0:
             raise ValueError(f"PLOT_HISTORY_MIN must be >= 0, got {history}")
+        catchup = int_setting("FLEETWATCH_CATCHUP_MINUTES", env)
+        if catchup <= 0:
+            raise ValueError(f"FLEETWATCH_CATCHUP_MINUTES must be > 0, got {catchup}")
+        location = setting("FLEETWATCH_STATE_DIR", env)
+        remote = ObjectState.open(location) if is_url(location) else None
+        root = remote.mirror if remote else path_setting("FLEETWATCH_STATE_DIR", env)
+        shard = Shard(0, int_setting("FLEETWATCH_SHARDS", env))
         return cls(
-            state_dir=path_setting("FLEETWATCH_STATE_DIR", env),
+            state_dir=shard.folder(root),
+            state_root=root,
+            shard=shard,
+            catchup=timedelta(minutes=catchup),
+            remote=remote,
             output_dir=path_setting("FLEETWATCH_OUTPUT_DIR", env),
             influx=InfluxSettings.from_env(env),
             public_base_url=setting("PUBLIC_BASE_URL", env),
@@ -63,6 +81,17 @@ class PipelineSettings:
             mage_public_host=mage_public_host(env),
             env=dict(env),
         )
+
+    def for_shard(self, value: Any) -> PipelineSettings:
+        """These settings for the run's shard (the runtime variable `shard`, default 0): its
+        folder holds its state, run lock, pending run and alert store."""
+        shard = Shard.from_run(value, self.env)
+        return replace(self, shard=shard, state_dir=shard.folder(self.root))
+
+    @property
+    def root(self) -> Path:
+        """FLEETWATCH_STATE_DIR (its local mirror when it is a URL)."""
+        return self.state_root if self.state_root is not None else self.state_dir
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ exporter, keeps a manual `mage run` and a scheduled run from overlapping; the se
 that fails inside `with run:` lets go of the lock at once, and the commit also checks that the
 committed state is still the one the run started from.
 
+With FLEETWATCH_SHARDS > 1 all of this lives in the run's shard's folder (`influx_magic.shards`);
+with FLEETWATCH_STATE_DIR at a URL the loader pulls the shard's committed objects into a local
+mirror and the commit is a conditional PUT (`influx_magic.object_state`).
+
 The state file depends on the detector configuration: a run with other runtime variables keeps
 its own models, watermark and episodes in its own file instead of refusing the saved ones or
 overwriting them.
@@ -32,7 +36,7 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,12 +46,15 @@ import pandas as pd
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState, StateError
 from influx_magic import state_file
-from influx_magic.alerts import Alert
+from influx_magic.alerts import Alert, SlackWebhookNotifier
 from influx_magic.influx import read_since
+from influx_magic.object_state import StaleStateError
 from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
 from influx_magic.runlock import acquire_run_lock, release_run_lock
+from influx_magic.shards import LAYOUT_FILE, ShardLayoutError, check_layout
 from magic_common.atomic import fsync_dir, write_atomically
 
+ONE_NS = pd.Timedelta(1, unit="ns")
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
 PENDING_DIR = "pending"
 CURRENT_RUN = "current.json"
@@ -64,6 +71,12 @@ def state_path(state_dir: Path, config: DetectorConfig) -> Path:
         return state_dir / name
     digest = hashlib.sha256(config.describe().encode()).hexdigest()[:10]
     return state_dir / f"{name.stem}-{digest}{name.suffix}"
+
+
+def alert_files(state_dir: Path) -> list[Path]:
+    """The alert ledger and outbox of a shard (`influx_magic.alerts.store`)."""
+    folder = state_dir / "alerts" / SlackWebhookNotifier.name
+    return [folder / "ledger.json", folder / "outbox.json"]
 
 
 def file_digest(path: Path) -> str | None:
@@ -83,6 +96,8 @@ class RunRecord:
     config: dict[str, Any]
     lock_timeout: float
     describe: str
+    until: str | None = None  # the read's exclusive end: the fleet's data time it reached
+    latest: str | None = None  # the newest point of the fleet when the run read
 
 
 @dataclass
@@ -109,6 +124,38 @@ class Run:
     def since(self) -> pd.Timestamp:
         """Where the loader reads from: the watermark minus `LATENESS`, or the lookback."""
         return pd.Timestamp(self.record.since)
+
+    @property
+    def until(self) -> pd.Timestamp | None:
+        """Where the loader stopped reading (exclusive), None before it read or without data."""
+        return None if self.record.until is None else pd.Timestamp(self.record.until)
+
+    @property
+    def clock(self) -> pd.Timestamp | None:
+        """The data time the whole fleet reached in this run (the last instant read): every
+        shard runs its episodes' clock to it, so silent machines time out alike."""
+        return None if self.until is None else self.until - ONE_NS
+
+    def reached(self, until: pd.Timestamp | None, latest: pd.Timestamp | None) -> None:
+        """Record where the loader stopped reading and the fleet's newest point then."""
+        self.record = replace(
+            self.record,
+            until=None if until is None else until.isoformat(),
+            latest=None if latest is None else latest.isoformat(),
+        )
+        write_atomically(self.pending_dir / CURRENT_RUN, json.dumps(asdict(self.record)).encode())
+
+    def behind(self) -> str:
+        """A note for the log when the run read less than there is (catching up)."""
+        if self.record.latest is None or self.until is None:
+            return ""
+        latest = pd.Timestamp(self.record.latest)
+        if self.until > latest:
+            return ""
+        return (
+            f"; catching up: {latest - self.clock} behind the newest point "
+            f"({latest.isoformat()}), FLEETWATCH_CATCHUP_MINUTES per run, the next run goes on"
+        )
 
     @property
     def first(self) -> bool:
@@ -156,17 +203,26 @@ class Run:
 
     def commit(self) -> None:
         """Make the pending state the committed one, unless another run committed meanwhile;
-        then let the next run in."""
+        then let the next run in. With the state dir at a URL the commit is one conditional
+        PUT (`influx_magic.object_state`): atomic, and refused by the store when stale."""
         pending = self._pending("state")
         if not pending.exists():
             raise PipelineError(f"no pending state for run {self.record.key}: nothing to commit")
-        if file_digest(self.state_path) != self.record.base_digest:
-            raise PipelineError(
-                f"{self.state_path} changed while this run was in progress (another run "
-                "committed); this run's results are dropped and the next run redoes them"
-            )
-        os.replace(pending, self.state_path)
-        fsync_dir(self.state_path.parent)
+        remote = self.settings.remote
+        if remote is not None:
+            try:
+                remote.commit(self.state_path, pending.read_bytes(), self.record.base_digest)
+            except StaleStateError as error:
+                raise PipelineError(str(error)) from None
+            pending.unlink()
+        else:
+            if file_digest(self.state_path) != self.record.base_digest:
+                raise PipelineError(
+                    f"{self.state_path} changed while this run was in progress (another run "
+                    "committed); this run's results are dropped and the next run redoes them"
+                )
+            os.replace(pending, self.state_path)
+            fsync_dir(self.state_path.parent)
         for leftover in (self._pending("alerts.json"), self.pending_dir / CURRENT_RUN):
             leftover.unlink(missing_ok=True)
         release_run_lock(self.settings.state_dir)
@@ -188,9 +244,16 @@ def start_run(
     acquire_run_lock(settings.state_dir, variables.lock_timeout, what=mage.describe)
     try:
         path = state_path(settings.state_dir, variables.config)
+        remote = settings.remote
+        layout = settings.root / LAYOUT_FILE
         try:
+            if remote is not None:  # the shard's committed objects, into the local mirror
+                tags = remote.pull([layout, path, *alert_files(settings.state_dir)])
+            check_layout(settings.root, settings.shard)
+            if remote is not None:
+                remote.push([layout])
             watermark = state_file.load_or_new(path, variables.config).watermark
-        except StateError as error:
+        except (StateError, ShardLayoutError) as error:
             raise PipelineError(str(error)) from None
         since = read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now)
         folder = settings.state_dir / PENDING_DIR
@@ -201,7 +264,9 @@ def start_run(
         record = RunRecord(
             key=uuid.uuid4().hex[:12],
             state_file=path.name,
-            base_digest=file_digest(path),
+            # The committed version the run starts from: the object's ETag when the state dir
+            # is a URL, else the file's SHA-256.
+            base_digest=tags[path] if remote is not None else file_digest(path),
             since=since.isoformat(),
             config=variables.config.to_json(),
             lock_timeout=variables.lock_timeout,
@@ -216,7 +281,7 @@ def start_run(
 
 def current_run(kwargs: Mapping[str, Any], settings: PipelineSettings | None = None) -> Run:
     """The run the loader started, for a later block (`kwargs`: the block's, for the run link)."""
-    settings = settings or PipelineSettings.from_env()
+    settings = (settings or PipelineSettings.from_env()).for_shard(kwargs.get("shard"))
     path = settings.state_dir / PENDING_DIR / CURRENT_RUN
     try:
         record = RunRecord(**json.loads(path.read_text(encoding="utf-8")))

@@ -34,6 +34,8 @@ SETTINGS = Settings(
         "DEFAULT_OWNER_PASSWORD": "",
         "FLEETWATCH_STATE_DIR": ".local/state",
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+        "FLEETWATCH_SHARDS": "1",
+        "FLEETWATCH_CATCHUP_MINUTES": "60",
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )

@@ -63,6 +63,8 @@ async def put_fault(request: web.Request) -> web.Response:
         body = json.loads(await request.text())
     except ValueError as exc:
         return _error(422, f"body is not JSON: {exc}")
+    except RecursionError:  # "[[[[...": json's parser recurses per level
+        return _error(422, "body is not JSON we can read: nested too deeply")
     if not isinstance(body, dict):
         return _error(422, 'body must be {"kind": "<fault kind>", "active": true|false}')
     kind, active = body.get("kind"), body.get("active")

@@ -114,6 +114,14 @@ class Settings:
         except ValueError:
             raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
+    def number(self, name: str, env: Mapping[str, str] | None = None) -> float:
+        """A number setting (seconds, say), with an error that names the variable."""
+        value = self.get(name, env)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+
     def path(self, name: str, env: Mapping[str, str] | None = None) -> Path:
         """A path setting; relative values resolve against the project root."""
         path = Path(self.get(name, env)).expanduser()

@@ -20,7 +20,7 @@ from influx_magic.run_transaction import current_run
 def check_anomalies(data, *args, **kwargs):
     with current_run(kwargs) as run:
         state = run.pending_state()
-        update = state.episodes.follow(data)
+        update = state.episodes.follow(data, now=run.clock)  # the fleet's data time
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
         plots = plot_alerts(run.settings, checked, alerts, state)

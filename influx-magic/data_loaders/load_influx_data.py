@@ -7,7 +7,10 @@ environment) and reads, in 30-minute slices with `$since` bound as a query param
     WHERE time >= $since ORDER BY time, "machineID"
 
 `since` is the committed watermark minus 30 s for late points; the first run reads
-`lookback_minutes` back. The runtime variables `threshold` and `features` choose the detector
+`lookback_minutes` back. The read ends at the newest point of the whole fleet, or after
+FLEETWATCH_CATCHUP_MINUTES of data when further behind (the next run goes on). With
+FLEETWATCH_SHARDS > 1 the runtime variable `shard` picks the machines (a hash range of the
+series key, bound as parameters too) and the shard's own state. The runtime variables `threshold` and `features` choose the detector
 configuration: one other than the defaults keeps its own models and watermark.
 """
 
@@ -21,15 +24,16 @@ from influx_magic.telemetry import read_telemetry
 
 @data_loader
 def load_influx_data(*args, **kwargs):
-    settings = PipelineSettings.from_env()
+    settings = PipelineSettings.from_env().for_shard(kwargs.get("shard"))
     variables = RunVariables.from_kwargs(kwargs)
     mage = MageRun.from_kwargs(kwargs, settings.mage_public_host)
     with start_run(settings, variables, mage) as run:
-        frame = read_telemetry(settings.influx, since=run.since, features=run.config.features)
+        frame = read_telemetry(run)
         first = "first run, " if run.first else ""
+        shard = f"{settings.shard.describe()}, " if not settings.shard.whole else ""
         print(
             f"load_influx_data: {len(frame)} row(s) since {run.since.isoformat()} "
-            f"({first}{settings.influx})"
+            f"({shard}{first}{settings.influx}){run.behind()}"
         )
     return frame
 

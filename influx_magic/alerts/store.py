@@ -72,6 +72,10 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._delivered)
 
+    def delivered(self) -> dict[str, float]:
+        """Every delivered key with when (a copy), e.g. to move the ledger elsewhere."""
+        return dict(self._delivered)
+
     def add(self, keys: Iterable[str], *, now: float | None = None) -> None:
         moment = time.time() if now is None else now
         for key in keys:

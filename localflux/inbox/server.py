@@ -45,11 +45,14 @@ from localflux.inbox.store import (
     InvalidMessage,
     parse_slack_body,
 )
+from magic_common.http_guard import content_length, host_allowed, host_refusal
 
 log = logging.getLogger("localflux.inbox.server")
 
 # A refused (too large) body is read and dropped up to this size before the 413 goes out.
 DRAIN_LIMIT = 16 * MAX_BODY_BYTES
+# Seconds each read or write on a connection may wait (a silent client frees its thread).
+REQUEST_TIMEOUT = 30
 
 PAGE_CSP = (
     "default-src 'none'; img-src 'self' http: https: data:; connect-src 'self'; "
@@ -100,10 +103,13 @@ class InboxServer(ThreadingHTTPServer):
 class InboxHandler(BaseHTTPRequestHandler):
     server: InboxServer
     server_version = "localflux-inbox"
+    timeout = REQUEST_TIMEOUT
 
     # --- routing -------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self._refused_host():
+            return
         path = urlsplit(self.path).path
         routes: dict[str, Callable[[], None]] = {
             "/": self._page,
@@ -124,11 +130,35 @@ class InboxHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # noqa: N815 - same answers without the body (see _send)
 
     def do_POST(self) -> None:  # noqa: N802
+        if self._refused_host() or self._refused_origin():
+            return
         path = urlsplit(self.path).path
         if path != "/hook" and not path.startswith("/hook/"):
             self._send_text(HTTPStatus.NOT_FOUND, "POST Slack messages to /hook\n")
             return
         self._receive()
+
+    def _refused_host(self) -> bool:
+        """DNS rebinding: a page re-pointing its own name to 127.0.0.1 reads no alerts."""
+        host = self.headers.get("Host")
+        if host_allowed(host, self.server.server_address[0]):
+            return False
+        self.close_connection = True
+        self._send_text(HTTPStatus.FORBIDDEN, host_refusal(host) + "\n")
+        return True
+
+    def _refused_origin(self) -> bool:
+        """A form or script on another site may not post (fake alerts); senders that are no
+        browser send no Origin, and the inbox's own page is its own origin."""
+        origin = self.headers.get("Origin")
+        own = f"http://{self.headers.get('Host', '')}"
+        if origin is None or origin == own:
+            return False
+        self.close_connection = True
+        self._send_text(
+            HTTPStatus.FORBIDDEN, f"refused: a web page on {origin} may not post to the inbox\n"
+        )
+        return True
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -141,10 +171,10 @@ class InboxHandler(BaseHTTPRequestHandler):
             )
             return
         try:
-            length = int(length_header)
-        except ValueError:
+            length = content_length(self.headers.get_all("Content-Length") or []) or 0
+        except ValueError as error:  # -1 used to mean "read until the connection closes"
             self.close_connection = True
-            self._send_text(HTTPStatus.BAD_REQUEST, "invalid_payload: bad Content-Length\n")
+            self._send_text(HTTPStatus.BAD_REQUEST, f"invalid_payload: {error}\n")
             return
         if length > MAX_BODY_BYTES:
             self.close_connection = True

@@ -64,6 +64,8 @@ def parse_slack_body(body: bytes, content_type: str | None = None) -> dict[str, 
         payload = json.loads(raw)
     except json.JSONDecodeError as error:
         raise InvalidMessage(f"invalid_payload: the body is not JSON ({error})") from None
+    except RecursionError:
+        raise InvalidMessage("invalid_payload: the JSON is nested too deeply") from None
     if not isinstance(payload, dict):
         kind = type(payload).__name__
         raise InvalidMessage(f"invalid_payload: expected a JSON object, got {kind}")

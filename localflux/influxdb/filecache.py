@@ -62,10 +62,10 @@ class FileCache:
         self.budget = budget_bytes
         self._entries: OrderedDict[str, CachedFile] = OrderedDict()
         self._bytes = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def get(self, key: str, load: Callable[[], pa.Table]) -> CachedFile:
-        with self._lock:
+        with self.lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
@@ -78,7 +78,7 @@ class FileCache:
         size = entry.table.nbytes
         if size > self.budget:
             return
-        with self._lock:
+        with self.lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.table.nbytes
@@ -89,13 +89,13 @@ class FileCache:
                 self._bytes -= evicted.table.nbytes
 
     def evict(self, key: str) -> None:
-        with self._lock:
+        with self.lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.table.nbytes
 
     def evict_prefix(self, prefix: str) -> None:
         """Forget every file under a directory (a dropped database)."""
-        with self._lock:
+        with self.lock:
             for key in [k for k in self._entries if k.startswith(prefix)]:
                 self._bytes -= self._entries.pop(key).table.nbytes

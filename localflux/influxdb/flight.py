@@ -11,14 +11,19 @@ detail shrinks to `localflux.DatabaseNotFound: <message>` and clients never see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import pyarrow.flight as flight
 
+from localflux.influxdb.answers import Answers
 from localflux.influxdb.auth import MalformedAuthorization, token_from_header, token_matches
-from localflux.influxdb.query import QueryEngine, QueryError
+from localflux.influxdb.query import QueryError
+from localflux.influxdb.query_process import ClientGone, ProcessFailed, QueryTimedOut
 from localflux.influxdb.storage import DatabaseNotFound
 
 log = logging.getLogger(__name__)
@@ -64,12 +69,22 @@ class _AuthFactory(flight.ServerMiddlewareFactory):
 class FlightService(flight.FlightServerBase):
     """Runs on an ephemeral loopback port; the front pipes h2c connections to it."""
 
-    def __init__(self, engine: QueryEngine, token: str | None) -> None:
+    def __init__(self, answers: Answers, token: str | None) -> None:
         middleware = {"auth": _AuthFactory(token)} if token else {}
         super().__init__("grpc+tcp://127.0.0.1:0", middleware=middleware)
-        self.engine = engine
+        self.answers = answers
+        # Set by the server once the front exists: marks a call's connection busy.
+        self.track_call: Callable[[str], AbstractContextManager[None]] = lambda peer: (
+            contextlib.nullcontext()
+        )
 
     def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.RecordBatchStream:
+        with self.track_call(context.peer()):
+            return self._do_get(context, ticket)
+
+    def _do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.RecordBatchStream:
         started = time.perf_counter()
@@ -79,18 +94,27 @@ class FlightService(flight.FlightServerBase):
             params = request.get("params") or None
             if not isinstance(database, str) or not isinstance(sql, str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise InvalidArgument("Invalid ticket") from None
+        if params is not None and not isinstance(params, dict):
+            raise InvalidArgument("Invalid ticket: params must be a JSON object of $name values")
         if request.get("query_type", "sql") != "sql":
             raise Unsupported(
                 f"query_type {request.get('query_type')!r} is not supported by localflux: use SQL"
             )
         try:
-            table = self.engine.query(database, sql, params)
+            table = self.answers.arrow(database, sql, params, cancelled=context.is_cancelled)
         except DatabaseNotFound as error:
             raise NotFound(str(error)) from None
         except QueryError as error:
             raise InvalidArgument(str(error)) from None
+        except QueryTimedOut as error:
+            raise flight.FlightTimedOutError(str(error)) from None
+        except ClientGone:
+            raise flight.FlightCancelledError("the client cancelled the query") from None
+        except ProcessFailed as error:
+            log.error("query on %s failed: %s; SQL: %.300s", database, error, sql)
+            raise flight.FlightInternalError(f"internal error: {error}") from None
         log.debug(
             "flight do_get %s: %d rows in %.1f ms",
             database,

@@ -28,6 +28,8 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +50,8 @@ _ACCEPT = {
     "application/jsonl": "jsonl",
     "application/json": "json",
 }
+# Rows converted to text at a time: bounds the memory of a large answer.
+CHUNK_ROWS = 65536
 
 
 def format_from_accept(accept: str | None) -> str:
@@ -59,59 +63,117 @@ def format_from_accept(accept: str | None) -> str:
     return "json"
 
 
+class AnswerTooLarge(ValueError):
+    """A materialised answer (json, jsonl, csv, pretty) grew past the byte limit."""
+
+
 def render(table: pa.Table, fmt: str) -> tuple[bytes, str]:
     """The response body and its content type."""
+    out = io.BytesIO()
+    write(table, fmt, out)
+    return out.getvalue(), CONTENT_TYPES[fmt]
+
+
+def write(table: pa.Table, fmt: str, out: BinaryIO, limit: int | None = None) -> None:
+    """Write the body to `out`, `CHUNK_ROWS` rows at a time; raise AnswerTooLarge as soon as
+    a text format passes `limit` bytes, so memory stays bounded however large the result.
+    Parquet is written whole and never capped (it is the format for large answers).
+
+    >>> write(pa.table({"v": list(range(100))}), "csv", io.BytesIO(), limit=100)
+    Traceback (most recent call last):
+    ...
+    localflux.influxdb.formats.AnswerTooLarge: the answer is larger than 100 bytes (LOCALFLUX_MAX_ANSWER_MB); use format=parquet or Arrow Flight for large results, or narrow the query
+    """
     if fmt == "parquet":
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue(), CONTENT_TYPES[fmt]
-    columns = [_column_values(table.column(i)) for i in range(table.num_columns)]
+        pq.write_table(table, out)
+        return
+    start = out.tell()
     names = table.column_names
-    if fmt in ("json", "jsonl"):
-        rows = (
-            [
-                {name: value for name, value in zip(names, row, strict=True) if value is not None}
-                for row in zip(*columns, strict=True)
-            ]
-            if columns
-            else [{} for _ in range(table.num_rows)]
-        )
-        if fmt == "json":
-            body = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    widths = _widths(table) if fmt == "pretty" else []
+    if fmt == "json":
+        out.write(b"[")
+    elif fmt == "csv" and (table.num_rows or names):
+        out.write(_csv([names]))
+    elif fmt == "pretty":
+        out.write(_pretty_header(names, widths).encode())
+    first = True
+    for offset in range(0, table.num_rows, CHUNK_ROWS):
+        chunk = table.slice(offset, CHUNK_ROWS)
+        if fmt in ("json", "jsonl"):
+            rows = _json_rows(chunk)
+            if fmt == "json":
+                text = ",".join(_dumps(row) for row in rows)
+                out.write((text if first else "," + text).encode())
+            else:
+                out.write("".join(_dumps(row) + "\n" for row in rows).encode())
         else:
-            body = "".join(
-                json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in rows
+            texts = _texts(chunk)
+            rows_text = zip(*texts, strict=True) if texts else ([] for _ in range(chunk.num_rows))
+            if fmt == "csv":
+                out.write(_csv(rows_text))
+            else:
+                out.write("".join("\n" + _pretty_row(row, widths) for row in rows_text).encode())
+        first = False
+        if limit is not None and out.tell() - start > limit:
+            raise AnswerTooLarge(
+                f"the answer is larger than {limit} bytes (LOCALFLUX_MAX_ANSWER_MB); use "
+                "format=parquet or Arrow Flight for large results, or narrow the query"
             )
-        return body.encode(), CONTENT_TYPES[fmt]
-    texts = [[_text(value) for value in values] for values in columns]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        if table.num_rows or names:
-            writer.writerow(names)
-        writer.writerows(zip(*texts, strict=True))
-        return out.getvalue().encode(), CONTENT_TYPES[fmt]
-    return _pretty(names, texts).encode(), CONTENT_TYPES["pretty"]
+    if fmt == "json":
+        out.write(b"]")
+    elif fmt == "pretty" and table.num_rows and names:
+        out.write(("\n" + _rule(widths)).encode())
 
 
-def _pretty(names: list[str], texts: list[list[str]]) -> str:
-    widths = [
-        max([len(name)] + [len(t) for t in column])
-        for name, column in zip(names, texts, strict=True)
+def _dumps(row: dict[str, object]) -> str:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_rows(table: pa.Table) -> list[dict[str, object]]:
+    """Row objects without nulls (Core's JSON writer omits them)."""
+    columns = [_column_values(table.column(i)) for i in range(table.num_columns)]
+    if not columns:
+        return [{} for _ in range(table.num_rows)]
+    names = table.column_names
+    return [
+        {name: value for name, value in zip(names, row, strict=True) if value is not None}
+        for row in zip(*columns, strict=True)
     ]
-    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    lines = [
-        rule,
-        "|" + "|".join(f" {n.ljust(w)} " for n, w in zip(names, widths, strict=True)) + "|",
-        rule,
+
+
+def _texts(table: pa.Table) -> list[list[str]]:
+    return [
+        [_text(value) for value in _column_values(table.column(i))]
+        for i in range(table.num_columns)
     ]
-    for row in zip(*texts, strict=True):
-        lines.append(
-            "|" + "|".join(f" {v.ljust(w)} " for v, w in zip(row, widths, strict=True)) + "|"
-        )
-    if texts and texts[0]:
-        lines.append(rule)
-    return "\n".join(lines)
+
+
+def _csv(rows: Iterable[Iterable[str]]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue().encode()
+
+
+def _widths(table: pa.Table) -> list[int]:
+    """Column widths of the pretty table: one pass over the rows before writing any."""
+    widths = [len(name) for name in table.column_names]
+    for offset in range(0, table.num_rows, CHUNK_ROWS):
+        for position, column in enumerate(_texts(table.slice(offset, CHUNK_ROWS))):
+            widths[position] = max([widths[position]] + [len(text) for text in column])
+    return widths
+
+
+def _rule(widths: list[int]) -> str:
+    return "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+
+def _pretty_row(values: Iterable[str], widths: list[int]) -> str:
+    return "|" + "|".join(f" {v.ljust(w)} " for v, w in zip(values, widths, strict=True)) + "|"
+
+
+def _pretty_header(names: list[str], widths: list[int]) -> str:
+    rule = _rule(widths)
+    return "\n".join([rule, _pretty_row(names, widths), rule])
 
 
 def _text(value: object) -> str:

@@ -15,26 +15,31 @@ import re
 import socket
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 
 from localflux import __version__
 from localflux.influxdb import formats, lineprotocol
+from localflux.influxdb.answers import Answers
 from localflux.influxdb.auth import MalformedAuthorization, token_from_header, token_matches
-from localflux.influxdb.query import QueryEngine, QueryError
+from localflux.influxdb.front import Connection
+from localflux.influxdb.http_body import BadBody, BodyReader, TooLarge, TooSlow
+from localflux.influxdb.query import QueryError
+from localflux.influxdb.query_process import ClientGone, ProcessFailed, QueryTimedOut
 from localflux.influxdb.storage import DatabaseExists, DatabaseNotFound, Store, WriteRejected
+from magic_common.http_guard import content_length, host_allowed, host_refusal, origin_allowed
 
 log = logging.getLogger(__name__)
 
 VERSION = f"3.11.0+localflux.{__version__}"
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
-# Bodies over the limit are still read (up to this) so the client sees the 413, not a reset.
+# Bodies over the limit are still read and dropped (up to this, within the request's time
+# limit) so a client that sends before it reads sees the 413, not a reset.
 _DRAIN_LIMIT = 256 * 1024 * 1024
-_IDLE_TIMEOUT = 300.0
 _DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _DB_NAME_WITH_RP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:/[A-Za-z0-9_-]+)?\Z")
 
@@ -75,6 +80,16 @@ class HttpError(Exception):
         self.content_type = content_type
 
 
+def _parse_json(data: bytes | str) -> Any:
+    """A request's JSON, or a 400 (also for JSON nested deeper than the parser recurses)."""
+    try:
+        return json.loads(data)
+    except ValueError as error:
+        raise HttpError(400, f"serde json error: {error}") from None
+    except RecursionError:
+        raise HttpError(400, "serde json error: nested too deeply") from None
+
+
 def _json_error(status: int, payload: object) -> HttpError:
     return HttpError(status, json.dumps(payload, separators=(",", ":")), "application/json")
 
@@ -84,15 +99,19 @@ class Api:
     """What the handlers share: the store, the query engine and the server's settings."""
 
     store: Store
-    engine: QueryEngine
+    answers: Answers
     token: str | None
     max_request_bytes: int = MAX_REQUEST_BYTES
+    idle_timeout: float = 30.0
+    bind_host: str = "127.0.0.1"
+    cors_origins: frozenset[str] = frozenset()
     process_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    def serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
-        """Serve HTTP/1.1 requests on an accepted connection until it closes."""
+    def serve(self, conn: socket.socket, address: tuple[str, int], state: Connection) -> None:
+        """Serve HTTP/1.1 requests on an accepted connection until it closes; `state` tells
+        the front when a request is in progress (an idle connection may be closed)."""
         with contextlib.suppress(ConnectionError, TimeoutError):  # the client went away
-            Handler(conn, address, self)
+            Handler(conn, address, self, state)
 
 
 @dataclass
@@ -120,10 +139,32 @@ _V1 = _WriteApi("v1", "db", "ns", False)
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"localflux/{__version__}"
-    timeout = _IDLE_TIMEOUT
     server: Api  # type: ignore[assignment]  # our Api stands in for socketserver's server
     query: dict[str, str] = {}  # replaced per request, never mutated
     _body_read = False
+
+    def __init__(
+        self, request: socket.socket, address: tuple[str, int], server: Api, state: Connection
+    ) -> None:
+        self.state = state
+        super().__init__(request, address, server)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # each read and write, not just the first
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.state.idle()  # waiting for a request: the front may close it when idle too long
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        # The head is read while the connection still counts as idle, so a client trickling
+        # header lines is closed by the front's idle watch like a silent one.
+        parsed = super().parse_request()
+        if not self.state.busy():  # closed as idle just as the head completed: drop it
+            self.close_connection = True
+            return False
+        return parsed
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -137,15 +178,7 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
 
     def do_OPTIONS(self) -> None:  # noqa: N802
-        self._send(
-            204,
-            b"",
-            headers={
-                "Access-Control-Allow-Methods": "*",
-                "Access-Control-Allow-Headers": "*",
-                "Access-Control-Max-Age": "86400",
-            },
-        )
+        self._dispatch()
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -156,11 +189,18 @@ class Handler(BaseHTTPRequestHandler):
         self._body_read = False
         status = 500
         try:
-            self._authenticate(url.path)
-            status = self._route(url.path)
+            self._reader = self._framing()
+            self._check_browser()
+            if self.command == "OPTIONS":
+                status = self._preflight()
+            else:
+                self._authenticate(url.path)
+                status = self._route(url.path)
         except HttpError as error:
             status = error.status
             self._send(error.status, error.body, error.content_type)
+        except ConnectionError:
+            raise  # the client went away: nothing to answer (Api.serve ends the connection)
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
             self._send(500, b"internal error", "text/plain")
@@ -179,18 +219,31 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        self._send_head(status, content_type, len(body), headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_head(
+        self,
+        status: int,
+        content_type: str | None,
+        length: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if not self._body_read:
             self._discard_body()
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Content-Length", str(length))
+        origin = self.headers.get("Origin")
+        if origin is not None and self.server.cors_origins:
+            self.send_header("Vary", "Origin")
+            if origin_allowed(origin, self.server.cors_origins):
+                self.send_header("Access-Control-Allow-Origin", origin)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _authenticate(self, path: str) -> None:
         expected = self.server.token
@@ -208,71 +261,91 @@ class Handler(BaseHTTPRequestHandler):
         if not token_matches(given, expected):
             raise HttpError(401, b"")
 
+    def _check_browser(self) -> None:
+        """Refuse web pages: a foreign Host (DNS rebinding) or an origin not allowed."""
+        host = self.headers.get("Host")
+        if not host_allowed(host, self.server.bind_host):
+            raise HttpError(403, host_refusal(host))
+        origin = self.headers.get("Origin")
+        if not origin_allowed(origin, self.server.cors_origins):
+            raise HttpError(
+                403,
+                f"refused: a web page on {origin} may not use this server; name its origin "
+                "in LOCALFLUX_CORS_ORIGINS to allow it",
+            )
+
+    def _preflight(self) -> int:
+        """A browser asking whether it may send a request (origins allowed reach here)."""
+        headers = {"Allow": "GET, POST, DELETE, OPTIONS"}
+        if self.headers.get("Origin") is not None:
+            headers.update(
+                {
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE",
+                    "Access-Control-Allow-Headers": (
+                        "Authorization, Content-Type, Content-Encoding, Accept"
+                    ),
+                    "Access-Control-Max-Age": "600",
+                }
+            )
+        self._send(204, b"", headers=headers)
+        return 204
+
+    def _framing(self) -> BodyReader:
+        """How the body is framed (declared length or chunked); malformed framing is a 400 and
+        the connection closes, as the next request's start cannot be found."""
+        try:
+            length = content_length(self.headers.get_all("Content-Length") or [])
+            codings = [
+                coding.strip().lower()
+                for value in self.headers.get_all("Transfer-Encoding") or []
+                for coding in value.split(",")
+                if coding.strip()
+            ]
+            if codings and codings != ["chunked"]:
+                raise HttpError(501, f"unsupported Transfer-Encoding: {', '.join(codings)}")
+            if codings and length is not None:
+                raise ValueError("a request may not declare both Content-Length and chunked")
+        except (ValueError, HttpError) as error:
+            self._body_read = True
+            self.close_connection = True
+            raise error if isinstance(error, HttpError) else HttpError(400, str(error)) from None
+        return BodyReader(
+            self.rfile,
+            self.connection,
+            length=length,
+            chunked=bool(codings),
+            deadline=time.monotonic() + self.server.idle_timeout,
+        )
+
     def _discard_body(self) -> None:
         """Read an unread request body so the connection can carry the next request."""
         self._body_read = True
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self._read_chunked(_DRAIN_LIMIT)
-        elif length:
-            remaining = int(length)
-            if remaining > _DRAIN_LIMIT:
-                self.close_connection = True
-                return
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-
-    def _read_chunked(self, limit: int) -> bytes | None:
-        """A chunked body, or None (after reading it all) when it is longer than `limit`."""
-        parts = []
-        total = 0
-        while True:
-            try:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                self.close_connection = True
-                raise HttpError(400, "malformed chunked request body") from None
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts) if total <= limit else None
-            total += size
-            chunk = self.rfile.read(size)
-            self.rfile.readline()
-            if total <= limit:
-                parts.append(chunk)
+        if not self._reader.drain(_DRAIN_LIMIT):
+            self.close_connection = True
+        self.connection.settimeout(self.timeout)
 
     def _body(self, too_large: HttpError) -> bytes:
-        """The request body, gunzipped, within the size limit."""
+        """The request body, gunzipped, within the size limit (checked while reading)."""
         limit = self.server.max_request_bytes
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding not in ("identity", "gzip"):
             raise HttpError(400, f"unacceptable content-encoding: {encoding}")
         self._body_read = True
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = self._read_chunked(limit)
-            if body is None:
-                raise too_large
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > limit:
-                self._body_read = False  # _send drains it
-                raise too_large
-            body = self.rfile.read(length)
-        if len(body) > limit:
-            raise too_large
-        if encoding == "gzip":
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                body = inflater.decompress(body, limit + 1)
-            except zlib.error as error:
-                raise HttpError(400, f"error decoding gzip stream: {error}") from None
-            if len(body) > limit:
-                raise too_large
-        return body
+        try:
+            return self._reader.read(limit, gzip=encoding == "gzip")
+        except TooLarge:
+            self._body_read = False  # _send drains the rest
+            raise too_large from None
+        except BadBody as error:
+            self.close_connection = True
+            raise HttpError(400, str(error)) from None
+        except TooSlow:
+            self.close_connection = True
+            raise HttpError(
+                408, f"the request body did not arrive within {self.server.idle_timeout:g} s"
+            ) from None
+        finally:
+            self.connection.settimeout(self.timeout)
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -357,15 +430,22 @@ class Handler(BaseHTTPRequestHandler):
             )
         except lineprotocol.BodyError as error:
             raise api.error(400, str(error)) from None
+        except OSError as error:  # a full disk, say: nothing was acknowledged, and why
+            log.error("write to %s not stored: %s", db, error)
+            reason = error.strerror or str(error)
+            raise api.error(
+                500, f"write buffer error: the write was not stored: {reason}", "internal error"
+            ) from None
         except WriteRejected as rejection:
             error = rejection.error
             if api.name == "v3":
                 raise _json_error(
                     400, {"error": "line protocol parsing error", "data": error.as_json()}
                 ) from None
+            # Core's text ("write buffer error: ..."), which clients match; then the reason.
             raise api.error(
                 400,
-                f"failed to parse line protocol: errors encountered on line(s): "
+                f"write buffer error: parsing for line protocol failed: "
                 f"line {error.line_number}: {error.message}",
             ) from None
         if rejected:
@@ -383,15 +463,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET":
             request: dict[str, object] = dict(self.query)
             if "params" in request:
-                try:
-                    request["params"] = json.loads(str(request["params"]))
-                except ValueError as error:
-                    raise HttpError(400, f"serde json error: {error}") from None
+                request["params"] = _parse_json(str(request["params"]))
         else:
-            try:
-                request = json.loads(self._body(HttpError(413, "request too large")) or b"{}")
-            except ValueError as error:
-                raise HttpError(400, f"serde json error: {error}") from None
+            request = _parse_json(self._body(HttpError(413, "request too large")) or b"{}")
             if not isinstance(request, dict):
                 raise HttpError(400, "serde json error: expected a JSON object")
         db, sql = request.get("db"), request.get("q")
@@ -404,13 +478,23 @@ class Handler(BaseHTTPRequestHandler):
         if params is not None and not isinstance(params, dict):
             raise HttpError(400, "serde json error: params must be a JSON object")
         try:
-            table = self.server.engine.query(db, sql, params)
+            answer = self.server.answers.rendered(db, sql, params, str(fmt), client=self.connection)
         except DatabaseNotFound as error:
             raise _json_error(404, {"error": f"query error: {error}", "data": None}) from None
-        except QueryError as error:
+        except (QueryError, formats.AnswerTooLarge, QueryTimedOut) as error:
             raise HttpError(400, str(error)) from None
-        body, content_type = formats.render(table, str(fmt))
-        self._send(200, body, content_type)
+        except ClientGone:
+            self.close_connection = True
+            return 499  # nginx's "client closed request": logged, never sent
+        except ProcessFailed as error:
+            log.error("query on %s failed: %s; SQL: %.300s", db, error, sql)
+            raise HttpError(500, f"internal error: {error}") from None
+        try:
+            self._send_head(200, formats.CONTENT_TYPES[str(fmt)], answer.size)
+            if self.command != "HEAD":
+                answer.send(self.connection)
+        finally:
+            answer.close()
         return 200
 
     def _configure_database(self, method: str) -> int:
@@ -427,10 +511,10 @@ class Handler(BaseHTTPRequestHandler):
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if content_type != "application/json" and not content_type.endswith("+json"):
                 raise HttpError(415, "unacceptable content-type, expected: application/json")
+            request = _parse_json(self._body(HttpError(413, "request too large")))
             try:
-                request = json.loads(self._body(HttpError(413, "request too large")))
-                db = request["db"]
-            except (ValueError, KeyError, TypeError) as error:
+                db = request["db"]  # type: ignore[index]
+            except (KeyError, TypeError) as error:
                 raise HttpError(400, f"serde json error: {error}") from None
             name_error = database_name_error(str(db))
             if name_error:

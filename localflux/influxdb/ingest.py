@@ -67,10 +67,11 @@ def build_table(groups: list[tuple[LineGroup, np.ndarray]]) -> pa.Table:
     if len(pieces) > 1:
         table = table.take(pa.array(np.argsort(table.column("\0row").to_numpy(), kind="stable")))
     names = sorted(n for n in table.column_names if n != "\0row")
+    tags = {name for group, _ in groups for name in group.tags}
     arrays = []
     for name in names:
         column = table.column(name).combine_chunks()
-        if pa.types.is_string(column.type) and _is_tag(groups, name):
+        if pa.types.is_string(column.type) and name in tags:
             column = column.dictionary_encode()
             if column.type != TAG_TYPE:
                 column = column.cast(TAG_TYPE)
@@ -82,7 +83,3 @@ def build_table(groups: list[tuple[LineGroup, np.ndarray]]) -> pa.Table:
         ]
     )
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _is_tag(groups: list[tuple[LineGroup, np.ndarray]], name: str) -> bool:
-    return any(name in group.tags for group, _ in groups)

@@ -31,6 +31,7 @@ localflux.influxdb.lineprotocol.LineProtocolError: No fields were provided
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ MAX_SHAPES = 16
 MIN_SHAPE_LINES = 32
 # Lines tried (and left to the per-line parser) while looking for a columnar shape.
 MAX_PROBES = 64
+# Wider lines (tags + fields) go to the per-line parser: a shape's pattern has a group per
+# column, and compiling and matching thousands of groups costs more than it saves.
+MAX_SHAPE_COLUMNS = 64
 
 _TRUE = ("true", "True", "TRUE", "t", "T")
 _FALSE = ("false", "False", "FALSE", "f", "F")
@@ -318,7 +322,10 @@ def _field_value(text: str, pos: int) -> tuple[Kind, object, int] | None:
             raise LineProtocolError(f"Unable to parse unsigned integer value '{digits}'")
         return Kind.UINTEGER, value, match.end()
     if match := _FLOAT.match(text, pos):
-        return Kind.FLOAT, float(match.group()), match.end()
+        value = float(match.group())
+        if math.isinf(value):  # 1e400: no finite float64; Core stores no inf
+            raise LineProtocolError(f"Unable to parse floating-point value '{match.group()}'")
+        return Kind.FLOAT, value, match.end()
     if text.startswith('"', pos):
         return _string_value(text, pos)
     for spelling in _TRUE:
@@ -511,14 +518,16 @@ def _unescape_tags(values: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(values, pattern=_TAG_ESCAPE, replacement=r"\1")
 
 
-def _bad_tag_values(tags: dict[str, pa.Array]) -> np.ndarray | None:
-    """Rows whose (unescaped) tag value the per-line parser refuses, or None if there are none:
-    a value ending with a backslash, or one over Core's 64 KiB limit."""
+def _refused_rows(group: LineGroup) -> np.ndarray | None:
+    """Rows whose values the per-line parser refuses, or None if there are none: a tag value
+    ending with a backslash or over Core's 64 KiB limit, a float out of range (`1e400`)."""
     bad = None
-    for values in tags.values():
-        refused = pc.or_(
-            pc.ends_with(values, "\\"), pc.greater(pc.binary_length(values), STRING_LIMIT)
-        )
+    checks = [
+        pc.or_(pc.ends_with(values, "\\"), pc.greater(pc.binary_length(values), STRING_LIMIT))
+        for values in group.tags.values()
+    ]
+    checks += [pc.is_inf(values) for kind, values in group.fields.values() if kind is Kind.FLOAT]
+    for refused in checks:
         if pc.any(refused).as_py():
             mask = refused.to_numpy(zero_copy_only=False)
             bad = mask if bad is None else bad | mask
@@ -530,8 +539,8 @@ def _columnar_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> Line
 
     `lines` starts with `line`'s own text, so the group is never empty.
 
-    Lines whose tag values the per-line parser refuses are left out of the group, so they
-    reach it and get its error message.
+    Lines with values the per-line parser refuses are left out of the group, so they reach
+    it and get its error message.
     """
     try:
         group = _split_group(line, lines, rows) if _splittable(line) else None
@@ -540,7 +549,7 @@ def _columnar_group(line: ParsedLine, lines: pa.Array, rows: np.ndarray) -> Line
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # Overflow or an over-long string somewhere: the per-line parser reports which line.
         return None
-    bad = _bad_tag_values(group.tags)
+    bad = _refused_rows(group)
     return group if bad is None else group.take(~bad)
 
 
@@ -615,6 +624,8 @@ def _fast_shape(text: str) -> ParsedLine | None:
     try:
         line = parse_line(text)
     except LineProtocolError:
+        return None
+    if len(line.tags) + len(line.fields) > MAX_SHAPE_COLUMNS:
         return None
     return line if re.match(_shape_pattern(line), text) else None
 
@@ -757,7 +768,8 @@ def to_nanoseconds(
         else:
             multiplier = np.full(len(values), PRECISION_NS[precision], dtype=np.int64)
         limit = np.iinfo(np.int64).max // multiplier
-        fits = np.abs(values) <= limit
+        # Compared on both sides: np.abs of the smallest int64 overflows to itself.
+        fits = (values <= limit) & (values >= -limit)
         times = np.where(present, values * np.where(fits, multiplier, 1), now_ns)
         bad = present & ~fits
         if bad.any():
@@ -765,5 +777,6 @@ def to_nanoseconds(
                 parsed.errors.append(parsed.error_for(row, "timestamp out of range"))
             group = group.take(~bad)
             times = times[~bad]
-        result.append((group, times))
+        if len(group.rows):  # every line of the group may have been refused
+            result.append((group, times))
     return result

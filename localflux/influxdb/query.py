@@ -11,6 +11,8 @@ touches the same data after a day of history as after an hour.
 >>> scans = Scan(None, None, set()).merge(Scan(5, 10, {"a"}))
 >>> (scans.lo, scans.hi, scans.columns)
 (None, None, {'a'})
+>>> Scan.from_json(Scan(5, 10, {"a"}).as_json())
+Scan(lo=5, hi=10, columns={'a'})
 >>> repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2], pa.int32()), ["a", "b", "a"])
 >>> unique_dictionaries(pa.table({"k": repeated})).column("k").chunk(0).dictionary.to_pylist()
 ['a', 'b']
@@ -29,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from localflux.influxdb.model import TIME
-from localflux.influxdb.storage import Store, TableSnapshot
+from localflux.influxdb.storage import DatabaseNotFound, Store, TableSnapshot
 
 if TYPE_CHECKING:
     from datafusion import LogicalPlan, SessionContext, SQLOptions
@@ -51,6 +53,14 @@ class Scan:
     lo: int | None
     hi: int | None
     columns: set[str] | None  # None: every column
+
+    def as_json(self) -> list[object]:
+        return [self.lo, self.hi, None if self.columns is None else sorted(self.columns)]
+
+    @classmethod
+    def from_json(cls, value: list[object]) -> Scan:
+        lo, hi, columns = value
+        return cls(lo, hi, None if columns is None else set(columns))  # type: ignore[arg-type]
 
     def merge(self, other: Scan) -> Scan:
         return Scan(
@@ -85,8 +95,17 @@ def plan_scans(plan: LogicalPlan) -> dict[str, Scan]:
     return scans
 
 
+def _variant(expr: object) -> object | None:
+    """The expression's Python form, or None where the datafusion bindings have none (some
+    scalar functions, e.g. `md5(...)`): such a conjunct only does not narrow the scan."""
+    try:
+        return expr.to_variant()
+    except Exception:  # noqa: BLE001 - the bindings raise a bare Exception ("not implemented")
+        return None
+
+
 def _conjuncts(expr: object) -> list[object]:
-    variant = expr.to_variant()
+    variant = _variant(expr)
     if type(variant).__name__ == "BinaryExpr" and str(variant.op()).upper() == "AND":
         return _conjuncts(variant.left()) + _conjuncts(variant.right())
     return [expr]
@@ -98,11 +117,11 @@ _FLIPPED = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "="}
 def _time_bounds(exprs: list[object], table: str) -> tuple[int | None, int | None]:
     lo = hi = None
     for expr in exprs:
-        variant = expr.to_variant()
+        variant = _variant(expr)
         if type(variant).__name__ != "BinaryExpr":
             continue
         op = str(variant.op())
-        left, right = variant.left().to_variant(), variant.right().to_variant()
+        left, right = _variant(variant.left()), _variant(variant.right())
         if _is_time(right, table) and type(left).__name__ == "Literal":
             left, right, op = right, left, _FLIPPED.get(op, "")
         if not (_is_time(left, table) and type(right).__name__ == "Literal"):
@@ -161,17 +180,16 @@ class QueryEngine:
     """Runs SQL for the HTTP and Flight APIs.
 
     datafusion is imported on first use (it pulls in pandas, over a second): the server
-    starts answering at once and warms it up in the background (`warm_up`).
+    starts answering at once and imports it in the background (`Answers.warm_up`). The
+    server runs queries only in forked processes (`localflux.influxdb.answers`), never in itself.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    @staticmethod
-    def warm_up() -> None:
-        import datafusion  # noqa: F401 - the import is the point
-
-    def _session(self) -> SessionContext:
+    def session(self) -> SessionContext:
+        """A fresh DataFusion session with Core's catalog and schema names (no thread pool
+        starts until it plans or runs something)."""
         from datafusion import SessionConfig, SessionContext
 
         config = (
@@ -188,8 +206,14 @@ class QueryEngine:
         self, database: str, sql: str, params: Mapping[str, object] | None = None
     ) -> pa.Table:
         """Run one SQL statement; raises DatabaseNotFound or QueryError."""
+        return self.run(database, sql, params)[0]
+
+    def run(
+        self, database: str, sql: str, params: Mapping[str, object] | None = None
+    ) -> tuple[pa.Table, dict[str, Scan]]:
+        """Run one SQL statement: its result and what it read of each table."""
         definitions = self.store.tables(database)
-        ctx = self._session()
+        ctx = self.session()
         for name, definition in definitions.items():
             schema = definition.schema()
             ctx.register_record_batches(_quoted(name), [[pa.RecordBatch.from_pylist([], schema)]])
@@ -210,7 +234,23 @@ class QueryEngine:
             result = ctx.sql_with_options(sql, _read_only(), param_values=values).to_arrow_table()
         except Exception as error:
             raise QueryError(_message(error)) from None
-        return unique_dictionaries(result)
+        return unique_dictionaries(result), scans
+
+    def warm_caches(self, database: str, scans: Mapping[str, Scan]) -> None:
+        """Read what a query read, so the server's caches hold it (decoded Parquet files,
+        deduplicated partitions): queries run in forked processes, whose own cache fills
+        are lost when they exit. No DataFusion here; it must not run in the server."""
+        try:
+            snapshot = self.store.snapshot(
+                database, {name: (s.lo, s.hi) for name, s in scans.items()}
+            )
+        except DatabaseNotFound:
+            return
+        for name, table in snapshot.items():
+            scan = scans[name]
+            for part in table.partitions:
+                for _ in self.store.read(table, part, table.schema.names, scan.lo, scan.hi):
+                    pass
 
     def _partitions(self, table: TableSnapshot, scan: Scan) -> list[list[pa.RecordBatch]]:
         """The table's rows as DataFusion partitions (two, for the two cores)."""

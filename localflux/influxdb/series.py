@@ -30,10 +30,23 @@ from localflux.influxdb.model import TIME
 NO_TIME = np.iinfo(np.int64).min
 
 
+# Below this many tag cells a write's series keys are built row by row: per-column numpy
+# passes cost more than they save for a few wide lines.
+_ROW_BY_ROW_CELLS = 65536
+
+
 def series_ids(table: pa.Table, tag_names: list[str], index: dict[tuple, int]) -> np.ndarray:
     """Per-row series numbers; new series are added to `index` (tag set -> number)."""
     rows = table.num_rows
-    present = [name for name in sorted(tag_names) if name in table.column_names]
+    names = set(table.column_names)  # a set: `in` on the list would be quadratic in tags
+    present = [name for name in sorted(tag_names) if name in names]
+    if rows * len(present) <= _ROW_BY_ROW_CELLS:
+        columns = [(name, table.column(name).to_pylist()) for name in present]
+        keys = [
+            tuple((name, values[row]) for name, values in columns if values[row] is not None)
+            for row in range(rows)
+        ]
+        return np.array([index.setdefault(key, len(index)) for key in keys], dtype=np.int64)
     codes = np.zeros(rows, dtype=np.int64)
     for name in present:
         column = table.column(name).combine_chunks()
@@ -98,8 +111,10 @@ class SeriesClock:
 
 def deduplicate(table: pa.Table, tag_names: list[str]) -> pa.Table:
     """One row per (tags, time): the last non-null value of each field, in row order."""
-    keys = [name for name in tag_names if name in table.column_names] + [TIME]
-    fields = [name for name in table.column_names if name not in keys]
+    names = set(table.column_names)
+    keys = [name for name in tag_names if name in names] + [TIME]
+    key_set = set(keys)
+    fields = [name for name in table.column_names if name not in key_set]
     # Chunks written at different times carry different tag dictionaries.
     table = table.unify_dictionaries()
     grouped = table.group_by(keys, use_threads=False).aggregate([(name, "last") for name in fields])

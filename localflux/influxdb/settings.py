@@ -1,4 +1,4 @@
-"""localflux serve's settings: port, data dir and token (documented in `.env.example`)."""
+"""localflux serve's settings: port, data dir, token and limits (documented in `.env.example`)."""
 
 from __future__ import annotations
 
@@ -9,5 +9,10 @@ SETTINGS = Settings(
         "LOCALFLUX_PORT": "8181",
         "LOCALFLUX_DATA_DIR": ".local/influx",
         "LOCALFLUX_TOKEN": "",
+        "LOCALFLUX_QUERY_TIMEOUT": "60",
+        "LOCALFLUX_MAX_ANSWER_MB": "256",
+        "LOCALFLUX_MAX_CONNECTIONS": "256",
+        "LOCALFLUX_IDLE_TIMEOUT": "30",
+        "LOCALFLUX_CORS_ORIGINS": "",
     }
 )

@@ -21,6 +21,7 @@ compaction merges them into one clean file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -252,6 +253,14 @@ class Store:
                             "compaction of %s failed; its WAL is kept", db.definition.name
                         )
 
+    @contextlib.contextmanager
+    def fork_guard(self) -> Iterator[None]:
+        """Hold every lock a reader takes, for forking a query process: a child gets a copy
+        of memory in which no other thread holds one of them (and releases its copies when
+        the block ends, as the parent does)."""
+        with self._lock, self.files.lock:
+            yield
+
     # --- databases ---------------------------------------------------------------------------
 
     def database_names(self) -> list[str]:
@@ -409,8 +418,9 @@ class Store:
         """Rebuild a partition's per-series newest times from its Parquet files (after restart)."""
         clock = SeriesClock()
         tags = state.definition.tag_names()
+        tag_set = set(tags)
         for data_file in files:
-            columns = [c for c in data_file.columns if c in tags] + [TIME]
+            columns = [c for c in data_file.columns if c in tag_set] + [TIME]
             table = pq.read_table(db.directory / data_file.path, columns=columns)
             clock.observe(series_ids(table, tags, state.series), time_values(table))
         return clock
@@ -472,7 +482,8 @@ class Store:
                 with self._lock:
                     if part.partition.version == part.version:
                         part.partition.deduplicated = (part.version, full)
-            yield full.select([c for c in columns if c in full.column_names])
+            have = set(full.column_names)
+            yield full.select([c for c in columns if c in have])
             return
         for snapshot_file in part.files:
             data_file = snapshot_file.data_file
@@ -484,9 +495,11 @@ class Store:
             ):
                 continue
             rows = self._cached(snapshot_file).between(lo, hi)
-            yield rows.select([c for c in columns if c in data_file.columns] or [TIME])
+            have = set(data_file.columns)
+            yield rows.select([c for c in columns if c in have] or [TIME])
         for rows in part.buffer:
-            yield rows.select([c for c in columns if c in rows.column_names])
+            have = set(rows.column_names)
+            yield rows.select([c for c in columns if c in have])
 
     def _cached(self, snapshot_file: SnapshotFile) -> CachedFile:
         source = snapshot_file.source

@@ -18,6 +18,7 @@ Record layout: magic `LFW1`, payload length (u64 LE), CRC32 of the payload (u32 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -75,14 +76,19 @@ def read_segment(path: Path) -> Iterator[bytes]:
 
 
 class Wal:
-    """The open segment of one database's log."""
+    """The open segment of one database's log.
+
+    A record is written with plain `os.write` calls and no buffer, so a failed write (a full
+    disk, a file-size limit) leaves nothing queued to be written later: the segment is cut
+    back to its last whole record and the error raised, so the next write after space frees
+    up does not follow a torn record (which would end the log on replay and lose it).
+    """
 
     def __init__(self, directory: Path, number: int) -> None:
         self.directory = directory
         self.number = number
-        self.bytes = 0
-        self._file = open(segment_path(directory, number), "ab")  # noqa: SIM115 - held open
-        fsync_dir(directory)
+        self._fd = _open_segment(directory, number)
+        self._size = os.fstat(self._fd).st_size
 
     @classmethod
     def open(cls, directory: Path, after: int = 0) -> Wal:
@@ -93,23 +99,30 @@ class Wal:
         return cls(directory, last + 1)
 
     def append(self, payload: bytes, *, sync: bool) -> None:
-        self._file.write(_HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)))
-        self._file.write(payload)
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-        self.bytes += _HEADER.size + len(payload)
+        """Write one record (and fsync it unless `sync` is off); OSError leaves the segment
+        as it was before the call."""
+        start = self._size
+        try:
+            _write_all(self._fd, _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)))
+            _write_all(self._fd, payload)
+            if sync:
+                os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # cutting a file back needs no space
+                os.ftruncate(self._fd, start)
+            raise
+        self._size = start + _HEADER.size + len(payload)
 
     def rotate(self) -> int:
-        """Close the current segment (synced) and start the next; returns the closed number."""
+        """Close the current segment (synced) and start the next; returns the closed number.
+        On an error the current segment stays open for writes."""
+        os.fsync(self._fd)
+        fresh = _open_segment(self.directory, self.number + 1)
+        os.close(self._fd)
         closed = self.number
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         self.number += 1
-        self.bytes = 0
-        self._file = open(segment_path(self.directory, self.number), "ab")  # noqa: SIM115
-        fsync_dir(self.directory)
+        self._fd = fresh
+        self._size = 0
         return closed
 
     def delete_through(self, number: int) -> None:
@@ -119,10 +132,26 @@ class Wal:
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _open_segment(directory: Path, number: int) -> int:
+    fd = os.open(
+        segment_path(directory, number),
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+        0o644,
+    )
+    fsync_dir(directory)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def encode_tables(tables: dict[int, pa.Table]) -> bytes:

@@ -145,7 +145,7 @@ def test_scenarios_pool_their_seeds_and_report_restarts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "scenarios.json"
-    args = ["simulator", "--scenario", "restarts", "--scenario", "daily", "--minutes", "150"]
+    args = ["simulator", "--scenario", "restarts", "--scenario", "daily", "--minutes", "100"]
     args += ["--machines", "2", "--seeds", "1,2", "--faults", "overload,drift", "--json", str(out)]
     assert main([*args, "--jobs", "1"]) == 0
     payload = json.loads(out.read_text())

@@ -105,7 +105,7 @@ def test_a_client_still_sending_a_refused_body_reads_the_413(inbox: Inbox) -> No
     it never reads the answer (seen on a loaded CI machine)."""
     body = b"x" * 1_100_000
     head = (
-        f"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", inbox.port), timeout=10) as client:

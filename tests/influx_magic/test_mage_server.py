@@ -134,6 +134,46 @@ def test_the_schedule_runs_the_pipeline_and_the_api_trigger_is_created(
     assert project_files() == before  # `mage start` left `git status` as it was
 
 
+def test_two_shards_run_in_parallel_every_minute(
+    world: PipelineWorld, start_process, port_factory
+) -> None:
+    """FLEETWATCH_SHARDS=2: a trigger per shard, and Mage runs the shards' runs side by side
+    (its run records overlap in time); each shard commits its own state."""
+    seed_fault(world)
+    before = project_files()
+    port = port_factory()
+    server = start_mage(start_process, port, {"FLEETWATCH_SHARDS": "2"})
+    mage = MageApi(f"http://127.0.0.1:{port}")
+
+    def minute_runs() -> list[dict]:
+        """Completed runs of the latest minute that has a completed run of every shard."""
+        try:
+            runs = mage.call("GET", f"/api/pipeline_runs?pipeline_uuid={PIPELINE}&_limit=20")
+        except MageServerError:  # still migrating its database
+            return []
+        by_minute: dict[str, list[dict]] = {}
+        for run in runs["pipeline_runs"]:
+            if run["status"] == "completed":
+                by_minute.setdefault(str(run["execution_date"])[:16], []).append(run)
+        full = [group for _, group in sorted(by_minute.items()) if len(group) == 2]
+        return full[-1] if full else []
+
+    assert wait_until(minute_runs, timeout=300, interval=2)
+    first, second = sorted(minute_runs(), key=lambda run: run["started_at"])
+    assert {first["pipeline_schedule_name"], second["pipeline_schedule_name"]} == {
+        "every_minute",
+        "every_minute_shard_1",
+    }
+    assert second["started_at"] < first["completed_at"], (first, second)  # side by side
+    root = world.state_dir
+    assert json.loads((root / "shards.json").read_text()) == {"shards": 2}
+    for index in range(2):
+        assert (root / "shards-2" / f"shard-{index}" / "fleetwatch-state.zip").exists()
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+    stop_and_check_nothing_is_left(server)
+    assert project_files() == before  # the shard trigger lives in Mage's database only
+
+
 @pytest.mark.browser
 def test_the_pipeline_page_shows_the_five_blocks_in_order(
     local_dirs, start_process, port_factory, tmp_path, chromium

@@ -245,7 +245,10 @@ def test_chunked_bodies_over_the_limit_are_refused(localflux_server):
     assert query_sql(localflux_server, "SELECT * FROM m").status_code in (400, 404)
 
 
-def test_cors_preflight(localflux_server):
+@pytest.mark.localflux_only
+def test_no_cors_headers_without_an_allow_list(localflux_server):
     response = requests.options(localflux_server.url + "/api/v3/query_sql", timeout=TIMEOUT)
     assert response.status_code == 204
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in response.headers
+    health = requests.get(localflux_server.url + "/health", timeout=TIMEOUT)
+    assert "Access-Control-Allow-Origin" not in health.headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 import pytest
@@ -88,6 +89,19 @@ def test_a_body_that_is_not_json_is_rejected(simulator) -> None:
         urllib.request.urlopen(req, timeout=10)
     assert caught.value.code == 422
     assert "not JSON" in caught.value.read().decode()
+
+
+def test_json_nested_too_deeply_is_a_422_not_a_500(simulator) -> None:
+    request = urllib.request.Request(
+        simulator.url + "api/machines/machine1/fault",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        method="PUT",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 422
+    assert "nested too deeply" in caught.value.read().decode()
+    assert simulator.get("api/machines/machine1")["fault"] is None
 
 
 def test_unknown_machine_on_get_is_404(simulator) -> None:
