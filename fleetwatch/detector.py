@@ -91,7 +91,7 @@ class DetectorConfig:
     stat_band: float = 0.25
     level_span: int = 600
     change_span: int = 100
-    shift_span: int = 30
+    shift_span: int = 150
     outlier_z: float = 3.0
     z_clip: float = 8.0
     quanta: float = 1.0
@@ -99,7 +99,7 @@ class DetectorConfig:
     joint_smooth: int = 1
     level_rule: str = "regime"
     calibrate: bool = True
-    calibration_span: int = 2000
+    calibration_span: int = 5000
     refractory_half_life: float = 20.0
     news_scale: float = 0.6
     limits: Mapping[str, tuple[float, float]] | None = None
