@@ -17,6 +17,9 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
   the larger of the two. `views=()` is the raw mode (one model over the values, scaled by
   physical limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
 * test-then-train: each point is scored before it is learned;
+* gaps are not faults: a point more than `gap_seconds` (and `GAP_FACTOR` times the interval
+  before) after its machine's previous one is compared with nothing before the gap (no step;
+  see `FeatureViews.transform`);
 * warm-up: a machine scores 0 until its model's first window is full, so nothing alerts
   before;
 * threshold (0.8) and persistence (3 consecutive points) open an episode
@@ -67,6 +70,9 @@ __all__ = ["DEFAULT_FEATURES", "NAMED_CONFIGS", "DetectorConfig", "FleetDetector
 
 DEFAULT_FEATURES = ("load", "vibration", "power", "temperature")
 STATUSES = ("scored", "stale", "missing", "bad_time", "bad_key")
+#: A reading this many times the interval before it after the previous one (and more than
+#: `gap_seconds`) follows a gap.
+GAP_FACTOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class DetectorConfig:
     quiet_seconds: float | None = 300.0
     learn_anomalies: bool = False
     accept_after_seconds: float | None = 1800.0
+    gap_seconds: float | None = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -126,6 +133,8 @@ class DetectorConfig:
                 raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
         if self.accept_after_seconds is not None and not self.accept_after_seconds > 0:
             raise ValueError("accept_after_seconds must be > 0 (or None: never)")
+        if self.gap_seconds is not None and not self.gap_seconds > 0:
+            raise ValueError("gap_seconds must be > 0 (or None: no gap is special)")
         if self.driver is not None and not isinstance(self.driver, str):
             raise ValueError(f"driver must be a feature name or None, got {self.driver!r}")
         if not 0.0 <= self.stat_band <= 1.0:
@@ -157,6 +166,12 @@ class DetectorConfig:
     @property
     def rule(self) -> AlarmRule:
         return AlarmRule(self.persistence, self.quiet_points, self.quiet_seconds)
+
+    @property
+    def gap_ns(self) -> int:
+        """`gap_seconds` in nanoseconds (only when it is set)."""
+        assert self.gap_seconds is not None
+        return round(self.gap_seconds * 1e9)
 
     @property
     def view_settings(self) -> ViewSettings:
@@ -241,6 +256,7 @@ TREE_PRIOR = (1.39, 0.3)
 _PER_MACHINE_ARRAYS = (
     "tree_window",
     "last_time",
+    "interval",
     "last_value",
     "usual_low",
     "usual_high",
@@ -317,6 +333,7 @@ class FleetDetector:
         )
         self.alarm = AlarmState()
         self.last_time = np.zeros(0, np.int64)  # last processed time per machine
+        self.interval = np.zeros(0, np.int64)  # time between its last two readings, ns (0: none)
         self.last_value = np.zeros((0, width))  # last valid raw value (fills gaps)
         self.usual_low = np.zeros((0, width))  # raw mode: range of the last complete window
         self.usual_high = np.zeros((0, width))
@@ -352,6 +369,7 @@ class FleetDetector:
                 part.add_models(count)
         self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 5))])
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
+        self.interval = np.r_[self.interval, np.zeros(count, np.int64)]
         nan = np.full((count, width), np.nan)
         for name in ("last_value", "usual_low", "usual_high", "window_low", "window_high"):
             setattr(self, name, np.concatenate([getattr(self, name), nan]))
@@ -393,6 +411,8 @@ class FleetDetector:
         stale = duplicate | (t <= self.last_time[r])
         status[order[stale]] = STATUSES.index("stale")
         live = order[~stale]
+        after_gap = np.zeros(n, bool)
+        after_gap[live] = self._after_gap(rows[live], times[live])
         self._note_times(rows[live], times[live])
         filled = self._fill(rows[live], X[live])
         complete = ~np.isnan(filled).any(axis=1)
@@ -413,7 +433,14 @@ class FleetDetector:
         found_by = np.full((n, len(features)), -1, np.int64)  # index into VIEWS, -1: raw mode
         if len(scored):
             self._score(
-                scored, rows[scored], times[scored], X[scored], result, deviations, found_by
+                scored,
+                rows[scored],
+                times[scored],
+                X[scored],
+                result,
+                deviations,
+                found_by,
+                after_gap[scored],
             )
         for name, values in result.items():
             out[name] = values
@@ -427,6 +454,25 @@ class FleetDetector:
         for name, count in zip(*np.unique(status[status > 0], return_counts=True), strict=True):
             self.skipped[STATUSES[name]] += int(count)
         return out
+
+    def _after_gap(self, rows: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Which points (grouped by machine, in time order) follow a gap in their machine's
+        data (a restart, an outage): they come more than `gap_seconds`, and more than
+        `GAP_FACTOR` times the interval before, after the machine's previous reading (so a
+        series sampled every 5 minutes has no gap at every reading). The last interval is
+        carried per machine, so a stream split across runs finds the same gaps."""
+        if self.config.gap_seconds is None or not len(rows):
+            return np.zeros(len(rows), bool)
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        previous = np.where(first, self.last_time[rows], np.r_[NO_TIME, times[:-1]])
+        known = previous != NO_TIME
+        dt = np.where(known, times - np.where(known, previous, times), 0)
+        before = np.where(first, self.interval[rows], np.r_[0, dt[:-1]])
+        limit = np.maximum(self.config.gap_ns, GAP_FACTOR * before)
+        last = np.r_[first[1:], True]  # each machine's last point
+        kept = last & known
+        self.interval[rows[kept]] = dt[kept]
+        return known & (before > 0) & (dt > limit)
 
     def _note_times(self, rows: np.ndarray, times: np.ndarray) -> None:
         if len(rows):
@@ -461,6 +507,7 @@ class FleetDetector:
         result: dict[str, np.ndarray],
         deviations: np.ndarray,
         found_by: np.ndarray,
+        after_gap: np.ndarray,
     ) -> None:
         """Test-then-train for points grouped by machine in time order, in rounds.
 
@@ -476,7 +523,7 @@ class FleetDetector:
             unit, spans = self.scaler.scale(rows, X)
             z = None
         else:
-            unit, z, t2 = self.views.transform(rows, X, times)
+            unit, z, t2 = self.views.transform(rows, X, times, after_gap)
             unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
             stat = self._stat_score(z, t2)
             view_news = self._view_news(rows, z)

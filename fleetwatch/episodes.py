@@ -1,27 +1,38 @@
-"""Anomaly episodes: the alarm rule per point, and episodes with one alert and one resolution.
+"""Anomaly episodes: the alarm rule per point, and episodes that tell one fault as one story.
 
 A fault is an *episode* of one machine, not a run of anomalous points:
 
-* `AlarmRule` (used by the detector, point by point): an episode opens at the `persistence`-th
-  consecutive point above the threshold; while open every point belongs to it (above-threshold
-  points are the anomalous ones); it resolves at the `quiet_points`-th consecutive point at or
-  below the threshold, or before a point that comes `quiet_seconds` of *data* time after the
-  last anomalous one (a gap in the data). The detector does not learn points inside an open
-  episode, so a sustained fault cannot become the reference. Vectorized with carried state, so
-  a stream split across runs gives exactly the episodes of one run.
-* `EpisodeTracker` (after scoring): turns the detector's per-point flags into episode records
-  and events: one "opened" event (the alert) and one "resolved" event per episode, with the
-  machine, start and end, peak score, the sensor values at the peak and the features that
-  deviated most, and the episode id of every point inside an episode (`follow`). An episode
-  also resolves ("timeout") once `quiet_seconds` of data time pass without an anomalous point:
-  a gap in the machine's data, or the fleet's data time moving on while the machine is
-  silent. A `cooldown_seconds` after a resolution holds back the next alert for that machine:
-  an episode that ends within the cooldown is recorded without messages (flapping), one still
-  open when the cooldown ends is announced then.
+* `AlarmRule` (used by the detector, point by point): the machine's alarm turns on at the
+  `persistence`-th consecutive point above the threshold; while it is on every point belongs
+  to it (above-threshold points are the anomalous ones); it turns off at the `quiet_points`-th
+  consecutive point at or below the threshold, or before a point that comes `quiet_seconds` of
+  *data* time after the last anomalous one (a gap in the data). The detector does not learn
+  points while the alarm is on, so a sustained fault cannot become the reference. Vectorized
+  with carried state, so a stream split across runs gives exactly the alarms of one run. One
+  stretch of alarm is a *burst*.
+* `EpisodeTracker` (after scoring): bursts of one machine less than `recur_gap_seconds` apart
+  (default 10 min, from the end of one burst's last anomalous point to the next burst) are one
+  episode, one story for the people it alerts:
+  - "opened" when its first burst starts (the alert);
+  - "recurring" when another burst joins it, at most one per `follow_up_seconds` (1 h) after
+    the last message about it, with the number of bursts so far (same episode id);
+  - "resolved" once `recur_gap_seconds` of data time have passed since its last anomalous point
+    with the alarm off (`resolution = "quiet"`), or, for a machine that went silent with the
+    alarm on, `max(recur_gap_seconds, quiet_seconds)` after it (`"timeout"`; the fleet's data
+    time, `now`, tells).
+  A `cooldown_seconds` after a resolution (default 0: off) holds back the next "opened" of that
+  machine until it ends; the event is then `delayed`. An episode is never left unannounced: one
+  that resolves while held back is announced just before its "resolved". Every event carries
+  a snapshot of the episode: machine, start and last anomalous point, peak score, the sensor
+  values at the peak and the features that deviated most, bursts, status (`open`, `held`,
+  `resolved`). `follow` also returns every episode the frame changed and the episode id of
+  every point inside a burst.
 
 All times are data times (nanoseconds since the epoch): re-running on the same data gives
-the same episodes and ids, whatever the wall clock says. Events and episodes go to JSON and
-back (`to_dict` / `from_dict`) unchanged, so a pipeline can hand them from step to step.
+the same episodes, ids and events, whatever the wall clock says, and a stream split across
+runs (with the tracker saved in between) gives the events of one run. Events and episodes go
+to JSON and back (`to_dict` / `from_dict`) unchanged, so a pipeline can hand them from step to
+step.
 """
 
 from __future__ import annotations
@@ -172,7 +183,8 @@ class AlarmState:
 
 @dataclass
 class Episode:
-    """One fault of one machine. Times are nanoseconds since the epoch (data time)."""
+    """One fault of one machine: its bursts of anomalous points, separated by less than the
+    tracker's `recur_gap_seconds`. Times are nanoseconds since the epoch (data time)."""
 
     machine: str
     episode_id: str
@@ -184,14 +196,28 @@ class Episode:
     deviations: dict[str, float]  # at the peak, signed, in units of the feature's scale
     top_features: list[str]
     points: int = 0  # anomalous points
+    bursts: int = 1  # runs of points the detector flagged (its alarm episodes)
+    in_burst: bool = True  # the detector's alarm is on for this machine
+    burst_closed: int | None = None  # when the last burst ended (None while one is on)
+    last_seen: int = 0  # the machine's latest point while the episode is open
     announced: bool = False
+    follow_ups: int = 0  # "recurring" events sent
+    last_message: int | None = None  # data time of the last "opened" or "recurring" event
     resolved_at: int | None = None
-    resolution: str | None = None  # "quiet" (enough quiet points) or "timeout" (data time)
+    resolution: str | None = None  # "quiet" (it stayed quiet) or "timeout" (no data)
     moved: list[str] = field(default_factory=list)  # the top features at the peak, in words
 
+    @property
+    def status(self) -> str:
+        """`open`, `held` (open, its alert held back by the cooldown) or `resolved`."""
+        if self.resolved_at is not None:
+            return "resolved"
+        return "open" if self.announced else "held"
+
     def to_dict(self) -> dict:
-        """JSON-ready, with ISO-8601 UTC times next to the nanosecond ones."""
+        """JSON-ready, with the status and ISO-8601 UTC times next to the nanosecond ones."""
         data = asdict(self)
+        data["status"] = self.status
         for name in ("start", "end", "peak_time", "resolved_at"):
             if data[name] is not None:
                 data[f"{name}_iso"] = pd.Timestamp(data[name], tz="UTC").isoformat()
@@ -199,14 +225,19 @@ class Episode:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Episode:
-        """The episode `to_dict` wrote (the `*_iso` copies are ignored)."""
+        """The episode `to_dict` wrote (the status and the `*_iso` copies are derived)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+#: The events of an episode: its alert, follow-ups while it recurs, its all-clear.
+EVENT_KINDS = ("opened", "recurring", "resolved")
+
+
 @dataclass(frozen=True)
 class EpisodeEvent:
-    """An alert ("opened") or an all-clear ("resolved") for one episode, at data time `time`."""
+    """An alert ("opened"), a follow-up ("recurring": another burst, at most one per
+    `follow_up_seconds`) or an all-clear ("resolved") for one episode, at data time `time`."""
 
     kind: str
     time: int
@@ -230,10 +261,12 @@ class EpisodeEvent:
 
 @dataclass(frozen=True)
 class EpisodeUpdate:
-    """What one frame did to the episodes: the events, and each row's episode id (None
-    outside episodes), indexed like the frame."""
+    """What one frame did to the episodes: the events; every episode that changed (opened,
+    grew, was announced or resolved), as it is after the frame; and each row's episode id
+    (None outside the bursts), indexed like the frame."""
 
     events: list[EpisodeEvent]
+    episodes: list[Episode]
     episode_ids: pd.Series
 
 
@@ -248,12 +281,18 @@ class EpisodeTracker:
 
     features: tuple[str, ...]
     rule: AlarmRule = field(default_factory=AlarmRule)
-    cooldown_seconds: float = 600.0
+    recur_gap_seconds: float = 600.0
+    follow_up_seconds: float = 3600.0
+    cooldown_seconds: float = 0.0
     top_features: int = 3
     driver: str | None = "load"  # the feature the `fit` view explains others by (for words)
     open: dict[str, Episode] = field(default_factory=dict)
     quiet_until: dict[str, int] = field(default_factory=dict)  # cooldown ends (per machine)
-    suppressed: int = 0  # episodes that ended inside a cooldown, never announced
+
+    def __post_init__(self) -> None:
+        for name in ("recur_gap_seconds", "follow_up_seconds", "cooldown_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def update(
         self,
@@ -276,8 +315,9 @@ class EpisodeTracker:
         time: str = "time",
         now: pd.Timestamp | int | None = None,
     ) -> EpisodeUpdate:
-        """`update`, with the episode id of every row of `scored` (None outside episodes)."""
+        """`update`, with the episodes that changed and every row's episode id."""
         events: list[EpisodeEvent] = []
+        touched: dict[str, Episode] = {}
         ids = np.full(len(scored), None, dtype=object)
         live = (
             np.flatnonzero(scored["status"].to_numpy() == "scored")
@@ -292,25 +332,33 @@ class EpisodeTracker:
             relevant = set(machines[flags]) | (set(self.open) & set(machines))
             if relevant:
                 picked = np.isin(machines, list(relevant))
-                sub = frame[picked]
                 order = np.lexsort((times[picked], machines[picked]))
+                rows = frame[picked].iloc[order]
                 found = self._walk(
-                    sub.iloc[order], machines[picked][order], times[picked][order], events
+                    rows, machines[picked][order], times[picked][order], events, touched
                 )
                 ids[live[np.flatnonzero(picked)[order]]] = found
         if now is not None:
-            self._clock(int(as_nanoseconds([now])[0]), events)
+            self._clock(int(as_nanoseconds([now])[0]), events, touched)
         elif len(times):
-            self._clock(int(times.max()), events)
-        events.sort(key=lambda e: (e.time, e.episode.machine, e.kind != "resolved"))
-        return EpisodeUpdate(events, pd.Series(ids, index=scored.index, dtype=object))
+            self._clock(int(times.max()), events, touched)
+        events.sort(key=lambda e: (e.time, e.episode.machine))  # stable: causal per machine
+        episodes = [_copy(episode) for episode in touched.values()]
+        return EpisodeUpdate(events, episodes, pd.Series(ids, index=scored.index, dtype=object))
 
     def _walk(
-        self, rows: pd.DataFrame, machines: np.ndarray, times: np.ndarray, events: list
+        self,
+        rows: pd.DataFrame,
+        machines: np.ndarray,
+        times: np.ndarray,
+        events: list[EpisodeEvent],
+        touched: dict[str, Episode],
     ) -> np.ndarray:
         """Walk the rows in (machine, time) order; each row's episode id (None outside)."""
         ids = np.full(len(rows), None, dtype=object)
-        cols = {name: rows[name].to_numpy() for name in ("score", "is_anomaly", "in_episode")}
+        scores = rows["score"].to_numpy(np.float64)
+        anomalous = rows["is_anomaly"].to_numpy(bool)
+        inside = rows["in_episode"].to_numpy(bool)
         starts = rows["episode_start"].to_numpy(bool)
         ends = rows["episode_end"].to_numpy(bool)
         values = rows[list(self.features)].to_numpy(np.float64)
@@ -325,29 +373,36 @@ class EpisodeTracker:
         for i, machine in enumerate(machines):
             t = int(times[i])
             episode = self.open.get(machine)
-            inside = bool(cols["in_episode"][i])
-            if episode is not None and (starts[i] or not inside):
-                # The detector closed it before this point: a gap in the data.
-                timeout = episode.end + quiet_ns if quiet_ns is not None else t
-                at = min(timeout, t)
-                self._announce_if_due(episode, at, timeout, events)
-                self._resolve(episode, at, "timeout", events)
-                episode = None
-            if not inside:
+            if episode is not None and episode.in_burst and (starts[i] or not inside[i]):
+                # The detector ended the burst before this point: a gap in the data.
+                episode.in_burst = False
+                episode.burst_closed = t if quiet_ns is None else min(t, episode.end + quiet_ns)
+                touched[episode.episode_id] = episode
+            if episode is not None:
+                self._announce_if_due(episode, t, events, touched)
+                due = self._due(episode)
+                if not episode.in_burst and due is not None and t >= due:
+                    self._resolve(episode, due, events, touched)
+                    episode = None
+                else:
+                    episode.last_seen = t
+            if not inside[i]:
                 continue
             if episode is None:
                 episode = Episode(machine, episode_id(machine, t), t, t, -np.inf, t, {}, {}, [])
+                episode.last_seen = t
                 self.open[machine] = episode
-            elif not episode.announced and t > self.quiet_until.get(machine, NO_TIME):
-                # Due before this point (the cooldown ended in between): announce the
-                # episode as it was then, as a run that stopped in between would have.
-                self._announce(episode, events)
+            elif not episode.in_burst:
+                episode.in_burst, episode.burst_closed = True, None
+                episode.bursts += 1
+                self._follow_up_if_due(episode, t, events)
+            touched[episode.episode_id] = episode
             ids[i] = episode.episode_id
-            if cols["is_anomaly"][i]:
+            if anomalous[i]:
                 episode.end = t
                 episode.points += 1
-            if float(cols["score"][i]) > episode.peak_score:
-                episode.peak_score, episode.peak_time = float(cols["score"][i]), t
+            if scores[i] > episode.peak_score:
+                episode.peak_score, episode.peak_time = float(scores[i]), t
                 episode.peak_values = dict(zip(self.features, values[i].tolist(), strict=True))
                 episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
                 episode.top_features = self._top(episode.deviations)
@@ -357,47 +412,75 @@ class EpisodeTracker:
                     for f in episode.top_features
                 ]
             if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
-                self._announce(episode, events)
+                self._announce(episode, t, events)
             if ends[i]:
-                self._resolve(episode, t, "quiet", events)
+                episode.in_burst, episode.burst_closed = False, t
         return ids
 
-    def _clock(self, now: int, events: list) -> None:
-        quiet_ns = self.rule.quiet_ns
+    def _clock(self, now: int, events: list[EpisodeEvent], touched: dict[str, Episode]) -> None:
+        """The fleet's data time reached `now`: announce held episodes whose cooldown ended,
+        resolve episodes whose machine stayed quiet (or silent) long enough."""
         for episode in list(self.open.values()):
-            timeout = None if quiet_ns is None else episode.end + quiet_ns
-            self._announce_if_due(episode, now, timeout, events)
-            if timeout is not None and now >= timeout:
-                self._resolve(episode, timeout, "timeout", events)
+            self._announce_if_due(episode, now, events, touched)
+            due = self._due(episode)
+            if due is not None and now >= due:
+                self._resolve(episode, due, events, touched)
+
+    def _due(self, episode: Episode) -> int | None:
+        """When the episode resolves if no burst comes: `recur_gap_seconds` after its last
+        anomalous point once the detector's alarm is off (not before the alarm went off);
+        while the alarm is on and the machine sends nothing, when the alarm rule would end it
+        (`quiet_seconds`) or `recur_gap_seconds`, whichever is later (None: never by time)."""
+        gap = round(self.recur_gap_seconds * 1e9)
+        if not episode.in_burst:
+            assert episode.burst_closed is not None
+            return max(episode.burst_closed, episode.end + gap)
+        quiet_ns = self.rule.quiet_ns
+        return None if quiet_ns is None else episode.end + max(gap, quiet_ns)
 
     def _announce_if_due(
-        self, episode: Episode, now: int, timeout: int | None, events: list
+        self, episode: Episode, now: int, events: list[EpisodeEvent], touched: dict[str, Episode]
     ) -> None:
         """Announce a held-back episode whose machine's cooldown ended before `now` while it
-        was still open (before its timeout), whether or not a point arrived in between. (A
+        was still open, as it was then (a run that stopped in between would have). (A
         cooldown ending exactly at `now` waits for the point at `now`, if one comes.)"""
         cooldown_end = self.quiet_until.get(episode.machine, NO_TIME)
-        if (
-            not episode.announced
-            and now > cooldown_end
-            and (timeout is None or cooldown_end < timeout)
-        ):
-            self._announce(episode, events)
+        due = self._due(episode)
+        if not episode.announced and now > cooldown_end and (due is None or cooldown_end < due):
+            self._announce(episode, max(episode.start, cooldown_end), events)
+            touched[episode.episode_id] = episode
 
-    def _announce(self, episode: Episode, events: list) -> None:
+    def _announce(self, episode: Episode, at: int, events: list[EpisodeEvent]) -> None:
         """The alert, at the data time it became due: the start, or the cooldown's end."""
-        t = max(episode.start, self.quiet_until.get(episode.machine, NO_TIME))
-        episode.announced = True
-        events.append(EpisodeEvent("opened", t, _copy(episode), delayed=t > episode.start))
+        episode.announced, episode.last_message = True, at
+        events.append(EpisodeEvent("opened", at, _copy(episode), delayed=at > episode.start))
 
-    def _resolve(self, episode: Episode, t: int, how: str, events: list) -> None:
-        episode.resolved_at, episode.resolution = t, how
+    def _follow_up_if_due(self, episode: Episode, t: int, events: list[EpisodeEvent]) -> None:
+        """Another burst of an announced episode: a "recurring" event, at most one per
+        `follow_up_seconds`."""
+        if not episode.announced or episode.last_message is None:
+            return
+        if t - episode.last_message >= round(self.follow_up_seconds * 1e9):
+            episode.follow_ups += 1
+            episode.last_message = t
+            events.append(EpisodeEvent("recurring", t, _copy(episode)))
+
+    def _resolve(
+        self, episode: Episode, t: int, events: list[EpisodeEvent], touched: dict[str, Episode]
+    ) -> None:
+        """The all-clear at `t`: "quiet" when the machine sent points after the last anomalous
+        one, "timeout" when it went silent. An episode the cooldown still held back is
+        announced first: no episode ends unannounced."""
+        if not episode.announced:
+            cooldown_end = self.quiet_until.get(episode.machine, NO_TIME)
+            self._announce(episode, max(episode.start, min(cooldown_end, t)), events)
+        episode.resolved_at = t
+        episode.resolution = "quiet" if episode.last_seen > episode.end else "timeout"
+        episode.in_burst = False
         del self.open[episode.machine]
         self.quiet_until[episode.machine] = t + round(self.cooldown_seconds * 1e9)
-        if episode.announced:
-            events.append(EpisodeEvent("resolved", t, _copy(episode)))
-        else:
-            self.suppressed += 1
+        events.append(EpisodeEvent("resolved", t, _copy(episode)))
+        touched[episode.episode_id] = episode
 
     def _top(self, deviations: Mapping[str, float]) -> list[str]:
         """The features that moved (`fleetwatch.attribution`), largest first."""
@@ -409,12 +492,13 @@ class EpisodeTracker:
         return {
             "features": list(self.features),
             "rule": asdict(self.rule),
+            "recur_gap_seconds": self.recur_gap_seconds,
+            "follow_up_seconds": self.follow_up_seconds,
             "cooldown_seconds": self.cooldown_seconds,
             "top_features": self.top_features,
             "driver": self.driver,
             "open": [asdict(e) for e in self.open.values()],
             "quiet_until": self.quiet_until,
-            "suppressed": self.suppressed,
         }
 
     @classmethod
@@ -422,15 +506,16 @@ class EpisodeTracker:
         tracker = cls(
             tuple(data["features"]),
             AlarmRule(**data["rule"]),
-            float(data["cooldown_seconds"]),
-            int(data["top_features"]),
-            data["driver"],
+            recur_gap_seconds=float(data["recur_gap_seconds"]),
+            follow_up_seconds=float(data["follow_up_seconds"]),
+            cooldown_seconds=float(data["cooldown_seconds"]),
+            top_features=int(data["top_features"]),
+            driver=data["driver"],
         )
         for item in data["open"]:
             episode = Episode(**item)
             tracker.open[episode.machine] = episode
         tracker.quiet_until = {str(k): int(v) for k, v in data["quiet_until"].items()}
-        tracker.suppressed = int(data["suppressed"])
         return tracker
 
 

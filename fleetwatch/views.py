@@ -92,6 +92,9 @@ SHIFT_VAR_SPANS = 10
 #: Time constants (readings) of the driver's first-order lags the `fit` view regresses on:
 #: fast sensors (power, vibration: a few seconds) and slow ones (temperature: ~45 s at 1 Hz).
 DRIVER_LAGS = (3.0, 45.0)
+#: Readings the `fit` view stays silent after a gap while the driver's lags catch up (three
+#: time constants of the slowest lag: the lag's error is down to 5 %).
+FIT_SETTLE = round(3 * max(DRIVER_LAGS))
 RIDGE = 1e-6  # relative ridge on the fit's normal equations: never singular, barely biased
 P_BOUNDS = (1e-3, 0.999)  # the estimated chance of an unchanged reading stays inside these
 
@@ -166,6 +169,7 @@ class FeatureViews:
         "theta",
         "fit_var",
         "fit_run",
+        "fit_settle",
     )
 
     def __init__(self, settings: ViewSettings, n_features: int, driver: int | None = None) -> None:
@@ -191,6 +195,7 @@ class FeatureViews:
         self.theta = np.zeros((0, n_features, width))  # the fit after the last reading
         self.fit_var = np.zeros((0, n_features))  # EW variance of the fit's residual
         self.fit_run = np.zeros((0, n_features))  # leaky count of recent outlying residuals
+        self.fit_settle = np.zeros(0, np.int64)  # readings the fit stays silent after a gap
         spans = [settings.level_span, settings.change_span] * 2
         self._alpha = 2.0 / (np.array(spans) + 1.0)
         self._robust = np.array([True, False, True, False])  # the outlier rule: levels only
@@ -240,11 +245,16 @@ class FeatureViews:
         self.theta = np.concatenate([self.theta, np.zeros((*shape, width))])
         self.fit_var = np.concatenate([self.fit_var, np.zeros(shape)])
         self.fit_run = np.concatenate([self.fit_run, np.zeros(shape)])
+        self.fit_settle = np.r_[self.fit_settle, np.zeros(count, np.int64)]
         for part in self.parts().values():
             part.add_models(count)
 
     def transform(
-        self, rows: np.ndarray, X: np.ndarray, times: np.ndarray | None = None
+        self,
+        rows: np.ndarray,
+        X: np.ndarray,
+        times: np.ndarray | None = None,
+        after_gap: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Views of points grouped by machine (`rows`, in time order), taking them in.
 
@@ -253,24 +263,30 @@ class FeatureViews:
         `VIEWS` order), and the joint T-squared of each point as a z (0 without the joint
         view). z is 0 while a statistic has no history. `times` (ns) place readings in the
         day for the daily profile (without them it stays off). X must have no NaN (the
-        detector fills gaps first).
+        detector fills gaps first). `after_gap` marks points that follow a gap in their
+        machine's data: they are compared with no previous reading (as a machine's first one
+        is): no step, a new stuck run, the driver's lags restarted; the step statistics do not
+        learn them.
         """
         rows = np.asarray(rows, np.intp)
         X = np.asarray(X, np.float64)
         times = np.zeros(len(rows), np.int64) if times is None else np.asarray(times, np.int64)
+        gap = np.zeros(len(rows), bool) if after_gap is None else np.asarray(after_gap, bool)
         z = np.zeros((len(rows), self.n_features, len(VIEWS)))
         t2 = np.zeros(len(rows))
         for machines, at in positions(rows):
-            z[at], t2[at] = self._step(machines, X[at], times[at])
+            z[at], t2[at] = self._step(machines, X[at], times[at], gap[at])
         clip = self.settings.z_clip
         unit = np.clip(0.5 + z / (2.0 * clip), 0.0, 1.0)
         return unit, z, t2
 
-    def _step(self, m: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _step(
+        self, m: np.ndarray, x: np.ndarray, t: np.ndarray, after_gap: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One reading for each machine in `m`: its views' z and T2, and the updated
         statistics."""
         previous = self.previous[m]
-        first = np.isnan(previous)
+        first = np.isnan(previous) | after_gap[:, None]
         step = np.where(first, 0.0, np.abs(x - previous))
         unchanged = (step == 0) & ~first
         still = np.where(unchanged, self.still[m] + 1.0, 0.0)
@@ -301,10 +317,12 @@ class FeatureViews:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(known, residual / sd, 0.0)
         z = np.where(count >= 2, z, 0.0)
+        z[after_gap, :, 1::2] = 0.0  # no step after a gap (raw or from the profile)
 
         # Exponentially weighted update (adjusted weights for the first readings); an
         # outlier moves the level by at most outlier_z deviations and leaves its variance.
         alpha = np.maximum(self._alpha, 1.0 / (count + 1.0))
+        alpha = np.where(after_gap[:, None, None] & (np.arange(4) % 2 == 1), 0.0, alpha)
         limit = self.settings.outlier_z * np.sqrt(var)
         outlier = (var > 0) & (np.abs(residual) > limit) & (count >= MIN_POINTS) & self._robust
         if self.settings.level_rule == "clip":
@@ -327,11 +345,11 @@ class FeatureViews:
         # Against the profile where it is active, else against the running level.
         level = np.where(active, z[:, :, 2], z[:, :, 0])
         change = np.where(active, z[:, :, 3], z[:, :, 1])
-        z_shift = self._shift(m, np.where(active, seasonal, x), floor, count[:, 0, 0])
+        z_shift = self._shift(m, np.where(active, seasonal, x), floor, count[:, 0, 0], after_gap)
         if self.driver is None:
             z_fit = np.zeros_like(z_still)
         else:
-            z_fit = self._fit(m, x, first[:, self.driver], count[:, 0, 0], floor)
+            z_fit = self._fit(m, x, first[:, self.driver], count[:, 0, 0], floor, after_gap)
         z_t2 = np.zeros(len(m))
         z_joint = np.zeros_like(z_still)
         if self.joint is not None:
@@ -343,21 +361,28 @@ class FeatureViews:
         return np.stack([level, change, z_still, z_fit, z_shift, z_joint], axis=2), z_t2
 
     def _shift(
-        self, m: np.ndarray, base: np.ndarray, floor: np.ndarray, count: np.ndarray
+        self,
+        m: np.ndarray,
+        base: np.ndarray,
+        floor: np.ndarray,
+        count: np.ndarray,
+        after_gap: np.ndarray,
     ) -> np.ndarray:
         """The `shift` view: the reading against a short EW mean (`shift_span` readings), in
         units of how far readings usually stray from it (EW over `SHIFT_VAR_SPANS` times
         longer). Not robust on purpose: a new level is news for about `shift_span` readings,
-        then it is the recent mean."""
+        then it is the recent mean. After a gap the recent mean starts again from the reading
+        (what came before the gap is not recent), keeping its spread."""
         recent, spread = self.recent[m], self.recent_var[m]
         residual = base - recent
         sd = np.maximum(np.sqrt(spread), floor)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where((sd > 0) & (count >= 2)[:, None], residual / sd, 0.0)
+            z = np.where((sd > 0) & (count >= 2)[:, None] & ~after_gap[:, None], residual / sd, 0.0)
         fresh = (count == 0)[:, None]
+        restart = after_gap[:, None] & ~fresh
         alpha = np.maximum(self._shift_alpha, 1.0 / (count + 1.0))[:, None]
         alpha_var = np.maximum(self._shift_var_alpha, 1.0 / (count + 1.0))[:, None]
-        self.recent[m] = np.where(fresh, base, recent + alpha * residual)
+        self.recent[m] = np.where(fresh | restart, base, recent + alpha * residual)
         self.recent_var[m] = np.where(fresh, 0.0, spread + alpha_var * (residual**2 - spread))
         return z
 
@@ -368,10 +393,16 @@ class FeatureViews:
         first: np.ndarray,
         count: np.ndarray,
         floor: np.ndarray,
+        after_gap: np.ndarray,
     ) -> np.ndarray:
         """The `fit` view: each sensor's residual from its online regression on the driver
-        (see the module doc), as a z against the residual's robust EW variance."""
+        (see the module doc), as a z against the residual's robust EW variance. After a gap
+        the driver's lags restart from its current value and the fit is silent, and learns
+        nothing, for `FIT_SETTLE` readings, until the lags have caught up with the sensors."""
         settings = self.settings
+        settle = np.where(after_gap, FIT_SETTLE, self.fit_settle[m])
+        settling = (settle > 0)[:, None]
+        self.fit_settle[m] = np.maximum(settle - 1, 0)
         d = x[:, self.driver]
         lagged = self.lagged[m]
         lagged = np.where(
@@ -387,7 +418,8 @@ class FeatureViews:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(ready, residual / sd, 0.0)
         z[:, self.driver] = 0.0
-        outlier = ready & (np.abs(residual) > settings.outlier_z * sd)
+        z = np.where(settling, 0.0, z)
+        outlier = ready & (np.abs(residual) > settings.outlier_z * sd) & ~settling
         # An outlier leaves the fit alone, so a fault cannot teach it; one that lasts (more
         # outliers than inliers over level_span readings) is a new regime, learned in full.
         run = np.where(outlier, self.fit_run[m] + 1.0, np.maximum(self.fit_run[m] - 1.0, 0.0))
@@ -401,10 +433,12 @@ class FeatureViews:
         # The residual's variance starts once the fit has had a few cycles of data.
         since = count - MIN_POINTS // 2
         alpha_var = np.maximum(self._alpha[0], 1.0 / (np.maximum(since, 0) + 1.0))[:, None]
-        learn_var = (since >= 0)[:, None] & ~outlier
+        learn_var = (since >= 0)[:, None] & ~outlier & ~settling
         self.fit_var[m] = np.where(
             learn_var, (1.0 - alpha_var) * (var + alpha_var * residual**2), var
         )
+        gram = np.where(settling[:, :, None], self.gram[m], gram)
+        moment = np.where(settling[:, :, None], self.moment[m], moment)
         self.gram[m] = gram
         self.moment[m] = moment
         ridge = RIDGE * np.einsum("kii->ki", gram) + 1e-12

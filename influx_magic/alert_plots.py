@@ -1,10 +1,12 @@
-"""The plots a run's alerts link to: one PNG per machine with anomalies or an episode.
+"""The plots a run's messages link to: one immutable PNG per message.
 
-Each plotted machine shows what it did in the `PLOT_HISTORY_MIN` before this run (its telemetry
-and stored scores, read back from InfluxDB) followed by the run's rows, with its episodes
-shaded: a run holds a minute of data, and an alert's plot should show how the fault began and
-what normal looked like. The history is best effort: when InfluxDB cannot answer, the plots show
-the run's rows alone and the note says why; a plot is not worth failing an alert for.
+For each alert, the machine's rows of this run and, read back from InfluxDB, its telemetry and
+stored scores from `PLOT_HISTORY_MIN` before the episode began up to this run
+(`influx_magic.plots` draws the history, a zoom on the start, and marks the sensors that
+contributed). A plot is drawn once: a run redone after a failure keeps the file the message
+already links to. The history is best effort: when InfluxDB cannot answer, the plot shows the
+run's rows alone and the note for the log says why; a plot is not worth failing an alert for.
+Plots older than `PLOT_RETENTION_DAYS` are deleted. An experiment's plots go to its own folder.
 """
 
 from __future__ import annotations
@@ -17,104 +19,105 @@ from pathlib import Path
 
 import pandas as pd
 
-from fleetwatch.state import FleetState
 from influx_magic.alerts import Alert
-from influx_magic.influx import InfluxError, connect, load_machine_history
-from influx_magic.plots import Span, plot_path, plot_url, render_machine_plots
-from influx_magic.run_context import PipelineSettings
+from influx_magic.influx import (
+    SCORES_TABLE,
+    InfluxError,
+    InfluxSettings,
+    connect,
+    load_machine_history,
+)
+from influx_magic.plots import (
+    COLUMNS,
+    message_plot_path,
+    plot_url,
+    prune_plots,
+    render_message_plot,
+)
+from influx_magic.run_transaction import Run
 
 
 @dataclass
 class AlertPlots:
-    """The PNGs a run wrote, the plot URL of each alerted machine, and a note for the log."""
+    """The PNGs a run drew, the plot URL of each alert (by its key), and notes for the log."""
 
-    paths: dict[str, Path] = field(default_factory=dict)
+    drawn: list[Path] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    pruned: int = 0
     note: str = ""
 
     def summary(self) -> str:
-        return f"{len(self.paths)} plot(s){self.note}"
+        text = f"{len(self.drawn)} plot(s){self.note}"
+        return text + (f", {self.pruned} older than the retention deleted" if self.pruned else "")
 
 
-def plot_alerts(
-    settings: PipelineSettings,
-    checked: pd.DataFrame,
-    alerts: Sequence[Alert],
-    state: FleetState,
-) -> AlertPlots:
-    """Render the run's plots (machines with anomalous points, resolved or open episodes)."""
-    config = state.detector.config
-    # The scored rows' plot columns only (not a copy of every column).
-    columns = [*plot_frame(config.features).columns, "provider"]
-    rows = checked.loc[checked["status"].to_numpy() == "scored", columns]
-    spans = [Span(a.unique_id, pd.Timestamp(a.start), pd.Timestamp(a.end)) for a in alerts if a.end]
-    spans += [
-        Span(uid, pd.Timestamp(episode.start, tz="UTC"), None)
-        for uid, episode in state.episodes.open.items()
-    ]
-    present = set(rows["unique_id"]) if len(rows) else set()
-    spans = [span for span in spans if span.unique_id in present]
-    wanted = {span.unique_id for span in spans}
-    if len(rows):
-        wanted |= set(rows.loc[rows["is_anomaly"].astype(bool), "unique_id"])
-    history, note = plot_history(settings, rows, wanted, config.features)
-    plot_rows = rows if len(rows) else plot_frame(config.features)
-    if history is not None:
-        # The run's rows keep their deviations (which sensors moved); history has none.
-        deviations = [f"dev_{f}" for f in config.features if f"dev_{f}" in rows.columns]
-        plot_rows = pd.concat([history, rows[[*history.columns, *deviations]]], ignore_index=True)
-    paths = render_machine_plots(
-        plot_rows,
-        settings.output_dir,
-        threshold=config.threshold,
-        features=config.features,
-        episodes=spans,
-        machines=wanted,
-    )
-    urls = {
-        uid: plot_url(path, settings.output_dir, settings.public_base_url)
-        for uid in {a.unique_id for a in alerts}
-        if (path := plot_path(settings.output_dir, uid)).exists()
-    }
-    return AlertPlots(paths, urls, note)
+def plot_alerts(run: Run, checked: pd.DataFrame, alerts: Sequence[Alert]) -> AlertPlots:
+    """Draw the plot of every alert that has none yet, in the run's plot folder."""
+    settings, config = run.settings, run.config
+    folder = run.configuration.plot_dir(settings.output_dir)
+    plots = AlertPlots(pruned=prune_plots(folder, settings.plot_retention))
+    rows = checked[checked["status"] == "scored"] if len(checked) else checked
+    notes = set()
+    for alert in alerts:
+        path = message_plot_path(folder, alert)
+        if not path.exists():
+            mine = rows[rows["unique_id"] == alert.unique_id] if len(rows) else rows
+            history, note = episode_history(
+                settings.influx,
+                alert,
+                mine,
+                config.features,
+                settings.plot_history,
+                run.configuration.scores_table,
+            )
+            notes.add(note)
+            parts = [part for part in (history, mine[[*COLUMNS, *config.features]]) if len(part)]
+            data = pd.concat(parts, ignore_index=True) if parts else history
+            if not len(data):
+                continue  # nothing to draw: no rows, no history
+            drawn = render_message_plot(
+                data,
+                path,
+                alert,
+                features=config.features,
+                threshold=config.threshold,
+                history=settings.plot_history,
+            )
+            if drawn:
+                plots.drawn.append(path)
+        plots.urls[alert.key] = plot_url(path, settings.output_dir, settings.public_base_url)
+    plots.note = "".join(sorted(n for n in notes if n))
+    return plots
 
 
-def plot_frame(features: Sequence[str]) -> pd.DataFrame:
-    """The columns a plot reads, with no rows."""
-    columns = ["time", "machineID", "unique_id", *features, "score", "is_anomaly"]
-    return pd.DataFrame(columns=columns)
-
-
-def plot_history(
-    settings: PipelineSettings, rows: pd.DataFrame, machines: set[str], features: Sequence[str]
-) -> tuple[pd.DataFrame | None, str]:
-    """What each machine in `machines` did in the `PLOT_HISTORY_MIN` before its first row of
-    this run (read back from InfluxDB), and a note for the log (see the module doc)."""
-    if not machines or settings.plot_history <= timedelta(0) or not len(rows):
-        return None, ""
-    columns = plot_frame(features).columns
-    mine = rows[rows["unique_id"].isin(machines)]
-    firsts = mine.groupby("unique_id").agg(
-        time=("time", "min"), machineID=("machineID", "first"), provider=("provider", "first")
-    )
-    frames = []
+def episode_history(
+    influx: InfluxSettings,
+    alert: Alert,
+    rows: pd.DataFrame,
+    features: Sequence[str],
+    history: timedelta,
+    scores_table: str = SCORES_TABLE,
+) -> tuple[pd.DataFrame, str]:
+    """The machine's telemetry and stored scores from `history` before the episode began up
+    to its first row in this run (or the alert, when it sent none), and a note for the log."""
+    columns = [*COLUMNS, *features]
+    empty = pd.DataFrame(columns=columns)
+    since = pd.Timestamp(alert.start) - pd.Timedelta(history)
+    until = pd.Timestamp(rows["time"].min()) if len(rows) else pd.Timestamp(alert.time)
+    if until <= since:
+        return empty, ""
     try:
-        with contextlib.closing(connect(settings.influx)) as client:
-            for uid, first in firsts.iterrows():
-                until = pd.Timestamp(first["time"])
-                history = load_machine_history(
-                    client,
-                    machine=str(first["machineID"]),
-                    provider=str(first["provider"]),
-                    since=until - settings.plot_history,
-                    until=until,
-                    features=features,
-                )
-                history["unique_id"] = uid
-                if len(history):
-                    frames.append(history[columns])
+        with contextlib.closing(connect(influx)) as client:
+            found = load_machine_history(
+                client,
+                machine=alert.machine_id,
+                provider=alert.provider or "",
+                since=since,
+                until=until,
+                features=features,
+                scores_table=scores_table,
+            )
     except InfluxError as error:
-        return None, f" (without history: {error})"
-    minutes = settings.plot_history.total_seconds() / 60
-    note = f" with {minutes:g} min of history"
-    return (pd.concat(frames, ignore_index=True) if frames else None), note
+        return empty, f" (without history: {error})"
+    found["unique_id"] = alert.unique_id
+    return found[columns], ""

@@ -3,17 +3,19 @@
 `alerts_for` turns the episode tracker's events into `Alert`s (the event unchanged, plus the
 machine's machineID and provider and the threshold); `deliver_alerts` sends them to
 `SLACK_WEBHOOK_URL` through `influx_magic.alerts.AlertDelivery` (ledger, outbox, retries,
-digests) and says in one phrase what happened.
+digests). Without a reachable channel an alert waits in the outbox (`<state dir>/alerts/slack/`)
+and the next run that has one delivers it, in order, marked late once `ALERT_LATE_AFTER_H`
+have passed. `episodes_summary` and `delivery_summary` say in a phrase what happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from fleetwatch.episodes import EpisodeEvent
+from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent, EpisodeUpdate
 from fleetwatch.state import FleetState
-from influx_magic.alerts import Alert, AlertDelivery, SlackWebhookNotifier
-from influx_magic.run_context import MageRun, PipelineSettings
+from influx_magic.alerts import Alert, AlertDelivery, DeliveryReport, SlackWebhookNotifier
+from influx_magic.run_transaction import Run
 
 
 def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]:
@@ -28,21 +30,45 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
     return alerts
 
 
-def deliver_alerts(
-    alerts: list[Alert],
-    plot_urls: Mapping[str, str],
-    settings: PipelineSettings,
-    mage: MageRun,
-) -> str:
-    """Send `alerts` (and whatever waits in the outbox) to SLACK_WEBHOOK_URL; what happened."""
-    notifier = SlackWebhookNotifier.from_settings(settings.env)
-    if notifier is None:
-        return "not sent (SLACK_WEBHOOK_URL is empty)" if alerts else "none"
-    delivery = AlertDelivery(notifier, settings.state_dir, digest_min=settings.digest_min)
-    report = delivery.run(alerts, plot_urls=plot_urls, run_url=mage.url)
-    if settings.remote is not None:  # what was delivered is kept even if the run fails later
-        settings.remote.push([delivery.ledger.path, delivery.outbox.path])
-    return (
-        f"{len(report.sent)} sent, {len(report.already_delivered)} already delivered, "
-        f"{report.outbox_left} message(s) waiting in the outbox"
+def deliver_alerts(alerts: list[Alert], plot_urls: Mapping[str, str], run: Run) -> DeliveryReport:
+    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
+    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert.
+    With the state dir at a URL, the ledger and outbox are written back at once: what was
+    delivered stays delivered even if the run fails later."""
+    if not run.configuration.sends_alerts:
+        return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
+    settings = run.settings
+    delivery = AlertDelivery(
+        SlackWebhookNotifier.from_settings(settings.env),
+        run.configuration.alert_dir(settings.state_dir),
+        digest_min=settings.digest_min,
+        late_after=settings.late_after.total_seconds(),
     )
+    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
+    if settings.remote is not None:
+        settings.remote.push([delivery.ledger.path, delivery.outbox.path])
+    return report
+
+
+def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:
+    """Episodes opened, recurring, resolved and held back in this run, and how many are open."""
+    counts = {kind: sum(e.kind == kind for e in update.events) for kind in EVENT_KINDS}
+    held = sum(e.status == "held" for e in update.episodes)
+    return (
+        f"{counts['opened']} opened, {counts['recurring']} recurring, "
+        f"{counts['resolved']} resolved, {held} held back by the cooldown ({open_now} open)"
+    )
+
+
+def delivery_summary(report: DeliveryReport) -> str:
+    """Alerts sent and queued, and why they wait when no channel is configured."""
+    if report.withheld:
+        return f"not sent ({report.withheld})"
+    text = f"{len(report.sent)} sent, {report.outbox_left} waiting in the outbox"
+    if report.late:
+        text += f" ({len(report.late)} sent late)"
+    if report.not_configured and report.outbox_left:
+        text += f": {report.not_configured}, the next run with a channel sends them"
+    elif report.errors:
+        text += f": {report.errors[-1]}"
+    return text

@@ -45,7 +45,7 @@ from pyarrow import flight
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
-from influx_magic.alerts.events import Alert
+from fleetwatch.episodes import Episode
 from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
 from influx_magic.shards import Shard
@@ -336,10 +336,12 @@ def load_machine_history(
     since: datetime | pd.Timestamp,
     until: datetime | pd.Timestamp,
     features: Sequence[str] = FEATURES,
+    scores_table: str = SCORES_TABLE,
 ) -> pd.DataFrame:
-    """One machine's telemetry in `[since, until)` with the scores stored for it: the
-    loader's columns plus `score` (NaN where none was stored) and `is_anomaly`. For plots
-    that show what came before a run. Tags are bound as parameters, never pasted."""
+    """One machine's telemetry in `[since, until)` with the scores stored for it in
+    `scores_table`: the loader's columns plus `score` (NaN where none was stored) and
+    `is_anomaly`. For plots that show what came before a run. Tags are bound as parameters,
+    never pasted."""
     params = {
         "since": time_param(since),
         "until": time_param(until),
@@ -352,9 +354,9 @@ def load_machine_history(
     try:
         stored = _query(
             client,
-            f"SELECT time, score, is_anomaly FROM {sql_ident(SCORES_TABLE)} WHERE {where}",
+            f"SELECT time, score, is_anomaly FROM {sql_ident(scores_table)} WHERE {where}",
             params,
-            what=f"reading {SCORES_TABLE}",
+            what=f"reading {scores_table}",
         )
     except InfluxNotFound:  # no run has exported scores yet
         stored = pa.table({"time": [], "score": [], "is_anomaly": []})
@@ -511,56 +513,84 @@ def write_lines(
     return lines_written
 
 
-def write_scores(client: InfluxDBClient3, scores: pd.DataFrame) -> int:
-    """Write per-point results to `anomaly_scores`: tags machineID, provider; fields score
-    (float), is_anomaly (bool), episode_id (string, only while in an episode)."""
-    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
-    data = scores[[c for c in columns if c in scores.columns]].copy()
+#: What a score row carries besides its tags: the score, whether it is anomalous, its episode,
+#: the series key and configuration that produced it, whether the model was warm, and each
+#: sensor's deviation (`dev_<feature>`, a signed z-score).
+SCORE_FIELDS = ("score", "is_anomaly", "episode_id", "unique_id", "config_id", "warm")
+
+
+def write_scores(
+    client: InfluxDBClient3, scores: pd.DataFrame, *, table: str = SCORES_TABLE
+) -> int:
+    """Write per-point results to `table` (`anomaly_scores`): tags machineID, provider; fields
+    score (float), is_anomaly (bool), episode_id (string, only inside an episode) and, when the
+    frame has them, unique_id, config_id (strings), warm (bool) and dev_<feature> (floats)."""
+    deviations = [c for c in scores.columns if c.startswith("dev_")]
+    columns = ["time", *TAGS, *SCORE_FIELDS, *deviations]
+    data = scores[[c for c in columns if c in scores.columns]].copy()  # not every column
     data["score"] = pd.to_numeric(data["score"], errors="coerce").astype("float64")
     data["is_anomaly"] = data["is_anomaly"].fillna(False).astype(bool)
     if "episode_id" not in data.columns:
         data["episode_id"] = None
     data["episode_id"] = data["episode_id"].astype(object).where(data["episode_id"].notna(), None)
-    return write_frame(
-        client, data, table=SCORES_TABLE, tags=TAGS, fields=("score", "is_anomaly", "episode_id")
-    )
+    if "warm" in data.columns:
+        data["warm"] = data["warm"].fillna(False).astype(bool)
+    for column in deviations:
+        data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+    fields = [c for c in SCORE_FIELDS if c in data.columns] + deviations
+    return write_frame(client, data, table=table, tags=TAGS, fields=fields)
 
 
-def episodes_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
-    """One row per episode event for `anomaly_episodes`, keyed by machine and start time.
+def episodes_frame(
+    episodes: Iterable[Episode], identities: Mapping[str, Sequence[str]]
+) -> pd.DataFrame:
+    """One row per episode for `anomaly_episodes`, keyed by machine and start time.
 
-    An episode's row is written when it opens and again when it resolves: same tags and time,
-    so InfluxDB keeps one row whose `status`, `end` and `duration_s` are the latest.
-    Peak sensor values become `peak_<feature>` fields.
+    A run writes every episode it changed (held back by a cooldown, open, grown by a burst,
+    resolved): same tags and time, so InfluxDB keeps one row per episode with its latest
+    `status` (`held`, `open`, `resolved`), `bursts`, `points`, `end` (last anomalous point),
+    `duration_s`, `peak_score`, `top_features` and `peak_<feature>` sensor values.
+    `identities` maps a unique_id to its machineID and provider.
     """
     rows = []
-    for event in alerts:
+    for episode in episodes:
+        machine, provider = ([*identities.get(episode.machine, [])] + [None, None])[:2]
+        start, end = _utc(pd.Timestamp(episode.start)), _utc(pd.Timestamp(episode.end))
         row: dict[str, Any] = {
-            "time": pd.Timestamp(event.start),
-            "machineID": event.machine_id,
-            "provider": event.provider,
-            "episode_id": event.episode_id,
-            "unique_id": event.unique_id,
-            "status": "open" if event.kind == "opened" else "resolved",
-            "end": None if event.end is None else time_param(event.end),
-            "duration_s": None
-            if event.end is None
-            else float((event.end - event.start).total_seconds()),
-            "peak_score": float(event.peak_score),
-            "top_features": ",".join(name for name, _ in event.top_features) or None,
+            "time": start,
+            "machineID": machine or episode.machine,
+            "provider": provider,
+            "episode_id": episode.episode_id,
+            "unique_id": episode.machine,
+            "status": episode.status,
+            "bursts": int(episode.bursts),
+            "points": int(episode.points),
+            "end": time_param(end),
+            "duration_s": float((end - start).total_seconds()),
+            "resolved_at": None
+            if episode.resolved_at is None
+            else time_param(pd.Timestamp(episode.resolved_at)),
+            "peak_score": float(episode.peak_score),
+            "top_features": ",".join(episode.top_features) or None,
         }
-        row.update({f"peak_{k}": float(v) for k, v in event.peak_values.items()})
+        row.update({f"peak_{k}": float(v) for k, v in episode.peak_values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def write_episodes(client: InfluxDBClient3, alerts: Iterable[Alert]) -> int:
-    """Write episode events (opened or resolved) to `anomaly_episodes`."""
-    frame = episodes_frame(alerts)
+def write_episodes(
+    client: InfluxDBClient3,
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    *,
+    table: str = EPISODES_TABLE,
+) -> int:
+    """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = episodes_frame(episodes, identities)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]
-    return write_frame(client, frame, table=EPISODES_TABLE, tags=TAGS, fields=fields)
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:

@@ -19,9 +19,10 @@
   the API trigger: exiting would only make a container's restart policy loop on it.
 * Mage 0.9.80's worker pool can miss a job it was started for, leaving the run `running` for
   good, which stops a `skip_if_previous_running` schedule: `mage start` runs through
-  `influx_magic.mage_patches`, which fixes that first (see its docstring). Runs a killed server
-  left `running` need nothing here: the new server's scheduler finds no job for them and runs
-  them again (measured), so they end and the schedule goes on.
+  `influx_magic.mage_patches`, which fixes that first (see its docstring). Runs a stopped or
+  killed server left `initial` or `running` (Ctrl-C on `make run` in the middle of a run) are
+  marked failed before Mage starts again (`influx_magic.interrupted_runs`), so the schedule
+  does not cancel its next runs as "still running".
 * SIGTERM to `mage start` leaves its scheduler children and Jupyter kernel running; Mage runs
   here in its own process group, and a SIGTERM or SIGINT to this launcher stops the group and
   every descendant (the kernel starts its own session), then exits 0.
@@ -48,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from influx_magic.interrupted_runs import fail_interrupted_runs
+from influx_magic.mage_output import readable
 from influx_magic.settings import int_setting, load_dotenv, path_setting, setting
 from magic_common.envsettings import project_root
 
@@ -308,8 +311,9 @@ def set_up_api_trigger(env: Mapping[str, str], local: str, token: str) -> int | 
 class MageServer:
     """`mage start` in its own process group, stopped as a whole.
 
-    Its output is passed through with `secrets` masked: Tornado's access log prints request
-    paths, and the API trigger's path carries its token.
+    Its output is passed through as a person reads it (`influx_magic.mage_output`), with
+    `secrets` masked: Tornado's access log prints request paths, and the API trigger's path
+    carries its token.
     """
 
     def __init__(
@@ -336,7 +340,10 @@ class MageServer:
     def _forward(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         out = sys.stdout.buffer
-        for line in self.process.stdout:
+        for raw in self.process.stdout:
+            line = readable(raw)
+            if line is None:
+                continue
             for secret in self.secrets:
                 line = line.replace(secret, b"***")
             with contextlib.suppress(OSError, ValueError):
@@ -424,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         args.home.mkdir(parents=True, exist_ok=True)
     env = mage_environment(os.environ, host=args.host, port=port, home=args.home)
     Path(env["MAGE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    failed = fail_interrupted_runs(env["MAGE_DATABASE_CONNECTION_URL"])
+    if failed:
+        log.info(
+            "marked %d run(s) the last Mage left unfinished as failed: %s", len(failed), failed
+        )
 
     secrets = [
         setting(name, env)

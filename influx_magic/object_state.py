@@ -4,7 +4,7 @@ Workers on different machines (Kubernetes pods, one per shard run) need state th
 reach. The run still works on files: at its start the loader pulls the shard's committed
 objects (the state file of the run's configuration, the alert ledger and outbox, `shards.json`)
 into a local mirror (`<temp dir>/influx-magic-state/<hash of the URL>/`), and the run's own
-files (pending state, run lock) stay there. Three moments write back:
+files (the run lock) stay there. Three moments write back:
 
 * the commit: the exporter writes the pending state over the committed object with a
   conditional PUT (`If-Match` the ETag the loader saw, `If-None-Match: *` when there was none).

@@ -1,23 +1,26 @@
-"""One PNG per machine with anomalies: each sensor on its own axes, the score below.
+"""One PNG per alert message: the machine before the episode, and a zoom on how it began.
 
-Each feature gets its own axes and unit label (shared time axis), the score panel shows the
-threshold, anomalous points are marked on every panel and episodes are shaded across all of
-them, so "which sensor moved, when, and how far above the threshold" reads at a glance.
+Layout: one figure, a row per sensor (its unit on the axis) and the anomaly score with its
+threshold in the last row, in two columns that share the rows. Left, the overview: from
+`history` before the episode's first anomalous point to the last reading the run had. Right, a
+zoom on the episode's start (`ZOOM_BEFORE` before it to `ZOOM_AFTER` after). The episode is
+shaded (hatched while it is open). Anomalous points are marked on the score and only on the
+sensors that contributed, the episode's top features (the detector's attribution), so the eye
+goes to the sensor that moved. The title names the machine, the message and the episode.
 
-Figures are built with the object API on the Agg canvas, never through pyplot: nothing is
-registered globally, so nothing can leak across runs, and no display backend is needed. Files
-are written to a temp name and renamed, so the inbox never serves half a PNG.
+Each file is named by machine, episode id and message (`<machine>/<episode_id>-opened.png`,
+`-recurring-<n>.png`, `-resolved.png`), written once and never rewritten: a run redone after a
+failure finds the file and keeps it, so the picture a message links to never changes.
+`prune_plots` deletes plots older than the retention. Figures are built with the object API on
+the Agg canvas, never through pyplot, so nothing is registered globally and nothing leaks
+across runs; a file appears under its name only once it is complete.
 
-File names are stable (the same machine overwrites its plot, so a link in an alert always shows
-the latest picture) and safe: the unique_id, slugified, with a short hash added only when
-slugifying changed it (so two odd ids cannot land on the same file).
-
->>> plot_path("/plots", "acme-inc-machine2")
-PosixPath('/plots/acme-inc-machine2.png')
->>> plot_path("/plots", "ACME/Inc machine 2").name
-'ACME-Inc-machine-2-4e967a0d.png'
->>> plot_url(Path("/plots/acme-inc-machine2.png"), "/plots", "http://127.0.0.1:5006/")
-'http://127.0.0.1:5006/plots/acme-inc-machine2.png'
+>>> message_plot_name("acme-inc-machine2", "4f1c", "opened", 0)
+PosixPath('acme-inc-machine2/4f1c-opened.png')
+>>> message_plot_name("ACME/Inc machine 2", "4f1c", "recurring", 2).as_posix()
+'ACME-Inc-machine-2-4e967a0d/4f1c-recurring-2.png'
+>>> plot_url(Path("/plots/m/e-opened.png"), "/plots", "http://127.0.0.1:5006/")
+'http://127.0.0.1:5006/plots/m/e-opened.png'
 """
 
 from __future__ import annotations
@@ -26,216 +29,205 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import matplotlib.dates as mdates
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from slugify import slugify
 
-from fleetwatch.attribution import contributors
-from influx_magic.settings import setting
+from influx_magic.alerts import Alert
 from influx_magic.units import label
 
 LINE = "#1f5f99"
 ANOMALY = "#c62828"
 EPISODE = "#ff9800"
 THRESHOLD = "#555555"
+ZOOM_BEFORE = pd.Timedelta(minutes=1)
+ZOOM_AFTER = pd.Timedelta(minutes=2)
+COLUMNS = ("time", "machineID", "unique_id", "score", "is_anomaly")
+_WORD = {"opened": "Anomaly", "recurring": "Still recurring", "resolved": "Resolved"}
 
 
-@dataclass(frozen=True)
-class Span:
-    """An episode to shade: from `start` to `end` (None while it is still open)."""
-
-    unique_id: str
-    start: pd.Timestamp
-    end: pd.Timestamp | None
-
-
-def plot_path(output_dir: str | Path, unique_id: str) -> Path:
-    """The stable, filesystem-safe PNG path for one machine's plot."""
+def message_plot_name(unique_id: str, episode_id: str, kind: str, follow_up: int) -> Path:
+    """The file of one message's plot, relative to the plots folder: a folder per machine
+    (its unique_id, slugified, with a short hash when slugifying changed it), one file per
+    episode and message."""
     slug = slugify(unique_id, lowercase=False) or "machine"
     if slug != unique_id:
         slug += "-" + hashlib.sha256(unique_id.encode()).hexdigest()[:8]
-    return Path(output_dir) / f"{slug}.png"
+    event = f"recurring-{follow_up}" if kind == "recurring" else kind
+    return Path(slug) / f"{slugify(episode_id, lowercase=False)}-{event}.png"
 
 
-def plot_url(path: Path, output_dir: str | Path, base_url: str | None = None) -> str:
+def message_plot_path(folder: Path, alert: Alert) -> Path:
+    """Where the plot of `alert`'s message lives under `folder`."""
+    name = message_plot_name(
+        alert.unique_id, alert.episode_id, alert.kind, alert.event.episode.follow_ups
+    )
+    return folder / name
+
+
+def plot_url(path: Path, output_dir: str | Path, base_url: str) -> str:
     """Where the inbox (or whatever serves FLEETWATCH_OUTPUT_DIR) publishes `path`."""
-    base = (base_url if base_url is not None else setting("PUBLIC_BASE_URL")).rstrip("/")
     relative = Path(path).resolve().relative_to(Path(output_dir).resolve()).as_posix()
-    return f"{base}/plots/{quote(relative)}"
+    return f"{base_url.rstrip('/')}/plots/{quote(relative)}"
 
 
-def render_machine_plots(
-    scores: pd.DataFrame,
-    output_dir: str | Path,
+def render_message_plot(
+    rows: pd.DataFrame,
+    path: Path,
+    alert: Alert,
     *,
-    threshold: float,
     features: Sequence[str],
-    episodes: Iterable[Any] = (),
-    machines: Iterable[str] | None = None,
-) -> dict[str, Path]:
-    """Render one PNG per machine that has anomalous points or episodes; unique_id -> path.
-
-    `scores` has one row per machine and time: `time`, `machineID`, `unique_id`, the
-    `features`, `score` and `is_anomaly`, and optionally the detector's `dev_<feature>`
-    deviations: an anomalous point is marked on the panels of the sensors that contributed
-    (`fleetwatch.attribution.contributors`, the rule the alert's "features that moved"
-    follows), or on every panel where its deviations are not known (rows read back from
-    InfluxDB, which stores scores only). `episodes` are objects or mappings with `unique_id`,
-    `start` and `end` (None while open), such as the alert events. `machines` restricts the
-    plots to these unique_ids (default: every machine with an anomalous point or an episode).
-    """
-    required = ["time", "machineID", "unique_id", *features, "score", "is_anomaly"]
-    missing = [column for column in required if column not in scores.columns]
+    threshold: float,
+    history: timedelta,
+) -> bool:
+    """Draw `alert`'s plot from `rows` (the machine's `time`, `machineID`, `unique_id`, the
+    `features`, `score`, `is_anomaly`) into `path`, unless the file exists: True when drawn."""
+    if path.exists():
+        return False
+    missing = [c for c in [*COLUMNS, *features] if c not in rows.columns]
     if missing:
-        raise ValueError(f"cannot plot: the scores frame lacks column(s) {', '.join(missing)}")
-    spans = [_span(e) for e in episodes]
-    if machines is None:
-        flagged = scores.loc[scores["is_anomaly"].fillna(False).astype(bool), "unique_id"]
-        wanted = set(flagged) | {s.unique_id for s in spans}
-    else:
-        wanted = set(machines)
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for unique_id, rows in scores[scores["unique_id"].isin(wanted)].groupby("unique_id"):
-        uid = str(unique_id)
-        mine = [s for s in spans if s.unique_id == uid]
-        figure = _figure(rows.sort_values("time"), uid, features, threshold, mine)
-        paths[uid] = _save(figure, plot_path(output, uid))
-    return paths
+        raise ValueError(f"cannot plot: the rows lack column(s) {', '.join(missing)}")
+    figure = message_figure(
+        rows.sort_values("time"), alert, features=features, threshold=threshold, history=history
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save_once(figure, path)
 
 
-def marked_sensors(rows: pd.DataFrame, features: Sequence[str], flagged: np.ndarray) -> np.ndarray:
-    """Per row and feature: mark the point on that feature's panel? Anomalous points only, on
-    the sensors that contributed; every panel where the row has no deviations.
-
-    >>> rows = pd.DataFrame({"dev_load": [9.0, np.nan], "dev_power": [1.0, np.nan]})
-    >>> marked_sensors(rows, ["load", "power"], np.array([True, True])).tolist()
-    [[True, False], [True, True]]
-    """
-    columns = [f"dev_{f}" for f in features]
-    if not set(columns) <= set(rows.columns):
-        return np.repeat(flagged[:, None], len(features), axis=1)
-    deviations = rows[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    known = np.isfinite(deviations).any(axis=1)
-    moved = np.where(known[:, None], contributors(deviations), True)
-    return moved & flagged[:, None]
-
-
-def _figure(
-    rows: pd.DataFrame, unique_id: str, features: Sequence[str], threshold: float, spans: list[Span]
+def message_figure(
+    rows: pd.DataFrame,
+    alert: Alert,
+    *,
+    features: Sequence[str],
+    threshold: float,
+    history: timedelta,
 ) -> Figure:
+    """The figure of one message (see the module doc); `rows` sorted by time."""
+    start, at = pd.Timestamp(alert.start), pd.Timestamp(alert.time)
+    end = None if alert.end is None else pd.Timestamp(alert.end)
     times = pd.to_datetime(rows["time"], utc=True)
-    flagged = rows["is_anomaly"].fillna(False).astype(bool).to_numpy()
-    figure = Figure(figsize=(11, 1.7 * len(features) + 2.6), layout="constrained")
+    shown = rows[times >= start - pd.Timedelta(history)]
+    zoom = rows[(times >= start - ZOOM_BEFORE) & (times <= start + ZOOM_AFTER)]
+    moved = {name for name, _ in alert.top_features}
+
+    figure = Figure(figsize=(13, 1.7 * len(features) + 2.8), layout="constrained")
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(len(features) + 1, 1, height_ratios=[1] * len(features) + [1.4])
-    score_ax = figure.add_subplot(grid[-1])
-    axes = [figure.add_subplot(grid[i], sharex=score_ax) for i in range(len(features))]
-
-    end_of_data = times.iloc[-1]
-    for ax in [*axes, score_ax]:
-        for span in spans:
-            ax.axvspan(
-                span.start,
-                span.end if span.end is not None else end_of_data,
-                color=EPISODE,
-                alpha=0.18,
-                lw=0,
-                hatch="//" if span.end is None else None,
-                label="episode (open)" if span.end is None else "episode",
-            )
-        ax.grid(True, color="#dddddd", lw=0.6)
-
-    marked = marked_sensors(rows, features, flagged)
-    for j, (ax, feature) in enumerate(zip(axes, features, strict=True)):
-        values = pd.to_numeric(rows[feature], errors="coerce").to_numpy()
-        ax.plot(times, values, color=LINE, lw=1.0)
-        ax.scatter(times[marked[:, j]], values[marked[:, j]], color=ANOMALY, s=14, zorder=3)
-        ax.set_ylabel(label(feature))
-        ax.tick_params(labelbottom=False)
-
-    score = pd.to_numeric(rows["score"], errors="coerce").to_numpy()
-    score_ax.plot(times, score, color=LINE, lw=1.0, label="anomaly score")
-    score_ax.axhline(threshold, color=THRESHOLD, ls="--", lw=1.2, label=f"threshold {threshold:g}")
-    score_ax.scatter(
-        times[flagged], score[flagged], color=ANOMALY, s=14, zorder=3, label="anomalous point"
+    grid = figure.add_gridspec(
+        len(features) + 1, 2, height_ratios=[1] * len(features) + [1.4], width_ratios=[3, 1.2]
     )
-    top = max(1.0, float(pd.Series(score).max(skipna=True) or 0.0))
-    score_ax.set_ylim(0, top * 1.05)
-    score_ax.set_ylabel("anomaly score (0-1)")
-    score_ax.set_xlabel("time (UTC)")
-    locator = mdates.AutoDateLocator(tz="UTC")
-    score_ax.xaxis.set_major_locator(locator)
-    score_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
+    for column, (frame, title) in enumerate(
+        [(shown, "before and during the episode"), (zoom, "its start")]
+    ):
+        score_ax = figure.add_subplot(grid[-1, column])
+        axes = [figure.add_subplot(grid[i, column], sharex=score_ax) for i in range(len(features))]
+        data_times = pd.to_datetime(frame["time"], utc=True)
+        flagged = frame["is_anomaly"].astype("boolean").fillna(False).to_numpy(bool)
+        for ax in [*axes, score_ax]:
+            right = end if end is not None else (data_times.max() if len(frame) else at)
+            ax.axvspan(start, max(right, start), color=EPISODE, alpha=0.18, lw=0,
+                       hatch="//" if end is None else None,
+                       label="episode (open)" if end is None else "episode")  # fmt: skip
+            ax.grid(True, color="#dddddd", lw=0.6)
+        for ax, feature in zip(axes, features, strict=True):
+            values = pd.to_numeric(frame[feature], errors="coerce").to_numpy()
+            ax.plot(data_times, values, color=LINE, lw=1.0)
+            if feature in moved:
+                ax.scatter(data_times[flagged], values[flagged], color=ANOMALY, s=14, zorder=3)
+            if column == 0:
+                ax.set_ylabel(label(feature) + (" *" if feature in moved else ""))
+            ax.tick_params(labelbottom=False)
+        score = pd.to_numeric(frame["score"], errors="coerce").to_numpy()
+        score_ax.plot(data_times, score, color=LINE, lw=1.0, label="anomaly score")
+        score_ax.axhline(
+            threshold, color=THRESHOLD, ls="--", lw=1.2, label=f"threshold {threshold:g}"
+        )
+        score_ax.scatter(data_times[flagged], score[flagged], color=ANOMALY, s=14, zorder=3,
+                         label="anomalous point")  # fmt: skip
+        score_ax.set_ylim(0, 1.05)
+        if column == 1:
+            score_ax.set_xlim(start - ZOOM_BEFORE, start + ZOOM_AFTER)
+        if column == 0:
+            score_ax.set_ylabel("anomaly score (0-1)")
+        if column == 0:
+            score_ax.set_xlabel("time (UTC)")
+            locator = mdates.AutoDateLocator(tz="UTC")
+            score_ax.xaxis.set_major_locator(locator)
+            score_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
+        else:
+            score_ax.xaxis.set_major_locator(mdates.MinuteLocator(tz="UTC"))
+            score_ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz="UTC"))
+        axes[0].set_title(title, fontsize=10, color="#444444")
+        if not len(frame):
+            axes[0].text(0.5, 0.5, "no data", transform=axes[0].transAxes, ha="center")
+        if column == 0:
+            _legend(figure, score_ax)
 
-    machine = str(rows["machineID"].iloc[0])
-    figure.suptitle(f"{machine} · {unique_id}", fontsize=13, fontweight="bold")
-    axes[0].set_title(
-        f"{_when(times.iloc[0])} – {_when(end_of_data)}   ·   {int(flagged.sum())} anomalous "
-        f"point(s)   ·   {len(spans)} episode(s)",
-        fontsize=9,
-        color="#444444",
+    word = _WORD[alert.kind]
+    when = at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    figure.suptitle(
+        f"{word}: {alert.machine_id} · {alert.unique_id} · {when}\n"
+        f"episode {alert.episode_id} · since {start:%Y-%m-%d %H:%M:%S} UTC · "
+        f"peak score {alert.peak_score:.2f} · sensors that moved (*): "
+        f"{', '.join(sorted(moved)) or 'none'}",
+        fontsize=11,
     )
-    _legend(figure, score_ax)
     return figure
+
+
+def prune_plots(folder: Path, older_than: timedelta, now: float | None = None) -> int:
+    """Delete plots under `folder` whose file is older than `older_than`; how many."""
+    if not folder.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - older_than.total_seconds()
+    pruned = 0
+    for path in folder.rglob("*.png"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                pruned += 1
+    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only empty ones go
+    return pruned
 
 
 def _legend(figure: Figure, ax: Axes) -> None:
     """One entry per label (every span repeats its label), under the plots, off the data."""
     handles, labels = ax.get_legend_handles_labels()
-    unique: Mapping[str, Any] = dict(zip(labels, handles, strict=True))
+    unique = dict(zip(labels, handles, strict=True))
     figure.legend(
         unique.values(), unique.keys(), loc="outside lower center", fontsize=9, ncols=len(unique)
     )
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def _save_once(figure: Figure, path: Path) -> bool:
+    """Write the PNG to a temp file and link it to `path` only if no file is there: a file
+    under that name is never replaced. True when this call created it."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     try:
         with os.fdopen(handle, "wb") as file:
             figure.savefig(file, format="png", dpi=100)
         # mkstemp makes the file owner-only; plots are served by whatever web server the team runs.
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: check, then rename
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-    finally:
         figure.clear()
-    return path
-
-
-def _span(episode: Any) -> Span:
-    """A shading span from an alert event, an episode object or a mapping."""
-
-    def field(name: str) -> Any:
-        if isinstance(episode, Mapping):
-            return episode.get(name)
-        return getattr(episode, name, None)
-
-    unique_id, start, end = field("unique_id"), field("start"), field("end")
-    if unique_id is None or start is None:
-        raise ValueError(f"an episode to plot needs unique_id and start, got {episode!r}")
-    ended = None if end is None or pd.isna(end) else _utc(pd.Timestamp(end))
-    return Span(str(unique_id), _utc(pd.Timestamp(start)), ended)
-
-
-def _utc(moment: pd.Timestamp) -> pd.Timestamp:
-    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-
-
-def _when(moment: datetime) -> str:
-    return pd.Timestamp(moment).strftime("%Y-%m-%d %H:%M:%S UTC")

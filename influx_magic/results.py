@@ -1,23 +1,33 @@
-"""What a run writes back to InfluxDB: the scores of the points it scored, its episode events.
+"""What a run writes back to InfluxDB: the scores of the points it scored, its episodes.
 
 `anomaly_scores` gets one row per scored point (tags machineID, provider; fields score,
-is_anomaly, episode_id); rows re-read because of the lateness allowance were not scored again
-(`status` is not "scored") and are not written again. `anomaly_episodes` gets one row per
-episode, written when it opens and again when it resolves. Writes are idempotent (same tags
-and time replace the row), so a run redone after a failure writes the same rows once more,
-harmlessly.
+is_anomaly, episode_id, unique_id, config_id, warm and each sensor's deviation dev_<feature>);
+rows re-read because of the lateness allowance were not scored again (`status` is not
+"scored") and are not written again. `anomaly_episodes` gets one row per episode, rewritten
+whenever a run changes it (announced or held back, grown, resolved). An experiment writes to
+`anomaly_scores_<config_id>` and `anomaly_episodes_<config_id>` instead.
+Writes are idempotent (same tags and time replace the row), so a run redone after a failure
+writes the same rows once more, harmlessly.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
-from influx_magic.alerts import Alert
-from influx_magic.influx import TAGS, InfluxSettings, connect, write_episodes, write_scores
+from fleetwatch.episodes import Episode
+from influx_magic.influx import (
+    SCORE_FIELDS,
+    TAGS,
+    InfluxSettings,
+    connect,
+    write_episodes,
+    write_scores,
+)
+from influx_magic.run_context import Configuration
 
 
 @dataclass(frozen=True)
@@ -30,16 +40,25 @@ class Written:
 
 
 def write_results(
-    influx: InfluxSettings, checked: pd.DataFrame, alerts: Sequence[Alert]
+    influx: InfluxSettings,
+    configuration: Configuration,
+    checked: pd.DataFrame,
+    episodes: Sequence[Episode],
+    identities: Mapping[str, Sequence[str]],
 ) -> Written:
-    """Write the scored rows of `checked` to `anomaly_scores`, `alerts` to `anomaly_episodes`."""
-    columns = ["time", *TAGS, "score", "is_anomaly", "episode_id"]
+    """Write the scored rows of `checked` and `episodes` to the configuration's tables
+    (`identities`: each unique_id's machineID and provider)."""
+    present = [c for c in ["time", *TAGS, *SCORE_FIELDS] if c in checked.columns]
+    columns = present + [c for c in checked.columns if c.startswith("dev_")]
     rows = checked.loc[checked["status"].to_numpy() == "scored", columns]  # no full copy
-    scores = episodes = 0
-    if len(rows) or alerts:
+    rows["config_id"] = configuration.config_id
+    scores = written = 0
+    if len(rows) or episodes:
         with contextlib.closing(connect(influx)) as client:
             if len(rows):
-                scores = write_scores(client, rows)
-            episodes = write_episodes(client, alerts)
+                scores = write_scores(client, rows, table=configuration.scores_table)
+            written = write_episodes(
+                client, episodes, identities, table=configuration.episodes_table
+            )
     anomalous = int(rows["is_anomaly"].sum()) if len(rows) else 0
-    return Written(scores, episodes, anomalous)
+    return Written(scores, written, anomalous)

@@ -1,28 +1,33 @@
-"""A pipeline run commits all or nothing: a pending state between blocks, one rename to commit.
+"""A pipeline run commits all or nothing, and a run left idle never blocks the next one.
 
-The loader starts a run (`start_run`): it records which committed state the run starts from and
-the run's detector configuration in `<state dir>/pending/current.json`. Later blocks continue it
-(`current_run`): the detector and the checker never touch the committed state file, they keep a
-*pending* state (`FleetState.to_bytes`) under `<state dir>/pending/<run>.state`, and the
-exporter, after its writes to InfluxDB succeeded, renames that file over the committed one (one
-atomic rename: detector, episodes and watermark move together). A run that fails anywhere leaves
-the committed state as it was, so the next run reads the same rows again (from the same
-watermark) into the same models: no point is learned twice, nothing is lost. Alerts a failed run
-already sent are not sent again: episode ids are a function of the data, and the alert ledger
+The loader starts a run (`start_run`) and puts it in Mage's `context`: the dict the blocks of
+one pipeline run share in one process (`run_pipeline_in_one_process: true`; Mage's editor keeps
+one in its kernel too), where later blocks find it (`current_run`). The run remembers the
+committed state it started from (a digest of the state file) and where the loader read from.
+The detector and the checker keep their *pending* state (`FleetState` as bytes) in the run and
+never touch the committed file; the exporter, once its writes to InfluxDB succeeded, commits: it
+checks that the committed file is still the one the run started from and replaces it
+atomically, so detector, episodes and watermark move together. A run that fails anywhere leaves
+the committed state as it was: the next run reads the same rows again (from the same watermark)
+into the same models, so no point is learned twice and nothing is lost. Alerts a failed run
+already sent are not sent again: episode ids come from the data, and the alert ledger
 remembers them.
 
-Mage hands DataFrames between blocks as Parquet and other values as JSON (bytes do not
-survive), which is why the pending state travels as a file and only frames travel through Mage.
+Each block holds the state dir's lock (`influx_magic.runlock`) while it runs (`with run:`), so
+two runs never interleave their blocks: a manual `mage run` waits for a scheduled one (up to
+`lock_timeout_seconds`, 60) and then starts from what it committed. Between blocks the run keeps
+the lock for `IDLE_RELEASE` seconds only: the blocks of a pipeline run follow each other within
+that, but a block run on its own in Mage's editor (the loader, to look at its rows) lets go of
+it soon after, and the schedule goes on. When such a run goes on later, its block takes the lock
+again; if another run committed meanwhile, the detector (or the commit) stops it with a message
+to start again from the loader.
 
-A file lock on the state dir (`influx_magic.runlock`), taken by the loader and released by the
-exporter, keeps a manual `mage run` and a scheduled run from overlapping; the second waits up to
-`lock_timeout_seconds` (default 60) and then stops with a message naming the holder. A block
-that fails inside `with run:` lets go of the lock at once, and the commit also checks that the
-committed state is still the one the run started from.
-
-With FLEETWATCH_SHARDS > 1 all of this lives in the run's shard's folder (`influx_magic.shards`);
-with FLEETWATCH_STATE_DIR at a URL the loader pulls the shard's committed objects into a local
-mirror and the commit is a conditional PUT (`influx_magic.object_state`).
+The loader reads up to the newest point of the whole fleet (or FLEETWATCH_CATCHUP_MINUTES of
+data when further behind) and records where it stopped: the data time every shard's episodes
+reach (`Run.clock`). With FLEETWATCH_SHARDS > 1 all of this lives in the run's shard's folder
+(`influx_magic.shards`); with FLEETWATCH_STATE_DIR at a URL the loader pulls the shard's
+committed objects into a local mirror and the commit is a conditional PUT
+(`influx_magic.object_state`).
 
 The state file depends on the detector configuration: a run with other runtime variables keeps
 its own models, watermark and episodes in its own file instead of refusing the saved ones or
@@ -32,11 +37,10 @@ overwriting them.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
+import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,20 +48,21 @@ from typing import Any
 import pandas as pd
 
 from fleetwatch.detector import DetectorConfig
-from fleetwatch.state import FleetState, StateError
+from fleetwatch.episodes import Episode
+from fleetwatch.state import FleetState, StateError, reset_hint
 from influx_magic import state_file
 from influx_magic.alerts import Alert, SlackWebhookNotifier
 from influx_magic.influx import read_since
 from influx_magic.object_state import StaleStateError
-from influx_magic.run_context import MageRun, PipelineSettings, RunVariables
-from influx_magic.runlock import acquire_run_lock, release_run_lock
+from influx_magic.run_context import Configuration, MageRun, PipelineSettings, RunVariables
+from influx_magic.runlock import RunLock
 from influx_magic.shards import LAYOUT_FILE, ShardLayoutError, check_layout
-from magic_common.atomic import fsync_dir, write_atomically
+from magic_common.atomic import write_atomically
 
 ONE_NS = pd.Timedelta(1, unit="ns")
 LATENESS = timedelta(seconds=30)  # Telegraf flushes every ~10 s with jitter: up to ~15 s late
-PENDING_DIR = "pending"
-CURRENT_RUN = "current.json"
+CONTEXT_KEY = "influx_magic_run"
+IDLE_RELEASE = 10.0  # seconds a run keeps the lock after a block, waiting for its next block
 
 
 class PipelineError(RuntimeError):
@@ -73,8 +78,175 @@ def state_path(state_dir: Path, config: DetectorConfig) -> Path:
     return state_dir / f"{name.stem}-{digest}{name.suffix}"
 
 
+@dataclass
+class Run:
+    """One pipeline run: where it reads from, what it started from, what it keeps pending."""
+
+    settings: PipelineSettings
+    configuration: Configuration
+    mage: MageRun
+    state_path: Path
+    base_digest: str | None  # SHA-256 of the committed file the run started from
+    since: pd.Timestamp
+    lock_timeout: float
+    base_tag: str | None = None  # with the state dir at a URL: the object's ETag then
+    until: pd.Timestamp | None = None  # where the loader stopped reading (exclusive)
+    latest: pd.Timestamp | None = None  # the fleet's newest point when the loader read
+    key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    _pending: bytes | None = field(default=None, repr=False)
+    _alerts: list[Alert] = field(default_factory=list, repr=False)
+    _episodes: list[Episode] = field(default_factory=list, repr=False)
+    _lock: RunLock = field(init=False, repr=False)
+    _idle: int = field(default=0, repr=False)  # the idle spell a timer may end (0: none)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _committed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lock = RunLock(self.settings.state_dir)
+
+    def __enter__(self) -> Run:
+        """A block of this run starts: hold the lock (taking it again after an idle spell)."""
+        with self._guard:
+            self._idle = 0
+            if not self._lock.held:
+                self._lock.acquire(self.lock_timeout, what=self.mage.describe)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """The block ended: let go of the lock now if it failed or committed, else after
+        `IDLE_RELEASE` seconds unless the next block comes first."""
+        with self._guard:
+            if kind is not None or self._committed:
+                self._lock.release()
+                return
+            spell = self._idle = uuid.uuid4().int
+            timer = threading.Timer(IDLE_RELEASE, self._let_go, args=(spell,))
+            timer.daemon = True
+            timer.start()
+
+    def _let_go(self, spell: int) -> None:
+        with self._guard:
+            if self._idle == spell:  # no block has started since
+                self._idle = 0
+                self._lock.release()
+
+    @property
+    def config(self) -> DetectorConfig:
+        """The detector configuration of this run."""
+        return self.configuration.detector
+
+    @property
+    def first(self) -> bool:
+        """No run of this configuration has committed yet."""
+        return self.base_digest is None
+
+    @property
+    def clock(self) -> pd.Timestamp | None:
+        """The data time the whole fleet reached in this run (the last instant read): every
+        shard runs its episodes' clock to it, so silent machines time out alike."""
+        return None if self.until is None else self.until - ONE_NS
+
+    def reached(self, until: pd.Timestamp | None, latest: pd.Timestamp | None) -> None:
+        """Record where the loader stopped reading and the fleet's newest point then."""
+        self.until, self.latest = until, latest
+
+    def behind(self) -> str:
+        """A note for the log when the run read less than there is (catching up)."""
+        if self.latest is None or self.until is None or self.until > self.latest:
+            return ""
+        return (
+            f"; catching up: {self.latest - self.clock} behind the newest point "
+            f"({self.latest.isoformat()}), FLEETWATCH_CATCHUP_MINUTES per run, the next run "
+            "goes on"
+        )
+
+    def committed_state(self) -> FleetState:
+        """The committed models, episodes and watermark the run started from (or new ones),
+        its episodes following `ALERT_RECUR_GAP_MIN`. Stops the run when another run
+        committed since the loader read (its rows would be judged against other models)."""
+        data = self.state_path.read_bytes() if self.state_path.exists() else None
+        digest = None if data is None else hashlib.sha256(data).hexdigest()
+        if digest != self.base_digest:
+            raise PipelineError(
+                f"{self.state_path} changed since load_influx_data started this run (another "
+                "run committed): run the pipeline again from load_influx_data"
+            )
+        state = (
+            FleetState.new(self.config)
+            if data is None
+            else load(data, self.state_path, self.config)
+        )
+        state.episodes.recur_gap_seconds = self.settings.recur_gap.total_seconds()
+        return state
+
+    def keep(
+        self,
+        state: FleetState,
+        alerts: list[Alert] | None = None,
+        episodes: list[Episode] | None = None,
+    ) -> None:
+        """Keep `state` (and the checker's alerts and changed episodes) for the exporter."""
+        self._pending = state.to_bytes()
+        if alerts is not None:
+            self._alerts, self._episodes = list(alerts), list(episodes or [])
+
+    def pending_state(self) -> FleetState:
+        """A copy of the state the detector (or the checker) kept in this run."""
+        if self._pending is None:
+            raise PipelineError(
+                f"no pending state in run {self.key}: run detect_anomalies after load_influx_data"
+            )
+        return FleetState.from_bytes(self._pending, source=f"run {self.key}")
+
+    def alerts(self) -> list[Alert]:
+        """The alerts the checker kept (none when it has not run)."""
+        return list(self._alerts)
+
+    def episodes(self) -> list[Episode]:
+        """The episodes the checker found changed (none when it has not run)."""
+        return list(self._episodes)
+
+    def commit(self) -> None:
+        """Make the pending state the committed one, unless another run committed meanwhile
+        (call it inside `with run:`; the lock goes when the block ends). With the state dir at
+        a URL the commit is one conditional PUT (`influx_magic.object_state`): atomic, and
+        refused by the store when stale."""
+        if self._pending is None:
+            raise PipelineError(f"no pending state in run {self.key}: nothing to commit")
+        remote = self.settings.remote
+        if remote is not None:
+            try:
+                remote.commit(self.state_path, self._pending, self.base_tag)
+            except StaleStateError as error:
+                raise PipelineError(str(error)) from None
+        else:
+            if file_digest(self.state_path) != self.base_digest:
+                raise PipelineError(
+                    f"{self.state_path} changed while this run was in progress (another run "
+                    "committed); this run's results are dropped and the next run redoes them"
+                )
+            write_atomically(self.state_path, self._pending)
+        self._committed = True
+
+
+def load(data: bytes, path: Path, config: DetectorConfig) -> FleetState:
+    """The state in `data` (read from `path`), which must be one for `config`."""
+    try:
+        state = FleetState.from_bytes(data, source=path)
+    except StateError as error:
+        raise PipelineError(str(error)) from None
+    if state.detector.config != config:
+        raise PipelineError(
+            f"{path} holds models for another configuration:\n  saved:     "
+            f"{state.detector.config.describe()}\n  requested: {config.describe()}\n"
+            f"{reset_hint(path)}"
+        )
+    return state
+
+
 def alert_files(state_dir: Path) -> list[Path]:
-    """The alert ledger and outbox of a shard (`influx_magic.alerts.store`)."""
+    """The alert ledger and outbox under a (shard's or experiment's) folder
+    (`influx_magic.alerts.store`)."""
     folder = state_dir / "alerts" / SlackWebhookNotifier.name
     return [folder / "ledger.json", folder / "outbox.json"]
 
@@ -85,212 +257,74 @@ def file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """The run in progress, as the loader started it (`pending/current.json`)."""
-
-    key: str
-    state_file: str
-    base_digest: str | None
-    since: str
-    config: dict[str, Any]
-    lock_timeout: float
-    describe: str
-    until: str | None = None  # the read's exclusive end: the fleet's data time it reached
-    latest: str | None = None  # the newest point of the fleet when the run read
-
-
-@dataclass
-class Run:
-    """One pipeline run: its settings, configuration and pending files. `with run:` holds the
-    state dir's run lock for the block and lets go of it when the block fails."""
-
-    settings: PipelineSettings
-    config: DetectorConfig
-    record: RunRecord
-    mage: MageRun
-
-    def __enter__(self) -> Run:
-        acquire_run_lock(
-            self.settings.state_dir, self.record.lock_timeout, what=self.record.describe
-        )
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None:
-            release_run_lock(self.settings.state_dir)
-
-    @property
-    def since(self) -> pd.Timestamp:
-        """Where the loader reads from: the watermark minus `LATENESS`, or the lookback."""
-        return pd.Timestamp(self.record.since)
-
-    @property
-    def until(self) -> pd.Timestamp | None:
-        """Where the loader stopped reading (exclusive), None before it read or without data."""
-        return None if self.record.until is None else pd.Timestamp(self.record.until)
-
-    @property
-    def clock(self) -> pd.Timestamp | None:
-        """The data time the whole fleet reached in this run (the last instant read): every
-        shard runs its episodes' clock to it, so silent machines time out alike."""
-        return None if self.until is None else self.until - ONE_NS
-
-    def reached(self, until: pd.Timestamp | None, latest: pd.Timestamp | None) -> None:
-        """Record where the loader stopped reading and the fleet's newest point then."""
-        self.record = replace(
-            self.record,
-            until=None if until is None else until.isoformat(),
-            latest=None if latest is None else latest.isoformat(),
-        )
-        write_atomically(self.pending_dir / CURRENT_RUN, json.dumps(asdict(self.record)).encode())
-
-    def behind(self) -> str:
-        """A note for the log when the run read less than there is (catching up)."""
-        if self.record.latest is None or self.until is None:
-            return ""
-        latest = pd.Timestamp(self.record.latest)
-        if self.until > latest:
-            return ""
-        return (
-            f"; catching up: {latest - self.clock} behind the newest point "
-            f"({latest.isoformat()}), FLEETWATCH_CATCHUP_MINUTES per run, the next run goes on"
-        )
-
-    @property
-    def first(self) -> bool:
-        """No run of this configuration has committed yet."""
-        return self.record.base_digest is None
-
-    @property
-    def state_path(self) -> Path:
-        return self.settings.state_dir / self.record.state_file
-
-    @property
-    def pending_dir(self) -> Path:
-        return self.settings.state_dir / PENDING_DIR
-
-    def committed_state(self) -> FleetState:
-        """This configuration's committed models, episodes and watermark (or new ones)."""
-        try:
-            return state_file.load_or_new(self.state_path, self.config)
-        except StateError as error:
-            raise PipelineError(str(error)) from None
-
-    def pending_state(self) -> FleetState:
-        """The state the detector kept for this run."""
-        path = self._pending("state")
-        if not path.exists():
-            raise PipelineError(
-                f"no pending state for run {self.record.key}: detect_anomalies has not run in "
-                "this run"
-            )
-        return FleetState.from_bytes(path.read_bytes(), source=path)
-
-    def keep(self, state: FleetState, alerts: list[Alert] | None = None) -> None:
-        """Keep `state` (and the run's alerts) pending until the exporter commits them."""
-        write_atomically(self._pending("state"), state.to_bytes())
-        if alerts is not None:
-            data = [alert.to_json() for alert in alerts]
-            write_atomically(self._pending("alerts.json"), json.dumps(data).encode())
-
-    def alerts(self) -> list[Alert]:
-        """The alerts the checker kept for this run (none when it has not run)."""
-        path = self._pending("alerts.json")
-        if not path.exists():
-            return []
-        return [Alert.from_json(item) for item in json.loads(path.read_text(encoding="utf-8"))]
-
-    def commit(self) -> None:
-        """Make the pending state the committed one, unless another run committed meanwhile;
-        then let the next run in. With the state dir at a URL the commit is one conditional
-        PUT (`influx_magic.object_state`): atomic, and refused by the store when stale."""
-        pending = self._pending("state")
-        if not pending.exists():
-            raise PipelineError(f"no pending state for run {self.record.key}: nothing to commit")
-        remote = self.settings.remote
-        if remote is not None:
-            try:
-                remote.commit(self.state_path, pending.read_bytes(), self.record.base_digest)
-            except StaleStateError as error:
-                raise PipelineError(str(error)) from None
-            pending.unlink()
-        else:
-            if file_digest(self.state_path) != self.record.base_digest:
-                raise PipelineError(
-                    f"{self.state_path} changed while this run was in progress (another run "
-                    "committed); this run's results are dropped and the next run redoes them"
-                )
-            os.replace(pending, self.state_path)
-            fsync_dir(self.state_path.parent)
-        for leftover in (self._pending("alerts.json"), self.pending_dir / CURRENT_RUN):
-            leftover.unlink(missing_ok=True)
-        release_run_lock(self.settings.state_dir)
-
-    def _pending(self, what: str) -> Path:
-        return self.pending_dir / f"{self.record.key}.{what}"
-
-
 def start_run(
+    kwargs: Mapping[str, Any],
     settings: PipelineSettings,
     variables: RunVariables,
-    mage: MageRun,
     *,
     now: pd.Timestamp | None = None,
 ) -> Run:
-    """Take the run lock and start a run of `variables.config` from the committed state:
-    forget any earlier run's pending files, record this one. Reads from the committed
-    watermark minus `LATENESS`, or `variables.lookback` before the first commit."""
-    acquire_run_lock(settings.state_dir, variables.lock_timeout, what=mage.describe)
+    """Start a run of `variables.config` from its committed state and put it in Mage's
+    `context` for the later blocks; use it as `with start_run(...) as run:` (the lock is
+    already taken, so the committed state cannot move under the loader). It reads from the
+    committed watermark minus `LATENESS`, or `variables.lookback` before the first commit."""
+    mage = MageRun.from_kwargs(kwargs, settings.mage_public_host)
+    lock = RunLock(settings.state_dir).acquire(variables.lock_timeout, what=mage.describe)
     try:
-        path = state_path(settings.state_dir, variables.config)
-        remote = settings.remote
-        layout = settings.root / LAYOUT_FILE
-        try:
-            if remote is not None:  # the shard's committed objects, into the local mirror
-                tags = remote.pull([layout, path, *alert_files(settings.state_dir)])
-            check_layout(settings.root, settings.shard)
-            if remote is not None:
-                remote.push([layout])
-            watermark = state_file.load_or_new(path, variables.config).watermark
-        except (StateError, ShardLayoutError) as error:
-            raise PipelineError(str(error)) from None
-        since = read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now)
-        folder = settings.state_dir / PENDING_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.iterdir():
-            if stale.is_file():
-                stale.unlink()
-        record = RunRecord(
-            key=uuid.uuid4().hex[:12],
-            state_file=path.name,
-            # The committed version the run starts from: the object's ETag when the state dir
-            # is a URL, else the file's SHA-256.
-            base_digest=tags[path] if remote is not None else file_digest(path),
-            since=since.isoformat(),
-            config=variables.config.to_json(),
-            lock_timeout=variables.lock_timeout,
-            describe=mage.describe,
-        )
-        write_atomically(folder / CURRENT_RUN, json.dumps(asdict(record)).encode())
+        run = _begin(kwargs, settings, variables, mage, now)
     except BaseException:
-        release_run_lock(settings.state_dir)
+        lock.release()
         raise
-    return Run(settings, variables.config, record, mage)
+    run._lock = lock
+    return run
 
 
-def current_run(kwargs: Mapping[str, Any], settings: PipelineSettings | None = None) -> Run:
-    """The run the loader started, for a later block (`kwargs`: the block's, for the run link)."""
-    settings = (settings or PipelineSettings.from_env()).for_shard(kwargs.get("shard"))
-    path = settings.state_dir / PENDING_DIR / CURRENT_RUN
+def _begin(
+    kwargs: Mapping[str, Any],
+    settings: PipelineSettings,
+    variables: RunVariables,
+    mage: MageRun,
+    now: pd.Timestamp | None,
+) -> Run:
+    config = variables.config
+    path = state_path(settings.state_dir, config)
+    remote = settings.remote
+    layout = settings.root / LAYOUT_FILE
+    alerts = alert_files(variables.configuration.alert_dir(settings.state_dir))
     try:
-        record = RunRecord(**json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
+        tags = remote.pull([layout, path, *alerts]) if remote is not None else {}
+        check_layout(settings.root, settings.shard)
+        if remote is not None:
+            remote.push([layout])
+    except ShardLayoutError as error:
+        raise PipelineError(str(error)) from None
+    data = path.read_bytes() if path.exists() else None
+    watermark = None if data is None else load(data, path, config).watermark
+    run = Run(
+        settings=settings,
+        configuration=variables.configuration,
+        mage=mage,
+        state_path=path,
+        base_digest=None if data is None else hashlib.sha256(data).hexdigest(),
+        base_tag=tags.get(path),
+        since=read_since(watermark, lookback=variables.lookback, lateness=LATENESS, now=now),
+        lock_timeout=variables.lock_timeout,
+    )
+    shared = kwargs.get("context")
+    if isinstance(shared, dict):
+        shared[CONTEXT_KEY] = run
+    return run
+
+
+def current_run(kwargs: Mapping[str, Any]) -> Run:
+    """The run load_influx_data started, from Mage's `context`; use it as
+    `with current_run(kwargs) as run:`."""
+    shared = kwargs.get("context")
+    run = shared.get(CONTEXT_KEY) if isinstance(shared, dict) else None
+    if not isinstance(run, Run):
         raise PipelineError(
-            "no run in progress: run the pipeline from load_influx_data "
-            "(the loader starts a run; later blocks continue it)"
-        ) from None
-    except (OSError, ValueError, TypeError) as error:
-        raise PipelineError(f"cannot read {path}: {error}; run the whole pipeline") from None
-    config = DetectorConfig.from_json(record.config)
-    return Run(settings, config, record, MageRun.from_kwargs(kwargs, settings.mage_public_host))
+            "no run in progress: run the pipeline from load_influx_data (the loader starts a "
+            "run, later blocks continue it in Mage's `context`, which needs "
+            "run_pipeline_in_one_process: true)"
+        )
+    return run

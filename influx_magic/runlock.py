@@ -1,15 +1,12 @@
-"""One pipeline run at a time per state dir: an advisory `flock` on `<state dir>/run.lock`.
+"""The moments two pipeline runs must not interleave: an advisory `flock` on `<state dir>/run.lock`.
 
-A manual `mage run` and a scheduled run must not interleave: both would load the same detector
-state and watermark, score the same points and post the same alerts. The lock is the kernel's
-(`fcntl.flock`), so it dies with its process — a crashed or killed run never leaves a stale lock
-behind, and there is no pid file to clean up. The holder writes its pid, host and start time
-into the file, so the run that has to wait can say who it waited for.
-
-The lock spans several Mage blocks (taken by the loader, released by the exporter), which a
-`with` statement cannot, so `acquire_run_lock` / `release_run_lock` keep it per process and are
-re-entrant within it: a run that failed half-way in a long-lived process does not block that
-process's next run. Another process waits up to `timeout` seconds, then gets `RunLockBusy`.
+Two runs of the same state dir (a manual `mage run` beside a scheduled one) may overlap; what
+must not interleave is reading and writing the alert ledger and outbox, and the commit of the
+state (`influx_magic.run_transaction` holds the lock for those moments only, never between
+blocks). The lock is the kernel's (`fcntl.flock`), so it dies with its process — a crashed or
+killed run never leaves a stale lock behind, and there is no pid file to clean up. The holder
+writes its pid, host and start time into the file, so a run that has to wait can say who it
+waited for; it waits up to `timeout` seconds, then gets `RunLockBusy`.
 
 flock is reliable on local filesystems; keep the state dir off NFS.
 
@@ -117,28 +114,6 @@ class RunLock:
             yield self
         finally:
             self.release()
-
-
-_held: dict[Path, RunLock] = {}
-
-
-def acquire_run_lock(state_dir: str | Path, timeout: float = 60.0, *, what: str = "") -> RunLock:
-    """Take the state dir's run lock for this process, or return it if already taken here."""
-    key = Path(state_dir).resolve()
-    lock = _held.get(key)
-    if lock is None or not lock.held:
-        lock = RunLock(key).acquire(timeout, what=what)
-        _held[key] = lock
-    return lock
-
-
-def release_run_lock(state_dir: str | Path) -> bool:
-    """Release this process's run lock on the state dir; False when it did not hold it."""
-    lock = _held.pop(Path(state_dir).resolve(), None)
-    if lock is None or not lock.held:
-        return False
-    lock.release()
-    return True
 
 
 def _busy_message(path: Path, holder: dict[str, Any] | None, timeout: float) -> str:

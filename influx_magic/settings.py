@@ -15,6 +15,7 @@ PosixPath('/abs/state')
 
 from __future__ import annotations
 
+from influx_magic import local_wiring
 from magic_common.envsettings import Settings, load_dotenv
 
 SETTINGS = Settings(
@@ -24,7 +25,10 @@ SETTINGS = Settings(
         "INFLUX_DATABASE": "machines",
         "SLACK_WEBHOOK_URL": "",
         "ALERT_DIGEST_MIN": "10",
+        "ALERT_RECUR_GAP_MIN": "10",
+        "ALERT_LATE_AFTER_H": "24",
         "PLOT_HISTORY_MIN": "30",
+        "PLOT_RETENTION_DAYS": "30",
         "PUBLIC_BASE_URL": "http://127.0.0.1:5006",
         "MAGE_PORT": "6789",
         "MAGE_PUBLIC_HOST": "",
@@ -36,6 +40,7 @@ SETTINGS = Settings(
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
         "FLEETWATCH_SHARDS": "1",
         "FLEETWATCH_CATCHUP_MINUTES": "60",
+        local_wiring.SETTING: local_wiring.DEFAULT,
     },
     fallbacks={"MAGE_SLACK_WEBHOOK_URL": "SLACK_WEBHOOK_URL"},
 )
@@ -44,4 +49,19 @@ setting = SETTINGS.get
 int_setting = SETTINGS.integer
 path_setting = SETTINGS.path
 
-__all__ = ["SETTINGS", "load_dotenv", "int_setting", "path_setting", "setting"]
+
+def load_environment() -> None:
+    """What a pipeline run reads its settings from: the environment, then what a running
+    `make run` wired (`influx_magic.local_wiring`), then `.env`."""
+    local_wiring.apply()
+    load_dotenv()
+
+
+__all__ = [
+    "SETTINGS",
+    "load_dotenv",
+    "load_environment",
+    "int_setting",
+    "path_setting",
+    "setting",
+]

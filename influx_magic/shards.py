@@ -12,7 +12,7 @@ machines and versions (no seeded hash); two spellings of one machine that differ
 surrounding spaces land together.
 
 The layout. With N = 1 (the default) nothing changes: the state dir holds the state, the run
-lock, the pending run and the alert ledger and outbox as before. With N > 1 shard k keeps all of
+lock and the alert ledger and outbox as before. With N > 1 shard k keeps all of
 these in `<state dir>/shards-N/shard-k/`, so shards run in parallel without touching each other,
 and `<state dir>/shards.json` records N. A run whose FLEETWATCH_SHARDS does not match the state
 dir refuses to start and names the command that re-partitions:
@@ -137,7 +137,7 @@ class Shard:
         return self.whole or shard_of(machine, provider, self.count) == self.index
 
     def folder(self, root: Path) -> Path:
-        """Where this shard keeps its state, lock, pending run, ledger and outbox."""
+        """Where this shard keeps its state, lock, ledger and outbox."""
         return root if self.whole else root / f"shards-{self.count}" / f"shard-{self.index}"
 
     def describe(self) -> str:

@@ -173,11 +173,20 @@ def record_identities(state: FleetState, frame: pd.DataFrame) -> None:
 
 
 def detection_summary(scored: pd.DataFrame, threshold: float) -> str:
-    """What the detector did: points scored, above the threshold, skipped by reason."""
+    """What the detector did: points scored (of how many machines), anomalous, skipped by
+    reason.
+
+    >>> frame = pd.DataFrame({"unique_id": ["a", "a", "b"], "status": ["scored", "stale",
+    ...     "scored"], "is_anomaly": [True, False, False]})
+    >>> detection_summary(frame, 0.8)
+    '2 point(s) scored of 2 machine(s), 1 anomalous (threshold 0.8); skipped: 1 stale'
+    """
     counts = scored["status"].value_counts().to_dict() if len(scored) else {}
-    above = int(scored["is_anomaly"].sum()) if len(scored) else 0
-    skipped = {k: v for k, v in counts.items() if k != "scored"} or "none"
+    done = scored[scored["status"] == "scored"] if len(scored) else scored
+    above = int(done["is_anomaly"].sum()) if len(done) else 0
+    machines = done["unique_id"].nunique() if len(done) else 0
+    skipped = ", ".join(f"{n} {why}" for why, n in counts.items() if why != "scored") or "none"
     return (
-        f"{counts.get('scored', 0)} point(s) scored, {above} above the threshold "
-        f"{threshold:g}; skipped: {skipped}"
+        f"{counts.get('scored', 0)} point(s) scored of {machines} machine(s), {above} anomalous "
+        f"(threshold {threshold:g}); skipped: {skipped}"
     )

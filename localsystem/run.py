@@ -12,7 +12,10 @@ settings (see `localsystem.plan`). The launcher adds what honcho lacks:
 - Ctrl-C (SIGINT) or SIGTERM stops every process it started and exits 0; a component that
   exits on its own stops the others and the launcher exits 1;
 - components' orphans (a child in a session of its own) are adopted and stopped too, so
-  nothing keeps running or listening afterwards (see `localsystem.orphans`).
+  nothing keeps running or listening afterwards (see `localsystem.orphans`);
+- while it runs, what it wired (its localflux, its inbox as the alert channel) is recorded in
+  `MAKE_RUN_WIRING_FILE` (`.local/make-run.env`) for a `mage run` typed in another shell
+  (`influx_magic.local_wiring`).
 
 honcho is told nothing about `.env`: each component reads it through `magic_common.envsettings`,
 where variables already in the environment win (honcho's own `.env` loading would override
@@ -32,6 +35,7 @@ import time
 from honcho.manager import KILL_WAIT, Manager
 from honcho.printer import Message, Printer
 
+from influx_magic import local_wiring
 from localsystem.orphans import become_subreaper, reap, stop_orphans
 from localsystem.plan import Plan, PlanError, Service, build_plan, has_data
 from localsystem.readiness import port_problem
@@ -224,9 +228,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"make run: {note}", flush=True)
     become_subreaper()
     launcher = Launcher(plan, args.ready_timeout)
+    # A `mage run` typed in another shell meanwhile finds what this run wired.
+    local_wiring.record(
+        {key: value for key, value in plan.env.items() if key != "PYTHONUNBUFFERED"}, os.getpid()
+    )
     try:
         launcher.loop()
     finally:
+        local_wiring.remove()
         launcher.done.set()
         left = stop_orphans(launcher.workers)
         reap(launcher.workers)

@@ -8,7 +8,10 @@ A healthy machine follows a production cycle: load is two slow sinusoids (a work
 1.5-2.5 min and a shift-scale swell) plus autocorrelated process noise and sensor noise.
 Temperature, power and vibration follow load through first-order lags (45 s, 2 s, 4 s) with
 their own noise, so the four sensors are correlated but not copies of each other. Healthy
-ranges: load ~45-105, temperature ~33-42, power ~180-235, vibration ~65-97.
+ranges: load ~45-105, temperature ~33-42, power ~180-235, vibration ~65-97. A machine's first
+reading is that of a machine that has been running: the cycle's phase comes from the clock and
+the lagged sensors from a few minutes of healthy history drawn from the seed and the start
+time, so a simulator restarted after a pause continues smoothly (a gap in the data, not a jump).
 
 Faults (one at a time per machine; defaults in `FaultParams`, from the product issue):
 - `overload`: load +20 every 5 s up to 200 and held (the upstream fault);
@@ -50,6 +53,9 @@ from dataclasses import dataclass, field
 from machine_simulator.identity import machine_identity
 
 FAULT_KINDS: tuple[str, ...] = ("overload", "spike", "bearing", "drift", "stuck")
+#: Seconds of healthy running a machine's state is derived from when it starts (`_settle`):
+#: several times the slowest lag (temperature, 45 s), so a restart continues smoothly.
+SETTLE_SECONDS = 300
 FIELDS: tuple[str, ...] = ("temperature", "load", "power", "vibration")
 #: The unit each field is published in (the payload carries bare numbers).
 UNITS: dict[str, str] = {"temperature": "°C", "load": "%", "power": "W", "vibration": "Hz"}
@@ -367,11 +373,41 @@ class Machine:
         self.running = True
         self.load_mid = self.own_load_mid + level_shift
 
+    def _settle(self, t: float) -> None:
+        """Start at `t` as a machine that has been running: its process noise and lagged
+        sensors are those of `SETTLE_SECONDS` of healthy readings up to `t` (the work cycle's
+        phase comes from the clock), with noise drawn from the seed and `t` on a stream of
+        their own, so the readings' noise stream is untouched and a restarted simulator
+        continues smoothly instead of jumping to the sensors' steady state."""
+        rng = random.Random(f"settle:{self.seed}:{self.machine_id}:{t!r}")
+        keep = math.exp(-1.0 / 10.0)
+        process = 0.0
+        lagged: tuple[float, float, float] | None = None
+        for k in range(SETTLE_SECONDS, 0, -1):
+            process = process * keep + 3.0 * math.sqrt(1 - keep * keep) * rng.gauss()
+            load = max(0.0, self.healthy_load(t - k) + process + 0.8 * rng.gauss())
+            targets = (
+                self.temp_base + self.temp_gain * load,
+                self.power_base + self.power_gain * load,
+                self.vib_base + self.vib_gain * load,
+            )
+            if lagged is None:
+                lagged = targets
+            else:
+                lagged = tuple(
+                    _lag(state, target, 1.0, tau)
+                    for state, target, tau in zip(lagged, targets, (45.0, 2.0, 4.0), strict=True)
+                )
+        assert lagged is not None
+        self._process = process
+        self._temp, self._power, self._vib = lagged
+
     def step(self, t: float) -> Reading:
         if self._last_time is not None and t <= self._last_time:
             raise ValueError(f"{self.machine_id}: time {t} is not after {self._last_time}")
-        first = self._last_time is None
-        dt = 1.0 if first else t - self._last_time
+        if self._last_time is None:
+            self._settle(t)
+        dt = 1.0 if self._last_time is None else t - self._last_time
         noise = self._noise
         # Process noise: Ornstein-Uhlenbeck with a 10 s memory, exact for any dt.
         keep = math.exp(-dt / 10.0)
@@ -397,12 +433,9 @@ class Machine:
         temp_target = self.temp_base + self.temp_gain * load
         vib_target = self.vib_base + self.vib_gain * load
         power_target = self.power_base + self.power_gain * (healthy_power_load if burst else load)
-        if first:  # start in steady state, not with a warm-up transient
-            self._temp, self._power, self._vib = temp_target, power_target, vib_target
-        else:
-            self._temp = _lag(self._temp, temp_target, dt, 45.0)
-            self._power = _lag(self._power, power_target, dt, 2.0)
-            self._vib = _lag(self._vib, vib_target, dt, 4.0)
+        self._temp = _lag(self._temp, temp_target, dt, 45.0)
+        self._power = _lag(self._power, power_target, dt, 2.0)
+        self._vib = _lag(self._vib, vib_target, dt, 4.0)
 
         temperature = self._temp + 0.15 * sensor[1]
         power = self._power + 1.5 * sensor[2]

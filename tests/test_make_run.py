@@ -27,6 +27,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from influx_magic import local_wiring
 from tests.fixtures.mqtt import MqttBroker, publish_all
 from tests.support import PYTHON, REPO_ROOT, port_open, wait_until
 
@@ -199,6 +200,7 @@ def system_factory(
             "MAGE_DATA_DIR": str(tmp_path / "mage"),
             "FLEETWATCH_STATE_DIR": str(tmp_path / "state"),
             "FLEETWATCH_OUTPUT_DIR": str(tmp_path / "plots"),
+            "MAKE_RUN_WIRING_FILE": str(tmp_path / "make-run.env"),
         }
     )
     (tmp_path / "home").mkdir()
@@ -332,6 +334,11 @@ def test_make_run_starts_everything_ctrl_c_stops_it_and_a_second_run_reuses_the_
     assert http_status(first.url("MAGE_PORT", "/")) == 200
     for variable in ("SIM_PORT", "MAGE_PORT", "INBOX_PORT"):
         assert first.url(variable, "/") in first.log()
+    # A `mage run` typed in another shell finds the inbox and the localflux this run wired.
+    wired = local_wiring.recorded(Path(first.env["MAKE_RUN_WIRING_FILE"]))
+    assert wired["SLACK_WEBHOOK_URL"] == first.url("INBOX_PORT", "/hook")
+    assert wired["INFLUX_HOST"] == first.url("LOCALFLUX_PORT", "")
+    assert "alembic" not in first.log()  # Mage's start-up noise stays out
 
     # The backfill reaches localflux through the broker and the bridge: none of it is lost
     # to the race between the simulator's first publish and the bridge's subscription.
@@ -343,6 +350,7 @@ def test_make_run_starts_everything_ctrl_c_stops_it_and_a_second_run_reuses_the_
     assert first.started_at - BACKFILL_READINGS - 1 < earliest < first.started_at - 240
 
     stop_and_check_nothing_is_left(first)
+    assert not Path(first.env["MAKE_RUN_WIRING_FILE"]).exists()
     stopped_at = time.time()
     time.sleep(3)
 

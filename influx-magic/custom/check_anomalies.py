@@ -1,18 +1,20 @@
 """Anomaly episodes and the alerts about them.
 
-The scored points become episodes (`fleetwatch.episodes.EpisodeTracker`): a message when an
-episode opens ("Anomaly on machine2 ...") and one when it resolves ("Resolved ..."), sent to
-SLACK_WEBHOOK_URL (the local inbox under `make run`), each linking to a PNG of the machine in
-FLEETWATCH_OUTPUT_DIR (served under PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the
-Mage run. A message that cannot be delivered waits in the outbox for the next run. Every row
-gets the `episode_id` of the episode it belongs to.
+The scored points become episodes (`fleetwatch.episodes.EpisodeTracker`): bursts of one machine
+less than ALERT_RECUR_GAP_MIN apart are one episode, with one message when it opens ("Anomaly
+on machine2 ..."), at most one "Still recurring" per hour while bursts go on, and one
+"Resolved" once it has been quiet that long. Messages go to SLACK_WEBHOOK_URL (the local inbox
+under `make run`), each linking to a PNG of the machine in FLEETWATCH_OUTPUT_DIR (served under
+PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the Mage run. A message that cannot be
+delivered (no channel, channel down) waits in the outbox for the next run. Every row gets the
+`episode_id` of the episode its burst belongs to.
 """
 
 if "custom" not in globals():
     from mage_ai.data_preparation.decorators import custom, test
 
 from influx_magic.alert_plots import plot_alerts
-from influx_magic.alerting import alerts_for, deliver_alerts
+from influx_magic.alerting import alerts_for, deliver_alerts, delivery_summary, episodes_summary
 from influx_magic.run_transaction import current_run
 
 
@@ -23,13 +25,12 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data, now=run.clock)  # the fleet's data time
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        plots = plot_alerts(run.settings, checked, alerts, state)
-        sent = deliver_alerts(alerts, plots.urls, run.settings, run.mage)
-        run.keep(state, alerts)
-        kinds = ", ".join(f"{a.kind} {a.unique_id}" for a in alerts) or "none"
+        plots = plot_alerts(run, checked, alerts)
+        report = deliver_alerts(alerts, plots.urls, run)
+        run.keep(state, alerts, update.episodes)
         print(
-            f"check_anomalies: events: {kinds}; alerts: {sent}; {plots.summary()}; "
-            f"open episodes: {len(state.episodes.open)}"
+            f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "
+            f"alerts: {delivery_summary(report)}; {plots.summary()}"
         )
     return checked
 

@@ -1,7 +1,10 @@
 """The run's results to InfluxDB, then the run is committed.
 
 Scores go to table `anomaly_scores` (tags machineID, provider; fields score, is_anomaly,
-episode_id), episode events to `anomaly_episodes`, in the database the loader read. Only once
+episode_id, unique_id, config_id, warm, dev_<feature>), every episode the run changed to
+`anomaly_episodes` (with its status: held, open, resolved), in the database the loader read.
+An experiment (a configuration other than the pipeline's defaults) writes to
+`anomaly_scores_<config_id>` and `anomaly_episodes_<config_id>` instead. Only once
 both writes succeeded are the run's models, episodes and watermark committed, in one atomic
 rename of the state file: a run that fails anywhere changes nothing, and the next run redoes it.
 """
@@ -16,20 +19,28 @@ from influx_magic.run_transaction import current_run
 @data_exporter
 def export_anomaly_scores(data, *args, **kwargs):
     with current_run(kwargs) as run:
-        alerts = run.alerts()
-        written = write_results(run.settings.influx, data, alerts)
         state = run.pending_state()
+        alerts = run.alerts()
+        identities = state.extra.get("machines", {})
+        written = write_results(
+            run.settings.influx, run.configuration, data, run.episodes(), identities
+        )
         run.commit()
         watermark = None if state.watermark is None else state.watermark.isoformat()
         print(
-            f"export_anomaly_scores: {written.scores} score(s), {written.episodes} episode "
-            f"event(s) written; committed {run.state_path.name} at watermark {watermark}"
+            f"export_anomaly_scores: {written.scores} score(s) to "
+            f"{run.configuration.scores_table}, {written.episodes} episode(s) to "
+            f"{run.configuration.episodes_table}; committed {run.state_path.name} at "
+            f"watermark {watermark}"
         )
     return {
         "scores_written": written.scores,
-        "episode_events_written": written.episodes,
+        "episodes_written": written.episodes,
         "anomalous_points": written.anomalous_points,
         "events": [f"{a.kind} {a.unique_id}" for a in alerts],
         "watermark": watermark,
         "state": str(run.state_path),
+        "config_id": run.configuration.config_id,
+        "scores_table": run.configuration.scores_table,
+        "episodes_table": run.configuration.episodes_table,
     }

@@ -2,11 +2,12 @@
 
 One `AlertDelivery.run(events)` per pipeline run:
 
-1. Events whose idempotency key (`<episode_id>:<opened|resolved>`) is in the ledger were
+1. Events whose idempotency key (`<episode_id>:opened`, `<episode_id>:recurring:<n>`,
+   `<episode_id>:resolved`) is in the ledger were
    delivered by an earlier run (a re-done run re-emits them) and are skipped; events already
    waiting in the outbox are not queued twice.
-2. The rest are rendered — one message each, or one digest per kind when more than
-   `digest_min` machines opened (or resolved) episodes in this run — and written to the outbox
+2. The rest are rendered — one message each, in order, or one digest per kind when more than
+   `digest_min` machines had events of that kind in this run — and written to the outbox
    *before* any is sent, so a crash mid-run loses nothing.
 3. The outbox is sent oldest first, so the previous run's leftovers go out before new alerts.
    Each message is tried with exponential backoff, waiting as long as a 429's `Retry-After`
@@ -16,7 +17,10 @@ One `AlertDelivery.run(events)` per pipeline run:
    target is taken to be down for this run: the remaining messages stay in the outbox without
    being tried, and the next run starts with them. A message the target rejects outright
    (e.g. 400, 404) stays in the outbox too, with the error recorded, and the others are still
-   tried.
+   tried. A target that is not configured (no webhook URL) is down for good: every message
+   waits in the outbox, in order, until a run has a target.
+5. A message sent more than `late_after` seconds after the event it announces happened (data
+   time) is marked late: the target's format says when it happened and that it waited.
 
 A message that reached the target but whose ledger write did not happen (the process was
 killed in between) is sent again next run with the same `Idempotency-Key`: from our side this is
@@ -33,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from influx_magic.alerts.events import Alert
+from influx_magic.alerts.events import KINDS, Alert
 from influx_magic.alerts.outputs import DeliveryError, Notifier
 from influx_magic.alerts.store import Ledger, Outbox, PendingMessage
 
@@ -83,9 +87,12 @@ class DeliveryReport:
     sent: list[str] = field(default_factory=list)
     already_delivered: list[str] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
     messages_sent: int = 0
     outbox_left: int = 0
     errors: list[str] = field(default_factory=list)
+    not_configured: str | None = None  # why nothing could be sent (no target configured)
+    withheld: str | None = None  # why the events were not even queued (an experiment)
 
     @property
     def ok(self) -> bool:
@@ -111,16 +118,20 @@ class AlertDelivery:
         state_dir: str | Path,
         *,
         digest_min: int = DEFAULT_DIGEST_MIN,
+        late_after: float | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.notifier = notifier
         folder = Path(state_dir) / "alerts" / notifier.name
         self.ledger = Ledger(folder / "ledger.json")
         self.outbox = Outbox(folder / "outbox.json")
         self.digest_min = digest_min
+        self.late_after = late_after
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._clock = clock
 
     def run(
         self,
@@ -131,8 +142,8 @@ class AlertDelivery:
     ) -> DeliveryReport:
         """Queue `events` and send the whole outbox.
 
-        `plot_urls` maps unique_id to the public URL of that machine's plot; `run_url` links
-        the Mage run (omit it for `mage run`, which has no run page).
+        `plot_urls` maps an event's key to the public URL of its plot; `run_url` links the
+        Mage run (omit it for `mage run`, which has no run page).
         """
         report = DeliveryReport()
         fresh = self._fresh(events, report)
@@ -154,24 +165,36 @@ class AlertDelivery:
     def _render(
         self, events: list[Alert], plot_urls: Mapping[str, str], run_url: str | None
     ) -> list[PendingMessage]:
+        """One message per event, in the events' order, except that the events of a kind
+        that more than `digest_min` machines had in this run share one digest (placed where
+        the first of them was)."""
+        digests = {
+            kind
+            for kind in KINDS
+            if len({e.unique_id for e in events if e.kind == kind}) > self.digest_min
+        }
         messages = []
-        for kind in ("opened", "resolved"):
-            group = [e for e in events if e.kind == kind]
-            if len({e.unique_id for e in group}) > self.digest_min:
+        for event in events:
+            if event.kind not in digests:
+                payload = self.notifier.render_event(
+                    event, plot_url=plot_urls.get(event.key), run_url=run_url
+                )
+                happened = event.time.timestamp()
+                messages.append(PendingMessage(event.key, (event.key,), payload, happened))
+            elif event is next(e for e in events if e.kind == event.kind):
+                group = [e for e in events if e.kind == event.kind]
                 keys = tuple(e.key for e in group)
                 digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
                 payload = self.notifier.render_digest(group, plot_urls=plot_urls, run_url=run_url)
-                messages.append(PendingMessage(f"digest:{kind}:{digest}", keys, payload))
-                continue
-            for event in group:
-                payload = self.notifier.render_event(
-                    event, plot_url=plot_urls.get(event.unique_id), run_url=run_url
-                )
-                messages.append(PendingMessage(event.key, (event.key,), payload))
+                happened = min(e.time for e in group).timestamp()
+                key = f"digest:{event.kind}:{digest}"
+                messages.append(PendingMessage(key, keys, payload, happened))
         return messages
 
     def _send_outbox(self, report: DeliveryReport) -> None:
-        target_down = False
+        if not self.notifier.configured:
+            report.not_configured = self.notifier.not_configured
+        target_down = not self.notifier.configured
         for message in self.outbox:
             if all(key in self.ledger for key in message.covers):
                 self.outbox.remove(message.key)  # delivered, but the removal was interrupted
@@ -185,6 +208,8 @@ class AlertDelivery:
                 self.outbox.remove(message.key)
                 report.sent.extend(message.covers)
                 report.messages_sent += 1
+                if self._late_by(message) is not None:
+                    report.late.extend(message.covers)
                 continue
             message.last_error = str(error)
             self.outbox.save()
@@ -199,14 +224,25 @@ class AlertDelivery:
                 error,
             )
 
+    def _late_by(self, message: PendingMessage) -> float | None:
+        """Seconds since the announced event happened, when that makes the message late."""
+        if self.late_after is None or message.happened_at is None:
+            return None
+        age = self._clock() - message.happened_at
+        return age if age > self.late_after else None
+
     def _attempt(self, message: PendingMessage) -> DeliveryError | None:
         """Try one message under the retry policy; the last error, or None once delivered."""
+        payload = message.payload
+        late_by = self._late_by(message)
+        if late_by is not None:
+            payload = self.notifier.render_late(payload, late_by)
         attempt = 0
         while True:
             attempt += 1
             message.attempts += 1
             try:
-                self.notifier.send(message.key, message.payload)
+                self.notifier.send(message.key, payload)
             except DeliveryError as error:
                 wait = self.retry.wait(attempt, error.retry_after) if error.retryable else None
                 if wait is None:

@@ -1,5 +1,7 @@
 """An alert: the episode tracker's event, carried unchanged, and who the machine is.
 
+Kinds: "opened" (the alert), "recurring" (a follow-up while bursts go on) and "resolved".
+
 The detection core's `EpisodeEvent` knows a machine by its series key (`unique_id`) and times
 as nanoseconds of data time. A message also needs the machine's own id and provider, and the
 threshold the scores were held against; `Alert` adds exactly those and derives the rest from
@@ -27,10 +29,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from fleetwatch.episodes import EpisodeEvent
+from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent
 
-EventKind = Literal["opened", "resolved"]
-KINDS: tuple[str, ...] = ("opened", "resolved")
+EventKind = Literal["opened", "recurring", "resolved"]
+KINDS: tuple[str, ...] = EVENT_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +62,24 @@ class Alert:
 
     @property
     def key(self) -> str:
-        """The idempotency key: one delivery per episode and kind."""
+        """The idempotency key: one delivery per episode and kind (and follow-up)."""
+        if self.kind == "recurring":
+            return f"{self.episode_id}:recurring:{self.event.episode.follow_ups}"
         return f"{self.episode_id}:{self.kind}"
+
+    @property
+    def time(self) -> datetime:
+        """When the event became due (data time): the start, a burst, the resolution."""
+        return to_utc(self.event.time)
+
+    @property
+    def delayed(self) -> bool:
+        """An alert the cooldown held back."""
+        return self.event.delayed
+
+    @property
+    def bursts(self) -> int:
+        return int(self.event.episode.bursts)
 
     @property
     def start(self) -> datetime:

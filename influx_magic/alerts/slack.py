@@ -1,8 +1,8 @@
 """Slack message bodies for episode alerts: `text` for notifications, Block Kit for the channel.
 
 `text` is what phones, screen readers and Slack-compatible receivers without Block Kit show, so
-it carries the whole contract on its own: it starts with `Anomaly` or `Resolved` and names the
-machineID and the unique_id. The blocks add what an operator needs to act without opening
+it carries the whole contract on its own: it starts with `Anomaly`, `Still recurring` (a
+follow-up about the same episode) or `Resolved` and names the machineID and the unique_id. The blocks add what an operator needs to act without opening
 anything: when it started, how bad it got, the sensor values at the peak, which features moved,
 and links to the plot and the Mage run.
 
@@ -37,23 +37,32 @@ SECTION_MAX = 3000
 BLOCKS_MAX = 50
 TEXT_MAX = 38_000  # Slack truncates `text` beyond 40,000 characters
 
-_ICON = {"opened": ":red_circle:", "resolved": ":large_green_circle:"}
-_WORD = {"opened": "Anomaly", "resolved": "Resolved"}
+_ICON = {"opened": ":red_circle:", "recurring": ":repeat:", "resolved": ":large_green_circle:"}
+_WORD = {"opened": "Anomaly", "recurring": "Still recurring", "resolved": "Resolved"}
 
 
 def episode_message(
     event: Alert, *, plot_url: str | None = None, run_url: str | None = None
 ) -> dict[str, Any]:
-    """The Slack body for one episode opening or resolving."""
+    """The Slack body for one episode opening, recurring or resolving."""
     word = _WORD[event.kind]
     who = f"{event.machine_id} ({event.unique_id})"
     if event.kind == "opened":
         text = f"{word} on {who} since {_when(event.start)}, peak score {event.peak_score:.2f}"
+        if event.delayed:
+            text += f" (held back by the cooldown until {_when(event.time)})"
+    elif event.kind == "recurring":
+        text = (
+            f"{word} on {who}: {event.bursts} bursts since {_when(event.start)}, "
+            f"peak score {event.peak_score:.2f}"
+        )
     else:
         text = f"{word} on {who}"
         if event.end is not None:
-            text += f" at {_when(event.end)} after {_duration(event.start, event.end)}"
+            text += f" at {_when(event.end)} after {duration(event.start, event.end)}"
         text += f", peak score {event.peak_score:.2f}"
+        if event.bursts > 1:
+            text += f", {event.bursts} bursts"
 
     fields = [
         f"*Machine*\n{_esc(event.machine_id)}",
@@ -61,7 +70,9 @@ def episode_message(
         f"*Started*\n{_when(event.start)}",
     ]
     if event.end is not None:
-        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{_duration(event.start, event.end)}"]
+        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{duration(event.start, event.end)}"]
+    if event.bursts > 1:
+        fields.append(f"*Bursts*\n{event.bursts}")
     score = f"*Peak score*\n{event.peak_score:.2f}"
     if event.threshold is not None:
         score += f" (threshold {event.threshold:.2f})"
@@ -115,14 +126,15 @@ def digest_message(
     lines = []
     for event in events:
         line = f"• *{_esc(event.machine_id)}* `{_esc(event.unique_id)}`"
-        line += f" since {_when(event.start)}" if kind == "opened" else ""
+        line += f" since {_when(event.start)}" if kind != "resolved" else ""
+        line += f", {event.bursts} bursts" if kind == "recurring" else ""
         if kind == "resolved" and event.end is not None:
             line += f" ended {_when(event.end)}"
         line += f", peak {event.peak_score:.2f}"
         if event.top_features:
             line += " — " + ", ".join(_esc(name) for name, _ in event.top_features[:3])
-        if event.unique_id in plot_urls:
-            line += f" <{_url(plot_urls[event.unique_id])}|plot>"
+        if event.key in plot_urls:
+            line += f" <{_url(plot_urls[event.key])}|plot>"
         lines.append(line)
 
     blocks: list[dict[str, Any]] = [_header(f"{_ICON[kind]} {word} on {count}")]
@@ -136,6 +148,24 @@ def digest_message(
     if links:
         blocks.append(_section(links))
     return {"text": text, "blocks": blocks}
+
+
+def late_message(payload: Mapping[str, Any], late_by: float) -> dict[str, Any]:
+    """`payload` marked as late: the text says how long after the event it arrives, and a
+    context block under the header says it waited in the outbox.
+
+    >>> late = late_message({"text": "Anomaly on m1", "blocks": [_header("x")]}, 26 * 3600)
+    >>> late["text"], late["blocks"][1]["elements"][0]["text"]
+    ('Anomaly on m1 (late: 26 h after it happened)', ':hourglass: Late: 26 h after it happened; it waited in the outbox until an alert channel answered.')
+    """
+    note = f"{seconds_text(late_by)} after it happened"
+    blocks = list(payload.get("blocks", []))
+    if len(blocks) < BLOCKS_MAX:
+        context = _mrkdwn(
+            f":hourglass: Late: {note}; it waited in the outbox until an alert channel answered."
+        )
+        blocks.insert(1, {"type": "context", "elements": [context]})
+    return {**payload, "text": f"{payload.get('text', '')} (late: {note})", "blocks": blocks}
 
 
 def _listed(names: list[str], limit: int = TEXT_MAX) -> str:
@@ -193,21 +223,22 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _duration(start: datetime, end: datetime) -> str:
-    """Human duration, e.g. '45 s', '12 min', '3 h 05 min'.
+def duration(start: datetime, end: datetime) -> str:
+    """How long from `start` to `end`, as `seconds_text` writes it."""
+    return seconds_text((end - start).total_seconds())
 
-    >>> from datetime import timedelta
-    >>> t = datetime(2024, 1, 1)
-    >>> [_duration(t, t + timedelta(seconds=s)) for s in (45, 720, 11100)]
-    ['45 s', '12 min', '3 h 05 min']
+
+def seconds_text(seconds: float) -> str:
+    """A duration in its two largest units, e.g. '45 s', '2 min 42 s', '12 min', '3 h 5 min'.
+
+    >>> [seconds_text(s) for s in (45, 162, 720, 11100, 93600)]
+    ['45 s', '2 min 42 s', '12 min', '3 h 5 min', '26 h']
     """
-    seconds = max(0, round((end - start).total_seconds()))
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+    seconds = max(0, round(seconds))
+    parts = [(seconds // 3600, "h"), (seconds % 3600 // 60, "min"), (seconds % 60, "s")]
+    first = next((i for i, (value, _) in enumerate(parts) if value), 2)
+    shown = [f"{value} {unit}" for value, unit in parts[first : first + 2] if value]
+    return " ".join(shown) or "0 s"
 
 
 def _peak_order(event: Alert) -> dict[str, float]:

@@ -92,6 +92,7 @@ class PendingMessage:
     key: str
     covers: tuple[str, ...]
     payload: dict[str, Any]
+    happened_at: float | None = None  # epoch seconds (data time) of the oldest event it covers
     queued_at: float = field(default_factory=time.time)
     attempts: int = 0
     last_error: str | None = None

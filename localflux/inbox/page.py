@@ -363,8 +363,11 @@ def messages_html(messages: Sequence[InboxMessage]) -> str:
     """The list part of the page (newest first), also what the page swaps in on refresh."""
     if not messages:
         return (
-            '<p class="empty">No alerts yet. Point <code>SLACK_WEBHOOK_URL</code> at this '
-            "inbox's <code>/hook</code> and they will appear here.</p>"
+            '<p class="empty">No alerts yet. Under <code>make run</code> the pipeline sends its '
+            "alerts here by itself: switch a fault on in the machine simulator's page and the "
+            "first message arrives within a run or two (a new machine's detector first needs "
+            "about four minutes of its data). Anything else can post a Slack webhook body to "
+            "<code>/hook</code>.</p>"
         )
     newest = list(reversed(messages))[:PAGE_LIMIT]
     note = ""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 
 from fleetwatch.attribution import contributors, describe, ranked_contributors
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.episodes import EpisodeTracker
-from influx_magic.plots import marked_sensors
+from influx_magic.alerts import Alert
+from influx_magic.plots import message_figure
 
 
 def test_only_sensors_that_moved_contribute():
@@ -61,7 +64,18 @@ def test_the_alert_and_the_plot_name_the_same_sensors():
     assert opened and opened[0].episode.top_features == ["vibration"]
     assert opened[0].episode.moved[0].startswith("vibration ")
     assert "deviations above its usual level for this load" in opened[0].episode.moved[0]
-    flagged = scored["is_anomaly"].to_numpy(bool)
-    marked = marked_sensors(scored, DetectorConfig().features, flagged)
-    assert marked[:, 1].sum() == flagged.sum() > 0  # every anomalous point on vibration
-    assert marked[:, [0, 2, 3]].sum() == 0  # and on no other sensor's panel
+    features = DetectorConfig().features
+    alert = Alert(opened[0], "machine1", "Acme", DetectorConfig().threshold)
+    figure = message_figure(
+        scored.assign(machineID="machine1"),
+        alert,
+        features=features,
+        threshold=DetectorConfig().threshold,
+        history=timedelta(minutes=15),
+    )
+    # The first column's panels: the score, then one per feature; a marked panel has points.
+    panels = figure.axes[1 : 1 + len(features)]
+    marked = [f for f, ax in zip(features, panels, strict=True) if any(
+        len(c.get_offsets()) for c in ax.collections
+    )]  # fmt: skip
+    assert marked == ["vibration"]  # the anomalous points on vibration's panel only

@@ -9,7 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.episodes import AlarmRule, AlarmState, EpisodeTracker, episode_id
+from fleetwatch.episodes import AlarmRule, AlarmState, EpisodeEvent, EpisodeTracker, episode_id
 from tests.fleetwatch.reference import NaiveAlarm
 
 S = 1_000_000_000  # one second in ns
@@ -114,48 +114,105 @@ def kinds(events):
     return [(e.kind, e.episode.machine, (e.time - T0) // S) for e in events]
 
 
+def tracker(**settings) -> EpisodeTracker:
+    """A tracker with RULE; `recur_gap_seconds=0` makes every burst its own episode."""
+    return EpisodeTracker(FEATURES, RULE, **settings)
+
+
 def test_a_single_spike_is_not_an_episode():
     points = [("m1", s, s == 10) for s in range(40)]
-    tracker = EpisodeTracker(FEATURES, RULE)
-    assert tracker.update(scored_frame(points)) == []
-    assert tracker.open == {}
+    episodes = tracker()
+    assert episodes.update(scored_frame(points)) == []
+    assert episodes.open == {}
 
 
 def test_a_sustained_fault_opens_once_and_resolves_once():
     points = [("m1", s, 100 <= s < 200) for s in range(260)]
-    tracker = EpisodeTracker(FEATURES, RULE)
-    events = tracker.update(scored_frame(points))
+    events = tracker(recur_gap_seconds=0).update(scored_frame(points))
     assert kinds(events) == [("opened", "m1", 102), ("resolved", "m1", 204)]
     opened, resolved = (e.episode for e in events)
     assert opened.episode_id == resolved.episode_id == episode_id("m1", T0 + 102 * S)
     assert (resolved.start - T0) // S == 102 and (resolved.end - T0) // S == 199
-    assert resolved.resolution == "quiet" and resolved.points == 98
+    assert resolved.resolution == "quiet" and resolved.points == 98 and resolved.bursts == 1
     assert resolved.peak_values == {"load": 200.0, "power": 210.0}
     assert resolved.top_features == ["load"]
     assert resolved.peak_score == max(0.9 + s * 1e-6 for s in range(102, 200))
+    assert (opened.status, resolved.status) == ("open", "resolved")
 
 
-def test_flapping_inside_the_cooldown_sends_nothing_more():
+def test_it_resolves_after_the_recur_gap_has_passed_quietly():
+    points = [("m1", s, 100 <= s < 200) for s in range(900)]
+    episodes = tracker(recur_gap_seconds=600)
+    frame = scored_frame(points)
+    first = episodes.update(frame[frame["seconds"] < 700])
+    assert kinds(first) == [("opened", "m1", 102)]  # quiet since 199, but not for 600 s yet
+    assert kinds(episodes.update(frame[frame["seconds"] >= 700])) == [("resolved", "m1", 799)]
+
+
+def test_bursts_closer_than_the_recur_gap_are_one_story():
+    fault = {*range(10, 20), *range(40, 50), *range(70, 80), *range(300, 400)}
+    points = [("m1", s, s in fault) for s in range(1000)]
+    update = tracker(recur_gap_seconds=120).follow(scored_frame(points))
+    # 10-79 are three bursts, each less than 120 s after the last: one story, resolved 120 s
+    # after its last anomalous point; 300-399 starts 221 s later: a new story.
+    assert kinds(update.events) == [
+        ("opened", "m1", 12),
+        ("resolved", "m1", 199),
+        ("opened", "m1", 302),
+        ("resolved", "m1", 519),
+    ]
+    first = update.events[1].episode
+    assert first.bursts == 3 and first.points == 8 + 8 + 8 and (first.end - T0) // S == 79
+    assert [e.status for e in update.episodes] == ["resolved", "resolved"]
+    inside = update.episode_ids[update.episode_ids.notna()]
+    assert inside.nunique() == 2  # every burst's rows carry their story's id
+
+
+def test_a_recurring_fault_gets_at_most_one_follow_up_per_period():
+    bursts = {s for start in range(0, 600, 30) for s in range(start, start + 5)}
+    points = [("m1", s, s in bursts) for s in range(900)]
+    episodes = tracker(recur_gap_seconds=60, follow_up_seconds=200)
+    events = episodes.update(scored_frame(points))
+    assert kinds(events) == [
+        ("opened", "m1", 2),
+        ("recurring", "m1", 212),  # the first burst 200 s or more after the alert
+        ("recurring", "m1", 422),
+        ("resolved", "m1", 634),
+    ]
+    ids = {e.episode.episode_id for e in events}
+    assert len(ids) == 1
+    assert [e.episode.bursts for e in events] == [1, 8, 15, 20]
+    assert [e.episode.follow_ups for e in events] == [0, 1, 2, 2]
+
+
+def test_a_cooldown_holds_an_alert_back_but_never_drops_it():
     fault = {*range(10, 20), *range(40, 50), *range(300, 400)}
     points = [("m1", s, s in fault) for s in range(1000)]
-    tracker = EpisodeTracker(FEATURES, RULE, cooldown_seconds=120.0)
-    events = tracker.update(scored_frame(points))
-    # 10-19 alerts; 40-49 starts within 120 s of the resolution at 24: recorded, silent;
-    # 300-399 starts after the cooldown: a new alert.
-    assert kinds(events) == [
+    update = tracker(recur_gap_seconds=0, cooldown_seconds=120).follow(scored_frame(points))
+    # 40-49 starts inside the cooldown after the resolution at 24 and ends inside it: it is
+    # announced (delayed) as it resolves, not dropped.
+    assert kinds(update.events) == [
         ("opened", "m1", 12),
         ("resolved", "m1", 24),
+        ("opened", "m1", 54),
+        ("resolved", "m1", 54),
         ("opened", "m1", 302),
         ("resolved", "m1", 404),
     ]
-    assert tracker.suppressed == 1
+    late = update.events[2]
+    assert late.delayed and (late.episode.start - T0) // S == 42
+    opened = [e.episode.episode_id for e in update.events if e.kind == "opened"]
+    assert len(set(opened)) == 3
 
 
 def test_an_episode_still_open_when_the_cooldown_ends_is_announced_then():
     fault = {*range(10, 20), *range(40, 300)}
     points = [("m1", s, s in fault) for s in range(400)]
-    tracker = EpisodeTracker(FEATURES, RULE, cooldown_seconds=120.0)
-    events = tracker.update(scored_frame(points))
+    episodes = tracker(recur_gap_seconds=0, cooldown_seconds=120)
+    frame = scored_frame(points)
+    held = episodes.follow(frame[frame["seconds"] < 100])
+    assert [e.status for e in held.episodes] == ["resolved", "held"]
+    events = held.events + episodes.update(frame[frame["seconds"] >= 100])
     assert kinds(events) == [
         ("opened", "m1", 12),
         ("resolved", "m1", 24),
@@ -168,12 +225,12 @@ def test_an_episode_still_open_when_the_cooldown_ends_is_announced_then():
 
 def test_quiet_points_resolve_across_frames():
     points = [("m1", s, 10 <= s < 30) for s in range(40)]
-    tracker = EpisodeTracker(FEATURES, RULE)
+    episodes = tracker(recur_gap_seconds=0)
     state = AlarmState()  # one alarm state across both frames, as the detector keeps it
     state.add_models(1)
-    first = tracker.update(scored_frame(points[:25], state=state))
+    first = episodes.update(scored_frame(points[:25], state=state))
     assert kinds(first) == [("opened", "m1", 12)]
-    second = tracker.update(scored_frame(points[25:], state=state))
+    second = episodes.update(scored_frame(points[25:], state=state))
     assert kinds(second) == [("resolved", "m1", 34)]  # the 5th quiet point
     assert second[0].episode.resolution == "quiet"
 
@@ -181,32 +238,46 @@ def test_quiet_points_resolve_across_frames():
 def test_a_gap_in_the_data_resolves_quiet_seconds_after_the_last_anomaly():
     points = [("m1", s, 10 <= s < 30) for s in range(30)]
     points += [("m1", s, False) for s in range(200, 210)]  # back after 170 s without data
-    tracker = EpisodeTracker(FEATURES, RULE)
-    events = tracker.update(scored_frame(points))
+    events = tracker(recur_gap_seconds=0).update(scored_frame(points))
     assert kinds(events) == [("opened", "m1", 12), ("resolved", "m1", 89)]
     assert events[1].episode.resolution == "timeout"
 
 
 def test_a_machine_that_goes_silent_resolves_by_data_time_not_wall_clock():
-    points = [("m1", s, s >= 10) for s in range(20)] + [("m2", s, False) for s in range(200)]
-    tracker = EpisodeTracker(FEATURES, RULE)
-    events = tracker.update(scored_frame(points))
-    assert kinds(events) == [("opened", "m1", 12), ("resolved", "m1", 79)]
+    points = [("m1", s, s >= 10) for s in range(20)] + [("m2", s, False) for s in range(800)]
+    assert kinds(tracker(recur_gap_seconds=0).update(scored_frame(points))) == [
+        ("opened", "m1", 12),
+        ("resolved", "m1", 79),  # quiet_seconds after its last point
+    ]
+    events = tracker(recur_gap_seconds=600).update(scored_frame(points))
+    assert kinds(events) == [("opened", "m1", 12), ("resolved", "m1", 619)]
     assert events[1].episode.resolution == "timeout"
 
 
-def test_points_after_a_long_gap_start_a_new_episode():
+def test_points_after_a_gap_join_the_story_or_start_a_new_one():
     points = [("m1", s, 10 <= s < 20) for s in range(20)]
     points += [("m1", s, True) for s in range(500, 520)]
-    tracker = EpisodeTracker(FEATURES, RULE, cooldown_seconds=0.0)
     frame = scored_frame(points)
-    events = tracker.update(frame.iloc[:20]) + tracker.update(frame.iloc[20:], now=T0 + 519 * S)
-    assert kinds(events) == [
-        ("opened", "m1", 12),
-        ("resolved", "m1", 79),
-        ("opened", "m1", 500),
-    ]
+    alone = tracker(recur_gap_seconds=0)
+    events = alone.update(frame.iloc[:20]) + alone.update(frame.iloc[20:], now=T0 + 519 * S)
+    assert kinds(events) == [("opened", "m1", 12), ("resolved", "m1", 79), ("opened", "m1", 500)]
     assert events[1].episode.resolution == "timeout"
+
+    story = tracker(recur_gap_seconds=600)
+    events = story.update(frame.iloc[:20]) + story.update(frame.iloc[20:], now=T0 + 519 * S)
+    assert kinds(events) == [("opened", "m1", 12)]  # 481 s later: the same fault, recurring
+    assert story.open["m1"].bursts == 2
+
+
+def test_events_and_episodes_survive_json():
+    fault = {*range(10, 20), *range(40, 50)}
+    update = tracker(recur_gap_seconds=60).follow(
+        scored_frame([("m1", s, s in fault) for s in range(200)])
+    )
+    for event in update.events:
+        again = EpisodeEvent.from_dict(json.loads(json.dumps(event.to_dict())))
+        assert again == event
+    assert update.events[-1].to_dict()["status"] == "resolved"
 
 
 @settings(max_examples=80, deadline=None)
@@ -218,8 +289,12 @@ def test_points_after_a_long_gap_start_a_new_episode():
     ),
     st.integers(0, 400),
     st.sampled_from([0.0, 20.0, 200.0]),
+    st.sampled_from([0.0, 30.0, 300.0]),
+    st.sampled_from([0.0, 50.0]),
 )
-def test_episodes_are_the_same_in_one_run_or_two_with_saved_state(seqs, cut, cooldown):
+def test_episodes_are_the_same_in_one_run_or_two_with_saved_state(
+    seqs, cut, cooldown, recur_gap, follow_up
+):
     points = []
     for m, seq in enumerate(seqs):
         t = 0
@@ -227,37 +302,45 @@ def test_episodes_are_the_same_in_one_run_or_two_with_saved_state(seqs, cut, coo
             t += gap
             points.append((f"m{m}", t, up))
     frame = scored_frame(points)
-    one = EpisodeTracker(FEATURES, RULE, cooldown_seconds=cooldown)
+    options = {
+        "cooldown_seconds": cooldown,
+        "recur_gap_seconds": recur_gap,
+        "follow_up_seconds": follow_up,
+    }
+    one = tracker(**options)
     expected = one.update(frame)
     expected += one.update(frame.iloc[:0], now=T0 + 10_000 * S)
 
     cut_time = pd.Timestamp(T0 + cut * S, tz="UTC")
-    two = EpisodeTracker(FEATURES, RULE, cooldown_seconds=cooldown)
+    two = tracker(**options)
     got = two.update(frame[frame["time"] < cut_time], now=cut_time)
     two = EpisodeTracker.from_json(json.loads(json.dumps(two.to_json())))
     got += two.update(frame[frame["time"] >= cut_time])
     got += two.update(frame.iloc[:0], now=T0 + 10_000 * S)
 
     assert [e.to_dict() for e in got] == [e.to_dict() for e in expected]
+    assert one.open == two.open == {}
     for machine in {p[0] for p in points}:
         mine = [e for e in expected if e.episode.machine == machine]
         opened = [e.episode.episode_id for e in mine if e.kind == "opened"]
         resolved = [e.episode.episode_id for e in mine if e.kind == "resolved"]
-        assert len(opened) == len(set(opened)) and set(resolved) <= set(opened)
+        assert len(opened) == len(set(opened)) and sorted(resolved) == sorted(opened)
+        for event in mine:  # every follow-up and all-clear comes after its alert
+            assert event.kind == "opened" or event.episode.episode_id in opened
 
 
-def test_every_row_of_an_episode_carries_its_id_and_others_none():
+def test_every_row_of_a_story_carries_its_id_and_others_none():
     fault = {*range(10, 20), *range(300, 320)}
     points = [("m1", s, s in fault) for s in range(400)] + [("m2", s, False) for s in range(400)]
     frame = scored_frame(points).sample(frac=1.0, random_state=3)  # any row order
-    tracker = EpisodeTracker(FEATURES, RULE, cooldown_seconds=0.0)
-    update = tracker.follow(frame)
-    assert update.events == EpisodeTracker(FEATURES, RULE, cooldown_seconds=0.0).update(frame)
-    ids = update.episode_ids
-    assert ids.index.equals(frame.index)
-    opened = [e.episode.episode_id for e in update.events if e.kind == "opened"]
-    inside = frame["in_episode"].astype(bool)
-    assert set(ids[inside]) == set(opened) and len(opened) == 2
-    assert ids[~inside].isna().all()
-    first = frame[inside & (frame["seconds"] < 100)]
-    assert set(ids[first.index]) == {episode_id("m1", T0 + 12 * S)}
+    for gap, stories in ((0.0, 2), (600.0, 1)):
+        update = tracker(recur_gap_seconds=gap).follow(frame)
+        assert update.events == tracker(recur_gap_seconds=gap).update(frame)
+        ids = update.episode_ids
+        assert ids.index.equals(frame.index)
+        opened = [e.episode.episode_id for e in update.events if e.kind == "opened"]
+        inside = frame["in_episode"].astype(bool)
+        assert set(ids[inside]) == set(opened) and len(opened) == stories
+        assert ids[~inside].isna().all()
+        first = frame[inside & (frame["seconds"] < 100)]
+        assert set(ids[first.index]) == {episode_id("m1", T0 + 12 * S)}

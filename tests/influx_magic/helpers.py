@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +18,7 @@ import pandas as pd
 from influx_magic import block_files
 from influx_magic.block_files import PROJECT
 from influx_magic.influx import FEATURES, write_frame
+from influx_magic.run_transaction import CONTEXT_KEY
 from machine_simulator.signals import Fleet
 from tests.support import REPO_ROOT
 
@@ -45,12 +48,14 @@ class Telemetry:
         self.offset = 0  # seconds written so far
         self.written = 0
 
-    def write(self, seconds: int, *, overload: Iterable[str] = ()) -> pd.DataFrame:
-        """`seconds` readings per machine; machines in `overload` have the overload fault on
+    def write(
+        self, seconds: int, *, overload: Iterable[str] = (), kind: str = "overload"
+    ) -> pd.DataFrame:
+        """`seconds` readings per machine; machines in `overload` have the fault `kind` on
         (switched on at the first reading), the others have it off."""
         faulty = set(overload)
         for machine in self.fleet.machine_ids:
-            self.fleet.set_fault(machine, "overload", machine in faulty, at=SIM_EPOCH + self.offset)
+            self.fleet.set_fault(machine, kind, machine in faulty, at=SIM_EPOCH + self.offset)
         rows = []
         for k in range(self.offset, self.offset + seconds):
             stamp = pd.Timestamp(self.start_ms + 1000 * k, unit="ms", tz="UTC")
@@ -74,6 +79,12 @@ class Telemetry:
         )
         return frame
 
+    def restart(self, gap_seconds: int) -> None:
+        """The simulator stops and starts again after `gap_seconds`: a new fleet with the same
+        seed (as a restarted process would build), continuing after a gap in the data."""
+        self.fleet = Fleet(len(self.fleet.machine_ids), seed=self.fleet.seed)
+        self.offset += gap_seconds
+
     def provider(self, machine: str) -> str:
         return self.fleet.machine(machine).provider
 
@@ -94,6 +105,13 @@ def load_block(name: str) -> ModuleType:
     return block_files.load_module(name)
 
 
+def point_run_at_influx(context: dict, host: str) -> None:
+    """Make the run in Mage's `context` talk to InfluxDB at `host` from its next block on (the
+    run keeps the settings its loader read from the environment)."""
+    run = context[CONTEXT_KEY]
+    run.settings = replace(run.settings, influx=replace(run.settings.influx, host=host))
+
+
 def through_parquet(frame: pd.DataFrame, tmp: Path) -> pd.DataFrame:
     """What Mage hands the next block: the frame after a Parquet round trip."""
     path = tmp / "handoff.parquet"
@@ -107,13 +125,24 @@ def run_blocks(tmp: Path, **variables: Any) -> dict[str, Any]:
 
 
 def mage_run(
-    cwd: Path, runtime_vars: Mapping[str, Any] | None = None, timeout: float = 300
+    cwd: Path,
+    runtime_vars: Mapping[str, Any] | None = None,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """`mage run influx-magic machine_anomaly_detection` with the test's environment."""
+    """`mage run influx-magic machine_anomaly_detection` with the test's environment (and
+    `env` on top of it)."""
     command = [MAGE, "run", str(PROJECT), PIPELINE]
     if runtime_vars:
         command += ["--runtime-vars", json.dumps(dict(runtime_vars))]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def file_digest(path: Path) -> str | None:

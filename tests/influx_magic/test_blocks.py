@@ -5,6 +5,8 @@ failed run is redone, alert delivery faults, the run lock and the runtime variab
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +17,18 @@ import yaml
 from fleetwatch.detector import DetectorConfig
 from fleetwatch.state import FleetState
 from influx_magic import state_file
-from influx_magic.alert_plots import plot_history
+from influx_magic.alert_plots import episode_history
 from influx_magic.alerts import RetryPolicy
-from influx_magic.block_files import BLOCKS
+from influx_magic.block_files import BLOCKS, PROJECT
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.run_context import PipelineSettings, RunVariables
-from influx_magic.run_transaction import PipelineError, state_path
+from influx_magic.run_transaction import CONTEXT_KEY, IDLE_RELEASE, PipelineError, state_path
 from influx_magic.runlock import RunLock, RunLockBusy
 from influx_magic.state_file import FILENAME
 from influx_magic.telemetry import TelemetryError, prepare_telemetry, unique_ids
 from tests.influx_magic.conftest import PipelineWorld, seed_fault
 from tests.influx_magic.helpers import (
     PIPELINE,
-    PROJECT,
     count_rows,
     file_digest,
     load_block,
@@ -108,7 +109,7 @@ def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
     seed_fault(world)
-    kwargs = {"pipeline_uuid": "machine_anomaly_detection", "pipeline_run_id": 7}
+    kwargs = {"pipeline_uuid": "machine_anomaly_detection", "pipeline_run_id": 7, "context": {}}
 
     loaded = load_block("load_influx_data").load_influx_data(**kwargs)
     assert len(loaded) == world.telemetry.written
@@ -134,9 +135,10 @@ def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
     headers = world.receiver.requests[0].headers
     assert headers["Idempotency-Key"].endswith(":opened")
 
-    plots = sorted(world.plots.glob("*.png"))
-    assert [p.name.split("-")[-1] for p in plots] == ["machine2.png"]
-    assert plots[0].read_bytes().startswith(PNG_MAGIC)
+    (plot,) = world.plots.rglob("*.png")  # one message, one plot
+    assert plot.parent.name.endswith("-machine2") and plot.name.endswith("-opened.png")
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert f"http://plots.example/plots/{plot.parent.name}/{plot.name}" in body
     inside = checked[checked["in_episode"].astype(bool)]
     assert len(inside) and inside["episode_id"].nunique() == 1
     assert set(inside["machineID"]) == {"machine2"}
@@ -150,6 +152,15 @@ def test_the_run_alerts_plots_exports_and_commits_only_in_the_last_block(
     assert count_rows(world.client, "anomaly_episodes") == 1
     flagged = count_rows(world.client, "anomaly_scores", "WHERE is_anomaly = true")
     assert flagged == int(checked["is_anomaly"].sum()) > 0
+    # Each score row says what a user needs to query it.
+    stored = world.client.query(
+        "SELECT unique_id, config_id, warm, dev_load, dev_temperature, episode_id "
+        "FROM anomaly_scores WHERE \"machineID\" = 'machine2' AND is_anomaly",
+        mode="pandas",
+    )
+    assert set(stored["unique_id"]) == set(inside["unique_id"])
+    assert set(stored["config_id"]) == {summary["config_id"]} and stored["warm"].all()
+    assert stored["dev_load"].abs().max() > 3 and stored["episode_id"].notna().all()
     assert not list((world.state_dir / "pending").glob("*.state"))
 
 
@@ -170,7 +181,10 @@ def test_a_run_with_no_new_data_posts_nothing_and_scores_nothing_twice(
     assert after.watermark == before.watermark
     assert after.episodes.to_json() == before.episodes.to_json()
 
-    world.telemetry.write(180)  # the fault is cleared: quiet data
+    world.telemetry.write(180)  # the fault is cleared: quiet, but not for ALERT_RECUR_GAP_MIN
+    run_blocks(tmp_path)
+    assert messages(world.receiver, "Resolved") == []
+    world.telemetry.write(480)  # quiet for 11 minutes now
     run_blocks(tmp_path)
     resolved = messages(world.receiver, "Resolved")
     assert [m["text"].split()[2] for m in resolved] == ["machine2"]
@@ -186,14 +200,15 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     run_blocks(tmp_path)
     committed = file_digest(world.state_file)
     fault = world.telemetry.write(180, overload=["machine2"])
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}  # what Mage shares between the blocks of one run
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
     assert len(messages(world.receiver, "Anomaly")) == 1
     world.influx.kill()
 
     with pytest.raises(InfluxUnavailable, match="not reachable while writing"):
-        load_block("export_anomaly_scores").export_anomaly_scores(output)
+        load_block("export_anomaly_scores").export_anomaly_scores(output, **run)
 
     assert file_digest(world.state_file) == committed  # models, episodes, watermark unchanged
     with RunLock(world.state_dir).hold(timeout=0):  # the failed block let go of the lock
@@ -214,36 +229,39 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     assert_same_models(state_file.load(world.state_file), reference)
 
 
-def test_an_alert_plot_shows_the_history_before_the_run_and_does_without_it(
+def test_a_message_plot_shows_the_history_before_the_episode_and_does_without_it(
     world: PipelineWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     history = world.telemetry.write(540)
     run_blocks(tmp_path)  # the healthy minutes are scored and exported
     world.telemetry.write(180, overload=["machine2"])
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
-    rows = output[output["status"] == "scored"]
-    uid = unique_ids(pd.Series([world.telemetry.provider("machine2")]), pd.Series(["machine2"]))[0]
-    first = rows.loc[rows["unique_id"] == uid, "time"].min()
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
 
+    world.influx.kill()  # a plot is not worth an alert: it goes out without the history
+    load_block("check_anomalies").check_anomalies(through_parquet(output, tmp_path), **run)
+    assert len(messages(world.receiver, "Anomaly")) == 1
+    assert "(without history: InfluxDB at" in capsys.readouterr().out
+    (plot,) = world.plots.rglob("*.png")
+    assert plot.name.endswith("-opened.png") and plot.parent.name.endswith("-machine2")
+    world.influx.start()
+
+    (alert,) = run["context"][CONTEXT_KEY].alerts()
+    rows = output[(output["status"] == "scored") & (output["unique_id"] == alert.unique_id)]
     features = DetectorConfig().features
-    shown, note = plot_history(PipelineSettings.from_env(), rows, {uid}, features)
+    window = timedelta(minutes=30)
+    shown, note = episode_history(PipelineSettings.from_env().influx, alert, rows, features, window)
 
-    assert note == " with 30 min of history"
-    assert set(shown["unique_id"]) == {uid}
-    assert shown["time"].max() < first <= shown["time"].min() + pd.Timedelta(minutes=30)
+    assert note == ""
+    first = rows["time"].min()
+    assert set(shown["unique_id"]) == {alert.unique_id}
+    assert shown["time"].max() < first and shown["time"].min() >= alert.start - window
     earlier = history[(history["machineID"] == "machine2") & (history["time"] < first)]
     assert len(shown) == len(earlier) > 0  # the provider's comma and ampersand were bound
     assert shown["score"].notna().all()  # with the scores the first run exported
     assert not shown["is_anomaly"].any()
-
-    world.influx.kill()  # a plot is not worth an alert: it goes out without the history
-    load_block("check_anomalies").check_anomalies(through_parquet(output, tmp_path))
-    assert len(messages(world.receiver, "Anomaly")) == 1
-    assert "(without history: InfluxDB at" in capsys.readouterr().out
-    assert [p.name.split("-")[-1] for p in world.plots.glob("*.png")] == ["machine2.png"]
-    world.influx.start()
 
 
 def assert_same_models(state: FleetState, reference: FleetState) -> None:
@@ -295,10 +313,30 @@ def test_a_second_run_waits_for_the_lock_and_then_stops_without_changing_anythin
     seed_fault(world)
     holder = RunLock(world.state_dir).hold(timeout=0, what="scheduled run 41")
     with holder, pytest.raises(RunLockBusy, match="scheduled run 41"):
-        load_block("load_influx_data").load_influx_data(lock_timeout_seconds=0.3)
-    assert not (world.state_dir / "pending" / "current.json").exists()
+        run_blocks(tmp_path, lock_timeout_seconds=0.3)
+    assert not world.state_file.exists() and world.receiver.requests == []
     run_blocks(tmp_path)
     assert world.state_file.exists()
+    assert len(messages(world.receiver, "Anomaly", "machine2")) == 1
+
+
+def test_the_loader_alone_leaves_nothing_and_lets_go_of_the_lock_soon(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    """What Mage's editor does when a user runs the loader to look at its rows."""
+    seed_fault(world)
+    editor = {"context": {}}  # the editor's kernel keeps its context between block runs
+    assert len(load_block("load_influx_data").load_influx_data(**editor)) > 0
+    assert sorted(p.name for p in world.state_dir.iterdir()) == ["run.lock"]
+    started = time.monotonic()
+    with RunLock(world.state_dir).hold(timeout=IDLE_RELEASE + 30):  # free once the run idles
+        waited = time.monotonic() - started
+    assert IDLE_RELEASE - 2 < waited < IDLE_RELEASE + 10
+    run_blocks(tmp_path)  # a pipeline run meanwhile: completes and commits
+    assert world.state_file.exists()
+    # The editor's run goes on: the committed state moved, so its detector stops and says so.
+    with pytest.raises(PipelineError, match="run the pipeline again from load_influx_data"):
+        load_block("detect_anomalies").detect_anomalies(pd.DataFrame(), **editor)
 
 
 def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path: Path) -> None:
@@ -312,23 +350,38 @@ def test_runtime_variables_keep_their_own_models(world: PipelineWorld, tmp_path:
     assert world.state_file.exists() and custom.exists()
 
 
+def test_an_experiment_alerts_only_when_asked_and_then_on_its_own_ledger(
+    world: PipelineWorld, tmp_path: Path
+) -> None:
+    seed_fault(world)
+    quiet = run_blocks(tmp_path, threshold=0.79)
+    assert world.receiver.requests == [] and quiet["scores_table"] != "anomaly_scores"
+    run_blocks(tmp_path)  # production alerts as usual
+    asked = run_blocks(tmp_path, threshold=0.78, send_alerts=True)
+    anomalies = messages(world.receiver, "Anomaly", "machine2")
+    assert len(anomalies) == 2  # production's, and the experiment's (its own ledger)
+    assert (world.state_dir / "experiments" / asked["config_id"] / "alerts").is_dir()
+    assert count_rows(world.client, "anomaly_scores") == world.telemetry.written
+
+
 def test_later_blocks_need_the_run_the_loader_started(local_dirs) -> None:
     scored = pd.DataFrame({"status": pd.Series([], dtype=object)})
     with pytest.raises(PipelineError, match="run the pipeline from load_influx_data"):
-        load_block("export_anomaly_scores").export_anomaly_scores(scored)
+        load_block("export_anomaly_scores").export_anomaly_scores(scored, context={})
 
 
 def test_the_commit_refuses_a_state_another_run_committed_meanwhile(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
     world.telemetry.write(300)
-    output = load_block("load_influx_data").load_influx_data()
+    run = {"context": {}}  # what Mage shares between the blocks of one run
+    output = load_block("load_influx_data").load_influx_data(**run)
     for name in ("transform_data", "detect_anomalies", "check_anomalies"):
-        output = getattr(load_block(name), name)(through_parquet(output, tmp_path))
+        output = getattr(load_block(name), name)(through_parquet(output, tmp_path), **run)
     state_file.save(FleetState.new(), world.state_file)  # someone else committed
 
     with pytest.raises(PipelineError, match="changed while this run was in progress"):
-        load_block("export_anomaly_scores").export_anomaly_scores(output)
+        load_block("export_anomaly_scores").export_anomaly_scores(output, **run)
     assert state_file.load(world.state_file).watermark is None
 
 

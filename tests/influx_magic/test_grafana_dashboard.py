@@ -5,8 +5,8 @@ every SQL the dashboard holds (panels, the repeated per-machine panel, the annot
 `machine` variable) is expanded the way Grafana expands it (tests/grafana_sql.py) and run
 against a localflux holding what the pipeline really writes: telemetry with a fault, then one
 pipeline run (the five blocks, `run_blocks`), which fills anomaly_scores and opens an episode in anomaly_episodes.
-The episode is still open, so `anomaly_episodes` has no `end` column yet (InfluxDB creates a
-column with its first value): a dashboard query naming it would fail here as it would on a new
+The episode is still open, so `anomaly_episodes` has no `resolved_at` column yet (InfluxDB
+creates a column with its first value): a dashboard query naming it would fail here as it would on a new
 stack.
 """
 
@@ -151,7 +151,7 @@ def test_every_dashboard_query_returns_rows_from_the_pipelines_tables(
 ) -> None:
     seed_fault(world)  # 9 min healthy, then machine2 overloaded for 3 min
     summary = run_blocks(tmp_path)  # the five blocks, in this process
-    assert summary["episode_events_written"] >= 1, summary
+    assert summary["episodes_written"] >= 1, summary
     start = datetime.fromtimestamp(world.telemetry.start_ms / 1000, tz=UTC) - timedelta(minutes=1)
     end = datetime.now(UTC) + timedelta(minutes=1)
     queries = sql_of(dashboard)

@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import signal
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,8 @@ import psutil
 import pytest
 
 from influx_magic.mage_server import MageApi, MageServerError
-from tests.influx_magic.conftest import PipelineWorld, seed_fault
+from influx_magic.runlock import RunLock
+from tests.influx_magic.conftest import HISTORY_SECONDS, PipelineWorld, seed_fault
 from tests.influx_magic.helpers import PIPELINE, messages, project_files
 from tests.support import PYTHON, ManagedProcess, wait_until
 
@@ -261,3 +263,45 @@ def _logs_in(port: int, password: str) -> bool:
     except MageServerError:
         return False
     return True
+
+
+def test_a_run_interrupted_by_ctrl_c_is_marked_failed_when_mage_starts_again(
+    world: PipelineWorld, start_process, port_factory
+) -> None:
+    world.telemetry.write(HISTORY_SECONDS)  # healthy machines only
+    port, token = port_factory(), secrets.token_hex(12)
+    env = {"MAGE_API_TRIGGER_TOKEN": token}
+    server = start_mage(start_process, port, env)
+
+    def status(run_id: object) -> str:
+        return api(port, f"/api/pipeline_runs/{run_id}")["pipeline_run"]["status"]
+
+    def api_triggers() -> list[dict]:
+        schedules = api(port, f"/api/pipelines/{PIPELINE}/pipeline_schedules")
+        return [s for s in schedules.get("pipeline_schedules", []) if s["schedule_type"] == "api"]
+
+    def trigger(variables: dict) -> int:
+        (api_trigger,) = api_triggers()
+        path = f"/api/pipeline_schedules/{api_trigger['id']}/pipeline_runs/{token}"
+        return api(port, path, {"pipeline_run": {"variables": variables}})["pipeline_run"]["id"]
+
+    # mage_server creates the API trigger once Mage answers: the schedule may come first.
+    assert wait_until(lambda: bool(api_triggers()), 30)
+    # The run waits in its loader for the lock the test holds: it is running when Ctrl-C comes.
+    with RunLock(world.state_dir).hold(timeout=0, what="the test"):
+        interrupted = trigger({"lock_timeout_seconds": 600})
+        assert wait_until(lambda: status(interrupted) == "running", timeout=120, interval=1)
+        server.popen.send_signal(signal.SIGINT)  # Ctrl-C
+        assert server.popen.wait(timeout=60) == 0
+    database = world.dirs["MAGE_DATA_DIR"] / "mage-ai.db"
+    with sqlite3.connect(database) as db:  # Mage itself left it running
+        (left,) = db.execute("SELECT status FROM pipeline_run WHERE id = ?", (interrupted,))
+    assert left == ("RUNNING",)
+
+    again = start_mage(start_process, port, env)
+    assert status(interrupted) == "failed"  # right at the start, not after a schedule tick
+    assert "run(s) the last Mage left unfinished as failed" in again.log()
+    after = trigger({})
+    assert wait_until(lambda: status(after) in ("completed", "failed"), timeout=180, interval=1)
+    assert status(after) == "completed"
+    assert world.receiver.requests == []  # no episode without a fault

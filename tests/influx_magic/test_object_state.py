@@ -17,7 +17,7 @@ from influx_magic.block_files import run_pipeline
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.object_state import ObjectState
 from influx_magic.run_transaction import PipelineError
-from tests.influx_magic.helpers import Telemetry, messages
+from tests.influx_magic.helpers import Telemetry, messages, point_run_at_influx
 from tests.support import REPO_ROOT, free_port
 
 MOTO_SERVER = REPO_ROOT / ".venv-moto" / "bin" / "moto_server"
@@ -78,22 +78,20 @@ def fleet(localflux_server, slack_receiver, tmp_path, backend):
     client.close()
 
 
-def run(env: dict[str, str], fail_export_with: dict[str, str] | None = None) -> dict:
+def run(env: dict[str, str], fail_export_with: str | None = None) -> dict:
     """The five block files in process with `env` as the environment; the exporter's summary.
-    `fail_export_with`: environment changes for the exporter alone (to make it fail)."""
+    `fail_export_with`: an InfluxDB host the exporter alone talks to (to make it fail)."""
+    context: dict = {}
 
     def step(name: str, call):
         if name == "export_anomaly_scores" and fail_export_with:
-            with pytest.MonkeyPatch.context() as patch:
-                for key, value in fail_export_with.items():
-                    patch.setenv(key, value)
-                return call()
+            point_run_at_influx(context, fail_export_with)
         return call()
 
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
         for key, value in env.items():
             patch.setenv(key, value)
-        return run_pipeline(step=step)
+        return run_pipeline({"context": context}, step=step)
 
 
 def committed(env: dict[str, str], fs) -> bytes | None:
@@ -114,7 +112,7 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     run(env)
     before = committed(env, fs)
     fault = telemetry.write(180, overload=["machine2"])
-    gone = {"INFLUX_HOST": f"http://127.0.0.1:{free_port()}"}
+    gone = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(InfluxUnavailable):
         run(env, fail_export_with=gone)
     assert len(messages(slack_receiver, "Anomaly")) == 1

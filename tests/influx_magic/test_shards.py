@@ -20,7 +20,7 @@ from influx_magic.block_files import run_pipeline
 from influx_magic.influx import InfluxUnavailable
 from influx_magic.run_transaction import PipelineError
 from influx_magic.shards import Shard, layout, main, repartition, shard_of
-from tests.influx_magic.helpers import Telemetry
+from tests.influx_magic.helpers import Telemetry, point_run_at_influx
 from tests.support import free_port
 
 MACHINES = 8
@@ -101,7 +101,8 @@ def test_three_shards_give_exactly_the_results_of_one(fleet, tmp_path) -> None:
     one = {**env, "FLEETWATCH_STATE_DIR": str(tmp_path / "one"), "FLEETWATCH_SHARDS": "1"}
     three = {**env, "FLEETWATCH_STATE_DIR": str(tmp_path / "three"), "FLEETWATCH_SHARDS": "3"}
     # healthy history; a fault on two machines; it goes on; then quiet until they resolve
-    rounds = [(9 * 60, []), (3 * 60, FAULTY), (2 * 60, FAULTY), (6 * 60, [])]
+    # (ALERT_RECUR_GAP_MIN, 10 minutes, after their last anomalous point)
+    rounds = [(9 * 60, []), (3 * 60, FAULTY), (2 * 60, FAULTY), (11 * 60, [])]
     all_events = []
     for seconds, faulty in rounds:
         telemetry.write(seconds, overload=faulty)
@@ -135,15 +136,14 @@ def test_a_failing_shard_leaves_the_others_committed_and_is_redone(fleet, tmp_pa
     telemetry.write(6 * 60)
     run(sharded, 0)
     # Shard 1's export finds InfluxDB gone: the run fails and commits nothing.
-    gone = {**sharded, "INFLUX_HOST": f"http://127.0.0.1:{free_port()}"}
+    gone = f"http://127.0.0.1:{free_port()}"
     checked = None
+    context: dict = {}
 
     def fail_in_export(name: str, call):
         nonlocal checked
         if name == "export_anomaly_scores":
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("INFLUX_HOST", gone["INFLUX_HOST"])
-                return call()
+            point_run_at_influx(context, gone)
         result = call()
         checked = result if name == "check_anomalies" else checked
         return result
@@ -152,7 +152,7 @@ def test_a_failing_shard_leaves_the_others_committed_and_is_redone(fleet, tmp_pa
         for name, value in sharded.items():
             patch.setenv(name, value)
         with pytest.raises(InfluxUnavailable):
-            run_pipeline({"shard": 1}, step=fail_in_export)
+            run_pipeline({"shard": 1, "context": context}, step=fail_in_export)
     rows_two, _ = run(sharded, 2)
     committed = machines_of(root, 3)
     assert set(committed) == {0, 2}, "shard 1 committed nothing; shards 0 and 2 kept theirs"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,15 @@ def event(
     *,
     start: datetime | pd.Timestamp = START,
     provider: str | None = None,
+    bursts: int = 1,
+    follow_ups: int = 0,
+    delayed_by: timedelta | None = None,
 ) -> Alert:
     """An alert about `machine` (unique_id `acme-inc-<machine>`): load and vibration moved; a
-    resolved one lasted 7 minutes."""
+    resolved one lasted 7 minutes; `delayed_by`: held back by a cooldown that long."""
     begin = pd.Timestamp(start).value
     end = begin + (7 * 60 * 10**9 if kind == "resolved" else 0)
+    due = end + (0 if delayed_by is None else pd.Timedelta(delayed_by).value)
     episode = Episode(
         machine=f"acme-inc-{machine}",
         episode_id=f"{machine}-20240501T100000",
@@ -36,8 +40,13 @@ def event(
         peak_values={"temperature": 97.0, "load": 200.0, "power": 455.5, "vibration": 560.0},
         deviations={"temperature": 0.5, "load": 4.2, "power": 1.0, "vibration": 3.1},
         top_features=["load", "vibration"],
+        bursts=bursts,
+        announced=True,
+        follow_ups=follow_ups,
+        resolved_at=end if kind == "resolved" else None,
     )
-    return Alert(EpisodeEvent(kind, end, episode), machine, provider, threshold=0.8)
+    event = EpisodeEvent(kind, due, episode, delayed=delayed_by is not None)
+    return Alert(event, machine, provider, threshold=0.8)
 
 
 def scores(machine: str, *, anomalous: slice | None = None, points: int = 300) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from influx_magic.alerts import (
     SlackWebhookNotifier,
     StoreError,
 )
-from influx_magic.alerts.slack import episode_message
+from influx_magic.alerts.slack import episode_message, seconds_text
 from influx_magic.alerts.store import Ledger
 from tests.pipeline_lib.helpers import START, event
 from tests.support import free_port
@@ -82,8 +83,35 @@ def test_resolved_message_says_when_and_omits_missing_links() -> None:
     message = episode_message(event(kind="resolved"), plot_url=None, run_url=None)
     assert message["text"].startswith("Resolved")
     assert "machine2" in message["text"] and "acme-inc-machine2" in message["text"]
-    assert "7 min" in message["text"]
+    assert "after 7 min," in message["text"]
     assert "Mage run" not in block_text(message) and "Plot" not in block_text(message)
+
+
+def test_follow_ups_and_held_back_alerts_say_so() -> None:
+    recurring = event(kind="recurring", bursts=5, follow_ups=1)
+    message = episode_message(recurring, plot_url=None, run_url=None)
+    assert message["text"].startswith("Still recurring on machine2 (acme-inc-machine2): 5 bursts")
+    assert recurring.key == "machine2-20240501T100000:recurring:1"  # one key per follow-up
+    assert "*Bursts*\\n5" in block_text(message)
+
+    held = event(delayed_by=timedelta(minutes=3))
+    text = episode_message(held, plot_url=None, run_url=None)["text"]
+    assert text.startswith("Anomaly on machine2")
+    assert text.endswith("(held back by the cooldown until 2024-05-01 10:03:00 UTC)")
+
+    resolved = episode_message(event(kind="resolved", bursts=3), plot_url=None, run_url=None)
+    assert resolved["text"].endswith("peak score 0.93, 3 bursts")
+
+
+def test_durations_and_units_read_the_same_everywhere() -> None:
+    assert [seconds_text(s) for s in (9, 162, 600, 3900)] == [
+        "9 s",
+        "2 min 42 s",
+        "10 min",
+        "1 h 5 min",
+    ]
+    blocks = block_text(episode_message(event(), plot_url=None, run_url=None))
+    assert "load: 200 %" in blocks and "power: 455.50 W" in blocks
 
 
 def test_message_escapes_slack_control_characters() -> None:
@@ -260,7 +288,7 @@ def test_invalid_webhook_url_is_rejected_without_echoing_it() -> None:
 
 
 def test_notifier_from_settings() -> None:
-    assert SlackWebhookNotifier.from_settings({"SLACK_WEBHOOK_URL": ""}) is None
+    assert not SlackWebhookNotifier.from_settings({"SLACK_WEBHOOK_URL": ""}).configured
     notifier = SlackWebhookNotifier.from_settings({"SLACK_WEBHOOK_URL": "https://h.example/x/y/z"})
     assert repr(notifier) == "SlackWebhookNotifier(url='https://h.example/***')"
 
@@ -281,3 +309,37 @@ def test_ledger_forgets_keys_after_retention(tmp_path: Path) -> None:
     reloaded = Ledger(tmp_path / "ledger.json")
     assert "new" in reloaded and "old" not in reloaded
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_without_a_channel_alerts_wait_and_the_next_run_with_one_sends_them_once_in_order(
+    slack_receiver, tmp_path: Path
+) -> None:
+    nowhere = AlertDelivery(SlackWebhookNotifier(None), tmp_path, retry=FAST)
+    first = nowhere.run([event()])
+    assert first.sent == [] and first.queued == ["machine2-20240501T100000:opened"]
+    assert first.not_configured == "SLACK_WEBHOOK_URL is empty" and first.outbox_left == 1
+    second = AlertDelivery(SlackWebhookNotifier(None), tmp_path).run([event(kind="resolved")])
+    assert second.outbox_left == 2
+
+    third = delivery(slack_receiver.url, tmp_path).run([event(), event(kind="resolved")])
+    assert third.sent == ["machine2-20240501T100000:opened", "machine2-20240501T100000:resolved"]
+    assert [p["text"].split()[0] for p in slack_receiver.payloads()] == ["Anomaly", "Resolved"]
+    again = delivery(slack_receiver.url, tmp_path).run([event(), event(kind="resolved")])
+    assert again.sent == [] and len(slack_receiver.requests) == 2
+
+
+def test_an_alert_sent_long_after_it_happened_is_marked_late(slack_receiver, tmp_path) -> None:
+    happened = START.timestamp()
+    for hours, late in ((23, False), (25, True)):
+        report = AlertDelivery(
+            SlackWebhookNotifier(slack_receiver.url),
+            tmp_path / str(hours),
+            late_after=24 * 3600,
+            clock=lambda hours=hours: happened + hours * 3600,
+        ).run([event()])
+        assert report.sent and bool(report.late) == late
+    on_time, marked = slack_receiver.payloads()
+    assert "late" not in on_time["text"]
+    assert marked["text"].startswith("Anomaly on machine2")
+    assert marked["text"].endswith("(late: 25 h after it happened)")
+    assert marked["blocks"][1]["type"] == "context" and "outbox" in block_text(marked)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from influx_magic.alerts import AlertDelivery, SlackWebhookNotifier
 from influx_magic.influx import FEATURES
-from influx_magic.plots import plot_url, render_machine_plots
+from influx_magic.plots import message_plot_path, plot_url, render_message_plot
 from tests.pipeline_lib.helpers import PNG_MAGIC, event, scores
 from tests.support import PYTHON
 
@@ -35,9 +36,11 @@ def test_alert_reaches_the_inbox_and_its_plot_link_serves_the_png(
     )  # fmt: skip
 
     frame = scores("machine2", anomalous=slice(100, 150))
-    paths = render_machine_plots(frame, plots, threshold=0.8, features=FEATURES)
-    urls = {uid: plot_url(path, plots, base) for uid, path in paths.items()}
     first = event(start=frame["time"].iloc[100])
+    path = message_plot_path(plots, first)
+    render_message_plot(frame, path, first, features=FEATURES, threshold=0.8,
+                        history=timedelta(minutes=30))  # fmt: skip
+    urls = {first.key: plot_url(path, plots, base)}
     report = AlertDelivery(SlackWebhookNotifier(f"{base}/hook"), tmp_path / "state").run(
         [first], plot_urls=urls, run_url=None
     )
@@ -47,7 +50,7 @@ def test_alert_reaches_the_inbox_and_its_plot_link_serves_the_png(
     assert message["idempotency_key"] == f"{first.episode_id}:opened"
     assert message["text"].startswith("Anomaly on machine2 (acme-inc-machine2)")
     links = re.findall(r"<(http[^|>]+)\|Plot>", json.dumps(message["payload"]["blocks"]))
-    assert links == [f"{base}/plots/acme-inc-machine2.png"]
+    assert links == [f"{base}/plots/acme-inc-machine2/{path.name}"]
     assert fetch(links[0])[:8] == PNG_MAGIC
     assert pd.Timestamp(first.start).strftime("%Y-%m-%d %H:%M:%S UTC") in json.dumps(
         message["payload"]

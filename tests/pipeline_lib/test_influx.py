@@ -187,19 +187,21 @@ def test_rejected_write_raises_with_rows_written_so_far(influx) -> None:
     assert raised.value.rows_written == 0
 
 
-def test_episode_rows_are_updated_when_the_episode_resolves(influx) -> None:
-    opened = event(provider="Acme Inc")
-    assert write_episodes(influx, [opened, event("machine3", provider="Acme Inc")]) == 2
-    write_episodes(influx, [event(kind="resolved", provider="Acme Inc")])
+def test_episode_rows_are_updated_as_the_episode_changes(influx) -> None:
+    identities = {f"acme-inc-machine{i}": [f"machine{i}", "Acme Inc"] for i in (2, 3)}
+    held = event("machine3").event.episode
+    held.announced = False
+    assert write_episodes(influx, [event().event.episode, held], identities) == 2
+    write_episodes(influx, [event(kind="resolved", bursts=2).event.episode], identities)
     rows = influx.query(
-        'SELECT "machineID", status, "end", duration_s, peak_score, peak_load, top_features '
-        'FROM anomaly_episodes ORDER BY "machineID"',
+        'SELECT "machineID", provider, status, "end", duration_s, bursts, peak_score, peak_load, '
+        'top_features FROM anomaly_episodes ORDER BY "machineID"',
         mode="pandas",
     )
     assert list(rows["machineID"]) == ["machine2", "machine3"]
     machine2 = rows.iloc[0]
     assert machine2["status"] == "resolved" and machine2["duration_s"] == 420.0
-    assert machine2["end"] == "2024-05-01T10:07:00.000000000Z"
-    assert machine2["top_features"] == "load,vibration"
+    assert machine2["end"] == "2024-05-01T10:07:00.000000000Z" and machine2["bursts"] == 2
+    assert machine2["top_features"] == "load,vibration" and machine2["provider"] == "Acme Inc"
     assert machine2["peak_load"] == 200.0
-    assert rows.iloc[1]["status"] == "open"
+    assert rows.iloc[1]["status"] == "held"  # never announced, still recorded

@@ -1,10 +1,14 @@
-"""Anomaly plots: real PNGs on disk, one per machine with anomalies, no figure left behind."""
+"""Message plots: a real PNG per message, never rewritten, markers on the sensors that moved."""
 
 from __future__ import annotations
 
 import gc
+import os
+import time
+from datetime import timedelta
 from pathlib import Path
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -12,8 +16,17 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from influx_magic.influx import FEATURES
-from influx_magic.plots import plot_path, plot_url, render_machine_plots
-from tests.pipeline_lib.helpers import PNG_MAGIC, scores
+from influx_magic.plots import (
+    message_figure,
+    message_plot_name,
+    message_plot_path,
+    plot_url,
+    prune_plots,
+    render_message_plot,
+)
+from tests.pipeline_lib.helpers import PNG_MAGIC, event, scores
+
+HISTORY = timedelta(minutes=30)
 
 
 def live_figures() -> int:
@@ -21,85 +34,96 @@ def live_figures() -> int:
     return sum(isinstance(o, Figure) for o in gc.get_objects())
 
 
-def test_one_valid_png_per_machine_with_anomalies(tmp_path: Path) -> None:
-    frame = pd.concat(
-        [scores("machine1"), scores("machine2", anomalous=slice(200, 260)), scores("machine3")]
-    )
-    episode = {"unique_id": "acme-inc-machine3", "start": frame["time"].iloc[100], "end": None}
+def fault(machine: str = "machine2", kind: str = "opened") -> tuple[pd.DataFrame, object]:
+    """Five minutes of a machine whose load jumps at 10:02:30, and the alert about it."""
+    frame = scores(machine, anomalous=slice(150, 200))
+    return frame, event(machine, kind, start=frame["time"].iloc[150])
+
+
+def test_one_png_per_message_written_once_and_never_again(tmp_path: Path) -> None:
+    frame, alert = fault()
+    path = message_plot_path(tmp_path, alert)
     before = live_figures()
 
-    paths = render_machine_plots(
-        frame, tmp_path, threshold=0.8, features=FEATURES, episodes=[episode]
-    )
+    assert render_message_plot(frame, path, alert, features=FEATURES, threshold=0.8,
+                               history=HISTORY)  # fmt: skip
 
-    assert sorted(paths) == ["acme-inc-machine2", "acme-inc-machine3"]  # machine1 was healthy
-    for unique_id, path in paths.items():
-        assert path == plot_path(tmp_path, unique_id)
-        assert path.read_bytes()[:8] == PNG_MAGIC
-        with Image.open(path) as image:
-            image.verify()
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 600
-    assert plt.get_fignums() == []
-    assert live_figures() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "acme-inc-machine2.png",
-        "acme-inc-machine3.png",
-    ]  # no temp files left
+    assert path == tmp_path / "acme-inc-machine2" / "machine2-20240501T100000-opened.png"
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size[0] >= 1000 and image.size[1] >= 600
+    picture = path.read_bytes()
+    later = frame.assign(score=0.99)  # a later run with other data: the message's plot stays
+    assert not render_message_plot(later, path, alert, features=FEATURES, threshold=0.8,
+                                   history=HISTORY)  # fmt: skip
+    assert path.read_bytes() == picture
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
+    assert plt.get_fignums() == [] and live_figures() == before
 
 
-def test_plots_are_overwritten_in_place_and_can_be_restricted(tmp_path: Path) -> None:
-    frame = pd.concat([scores("machine2", anomalous=slice(10, 20)), scores("machine4")])
-    first = render_machine_plots(frame, tmp_path, threshold=0.8, features=FEATURES)
-    again = render_machine_plots(
-        frame, tmp_path, threshold=0.8, features=FEATURES, machines=["acme-inc-machine4"]
-    )
-    assert list(again) == ["acme-inc-machine4"]
-    assert first["acme-inc-machine2"].exists()
-    assert render_machine_plots(frame, tmp_path, threshold=0.8, features=FEATURES) == first
+def test_each_message_of_an_episode_has_its_own_file() -> None:
+    names = {
+        message_plot_name("acme-m2", "ep1", "opened", 0),
+        message_plot_name("acme-m2", "ep1", "recurring", 1),
+        message_plot_name("acme-m2", "ep1", "recurring", 2),
+        message_plot_name("acme-m2", "ep1", "resolved", 2),
+        message_plot_name("acme-m2", "ep2", "opened", 0),
+    }
+    assert len(names) == 5
 
 
-def test_odd_ids_get_safe_distinct_file_names(tmp_path: Path) -> None:
-    names = {plot_path(tmp_path, uid).name for uid in ["a/b", "a b", "a-b", "../etc/passwd"]}
+def test_markers_only_on_the_sensors_that_moved_and_a_zoom_on_the_start() -> None:
+    frame, alert = fault()  # load and vibration moved (the alert's top features)
+    figure = message_figure(frame, alert, features=FEATURES, threshold=0.8, history=HISTORY)
+    overview, zoom = figure.axes[: len(FEATURES) + 1], figure.axes[len(FEATURES) + 1 :]
+    score_ax, sensor_axes = overview[0], overview[1:]
+
+    def marked(ax) -> int:
+        return sum(len(c.get_offsets()) for c in ax.collections if c.get_offsets().size)
+
+    by_feature = {feature: marked(ax) for feature, ax in zip(FEATURES, sensor_axes, strict=True)}
+    assert by_feature["load"] == by_feature["vibration"] == 50
+    assert by_feature["temperature"] == by_feature["power"] == 0
+    assert marked(score_ax) == 50
+    low, high = (mdates.num2date(x) for x in zoom[0].get_xlim())
+    start = pd.Timestamp(alert.start)
+    assert start - pd.Timedelta(minutes=1) <= low < start < high <= start + pd.Timedelta(minutes=2)
+    assert figure.get_suptitle().startswith("Anomaly: machine2 · acme-inc-machine2")
+    figure.clear()
+
+
+def test_odd_ids_get_safe_distinct_file_names() -> None:
+    names = {message_plot_name(uid, "e", "opened", 0) for uid in ["a/b", "a b", "a-b", "../x"]}
     assert len(names) == 4
-    assert all("/" not in n and not n.startswith(".") for n in names)
-    assert plot_path(tmp_path, "../etc/passwd").parent == tmp_path
+    for name in names:
+        assert len(name.parts) == 2 and not name.parts[0].startswith(".")
 
 
 def test_plot_urls_point_under_public_base_url(tmp_path: Path) -> None:
-    path = plot_path(tmp_path, "acme-inc-machine2")
-    assert plot_url(path, tmp_path, "http://inbox:5006") == (
-        "http://inbox:5006/plots/acme-inc-machine2.png"
+    path = tmp_path / "acme-inc-machine2" / "e-opened.png"
+    assert plot_url(path, tmp_path, "http://inbox:5006/") == (
+        "http://inbox:5006/plots/acme-inc-machine2/e-opened.png"
     )
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
+    frame, alert = fault()
     with pytest.raises(ValueError, match="score, is_anomaly"):
-        render_machine_plots(
-            scores("m").drop(columns=["score", "is_anomaly"]),
-            tmp_path,
-            threshold=0.8,
-            features=FEATURES,
-        )
+        render_message_plot(frame.drop(columns=["score", "is_anomaly"]), tmp_path / "x.png",
+                            alert, features=FEATURES, threshold=0.8, history=HISTORY)  # fmt: skip
 
 
-def test_nothing_to_plot_writes_nothing(tmp_path: Path) -> None:
-    empty = scores("machine1").iloc[0:0]
-    assert render_machine_plots(empty, tmp_path, threshold=0.8, features=FEATURES) == {}
-    assert (
-        render_machine_plots(scores("machine1"), tmp_path, threshold=0.8, features=FEATURES) == {}
-    )
-    assert list(tmp_path.iterdir()) == []
+def test_plots_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
+    frame, alert = fault()
+    old = message_plot_path(tmp_path, alert)
+    render_message_plot(frame, old, alert, features=FEATURES, threshold=0.8, history=HISTORY)
+    frame3, alert3 = fault("machine3")
+    recent = message_plot_path(tmp_path, alert3)
+    render_message_plot(frame3, recent, alert3, features=FEATURES, threshold=0.8, history=HISTORY)
+    month_ago = time.time() - 31 * 86400
+    os.utime(old, (month_ago, month_ago))
 
-
-def test_a_subset_of_features_gets_one_panel_each(tmp_path: Path) -> None:
-    frame = scores("machine2", anomalous=slice(10, 20)).drop(columns=["temperature"])
-    (path,) = render_machine_plots(
-        frame, tmp_path, threshold=0.7, features=("load", "power")
-    ).values()
-    with Image.open(path) as image:
-        two_panels = image.size[1]
-    (path,) = render_machine_plots(scores("machine2", anomalous=slice(10, 20)), tmp_path / "all",
-                                   threshold=0.7, features=FEATURES).values()  # fmt: skip
-    with Image.open(path) as image:
-        assert image.size[1] > two_panels
+    assert prune_plots(tmp_path, timedelta(days=30)) == 1
+    assert not old.exists() and not old.parent.exists() and recent.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from influx_magic.runlock import RunLock, RunLockBusy, acquire_run_lock, release_run_lock
+from influx_magic.runlock import RunLock, RunLockBusy
 from tests.support import REPO_ROOT
 
 HOLDER = """
@@ -56,15 +56,4 @@ def test_a_killed_holder_leaves_no_stale_lock(other_run, tmp_path: Path) -> None
     other_run.kill()
     other_run.wait()
     with RunLock(tmp_path).hold(timeout=10):
-        pass
-
-
-def test_process_lock_is_reentrant_across_blocks(tmp_path: Path) -> None:
-    first = acquire_run_lock(tmp_path, timeout=0)
-    assert acquire_run_lock(tmp_path, timeout=0) is first  # a later block of the same run
-    with pytest.raises(RunLockBusy):
-        RunLock(tmp_path).acquire(timeout=0)  # anyone else is kept out
-    assert release_run_lock(tmp_path) is True
-    assert release_run_lock(tmp_path) is False
-    with RunLock(tmp_path).hold(timeout=0):
         pass

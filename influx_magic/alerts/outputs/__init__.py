@@ -6,8 +6,9 @@ exactly-once, the outbox that survives a dead target, digests — lives in
 `influx_magic.alerts.delivery` and is shared by all outputs.
 
 To add a target (say Microsoft Teams), add `outputs/teams_webhook.py` with a class that has
-`name`, `render_event`, `render_digest` and `send`, document its settings in the module
-docstring like `slack_webhook.py` does, and pass an instance to `AlertDelivery`. Its ledger and
+`name`, `configured`, `not_configured`, `render_event`, `render_digest`, `render_late` and
+`send`, document its settings in the module docstring like `slack_webhook.py` does, and pass an
+instance to `AlertDelivery`. Its ledger and
 outbox live under `<state dir>/alerts/<name>/`, so adding a target later does not mark past
 alerts as delivered to it, nor re-send them to the old one.
 """
@@ -42,9 +43,20 @@ class DeliveryError(Exception):
 
 
 class Notifier(Protocol):
-    """An alert target. `name` names its ledger/outbox folder, so keep it stable."""
+    """An alert target. `name` names its ledger/outbox folder, so keep it stable. A target
+    that is not `configured` (no URL) still renders: its messages wait in the outbox."""
 
     name: str
+
+    @property
+    def configured(self) -> bool:
+        """Whether messages can be sent at all."""
+        ...
+
+    @property
+    def not_configured(self) -> str:
+        """Why not, naming the setting to fill in."""
+        ...
 
     def render_event(
         self, event: Alert, *, plot_url: str | None, run_url: str | None
@@ -60,6 +72,10 @@ class Notifier(Protocol):
         run_url: str | None,
     ) -> dict[str, Any]:
         """One JSON body for many events of the same kind."""
+        ...
+
+    def render_late(self, payload: Mapping[str, Any], late_by: float) -> dict[str, Any]:
+        """`payload` marked as arriving `late_by` seconds after what it announces happened."""
         ...
 
     def send(self, key: str, payload: Mapping[str, Any]) -> None:

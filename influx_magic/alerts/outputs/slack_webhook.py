@@ -8,8 +8,12 @@ Sample configuration (`.env`):
     # Links in the messages point here: PUBLIC_BASE_URL/plots/<file>.png
     PUBLIC_BASE_URL=http://127.0.0.1:5006
 
-Each attempt is one `POST` with `Content-Type: application/json` and
-`Idempotency-Key: <episode_id>:<opened|resolved>` (digests: `digest:<kind>:<hash>`). Slack
+Without `SLACK_WEBHOOK_URL` the notifier still renders, but sends nothing: messages wait in the
+outbox until a run has the URL.
+
+Each attempt is one `POST` with `Content-Type: application/json` and `Idempotency-Key:` the
+event's key (`<episode_id>:opened`, `...:recurring:<n>`, `...:resolved`; digests:
+`digest:<kind>:<hash>`). Slack
 ignores that header; a receiver that deduplicates can use it, and our own ledger uses the same
 key. Success is any 2xx. 408, 429 and 5xx are retryable, and a `Retry-After` header (seconds or
 an HTTP date) is passed on to the retry loop; other statuses are not retried in the same run.
@@ -40,22 +44,28 @@ class SlackWebhookNotifier:
 
     >>> SlackWebhookNotifier("https://hooks.slack.com/services/T0/B0/secretsecret")
     SlackWebhookNotifier(url='https://hooks.slack.com/***')
+    >>> SlackWebhookNotifier(None).configured
+    False
     """
 
     name = "slack"
+    not_configured = "SLACK_WEBHOOK_URL is empty"
 
-    def __init__(self, url: str | SecretURL, *, timeout: float = 10.0) -> None:
-        self._url = url if isinstance(url, SecretURL) else SecretURL(url)
+    def __init__(self, url: str | SecretURL | None, *, timeout: float = 10.0) -> None:
+        self._url = url if isinstance(url, SecretURL) or url is None else SecretURL(url)
         self.timeout = timeout
 
     @classmethod
-    def from_settings(cls, env: Mapping[str, str] | None = None) -> SlackWebhookNotifier | None:
-        """The notifier for `SLACK_WEBHOOK_URL`, or None when it is not set."""
-        url = setting("SLACK_WEBHOOK_URL", env)
-        return cls(url) if url else None
+    def from_settings(cls, env: Mapping[str, str] | None = None) -> SlackWebhookNotifier:
+        """The notifier for `SLACK_WEBHOOK_URL` (not `configured` when it is empty)."""
+        return cls(setting("SLACK_WEBHOOK_URL", env) or None)
+
+    @property
+    def configured(self) -> bool:
+        return self._url is not None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={self._url.masked!r})"
+        return f"{type(self).__name__}(url={None if self._url is None else self._url.masked!r})"
 
     def render_event(
         self, event: Alert, *, plot_url: str | None, run_url: str | None
@@ -71,7 +81,12 @@ class SlackWebhookNotifier:
     ) -> dict[str, Any]:
         return slack.digest_message(events, plot_urls=plot_urls, run_url=run_url)
 
+    def render_late(self, payload: Mapping[str, Any], late_by: float) -> dict[str, Any]:
+        return slack.late_message(payload, late_by)
+
     def send(self, key: str, payload: Mapping[str, Any]) -> None:
+        if self._url is None:
+            raise DeliveryError(self.not_configured, retryable=True)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
