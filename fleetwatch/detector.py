@@ -111,7 +111,7 @@ class DetectorConfig:
     limits: Mapping[str, tuple[float, float]] | None = None
     trees: bool = True
     combine: str = "fisher"
-    n_trees: int = 25
+    n_trees: int = 50
     height: int = 4
     window_size: int = 250
     seed: int = 1
@@ -232,6 +232,7 @@ class DetectorConfig:
 #: refractory period), kept for comparisons (`--detector previous` in the evaluations).
 NAMED_CONFIGS: dict[str, dict] = {
     "previous": {
+        "n_trees": 25,
         "views": ("change",),
         "stat_views": ("level", "still", "fit"),
         "news_views": (),
