@@ -62,6 +62,7 @@ import pandas as pd
 from fleetwatch.calibration import TailCalibration
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import EngineFactory, Fleet, KeyIndex
+from fleetwatch.machine_rules import MachineRule, RuleTable, lead_features
 from fleetwatch.refractory import Refractory
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
 from fleetwatch.views import VIEWS, FeatureViews, ViewSettings, positions
@@ -376,9 +377,17 @@ class FleetDetector:
             setattr(self, name, np.concatenate([getattr(self, name), nan]))
 
     def score_frame(
-        self, frame: pd.DataFrame, key: str = "unique_id", time: str = "time"
+        self,
+        frame: pd.DataFrame,
+        key: str = "unique_id",
+        time: str = "time",
+        rules: Mapping[str, MachineRule] | None = None,
     ) -> pd.DataFrame:
-        """Score (and learn) a frame of points from any machines; see the module doc."""
+        """Score (and learn) a frame of points from any machines; see the module doc.
+
+        `rules` (by key) change one machine's threshold or persistence, or raise its threshold
+        for points led by one feature (`fleetwatch.machine_rules`); scores stay the same.
+        """
         for column in (key, time):
             if column not in frame.columns:
                 raise KeyError(f"column {column!r} not in frame (columns: {list(frame.columns)})")
@@ -433,6 +442,9 @@ class FleetDetector:
         deviations = np.full((n, len(features)), np.nan)
         found_by = np.full((n, len(features)), -1, np.int64)  # index into VIEWS, -1: raw mode
         if len(scored):
+            table = RuleTable(
+                rules, self.machines, features, self.config.threshold, self.config.persistence
+            )
             self._score(
                 scored,
                 rows[scored],
@@ -442,6 +454,7 @@ class FleetDetector:
                 deviations,
                 found_by,
                 after_gap[scored],
+                table,
             )
         for name, values in result.items():
             out[name] = values
@@ -509,6 +522,7 @@ class FleetDetector:
         deviations: np.ndarray,
         found_by: np.ndarray,
         after_gap: np.ndarray,
+        table: RuleTable,
     ) -> None:
         """Test-then-train for points grouped by machine in time order, in rounds.
 
@@ -556,8 +570,18 @@ class FleetDetector:
                     surprise, memory = self.refractory.discount(rows[cand], cstarts, surprise)
                 news = surprise / (surprise + config.news_scale)
                 score = np.where(warm, np.maximum(news, stat[cand]), 0.0)
+            if z is None:
+                unusual, which = self._deviation(rows[cand], X[cand], spans[cand]), None
+            else:
+                unusual, which = most_unusual(z[cand][:, :, self._shown_views])
+            limit = table.limits(rows[cand], lead_features(unusual))
             steps = self.alarm.step(
-                rule, group_rows, cstarts, times[cand], warm & (score > config.threshold)
+                rule,
+                group_rows,
+                cstarts,
+                times[cand],
+                warm & (score > limit),
+                table.persistence(group_rows),
             )
             learned = np.ones(len(cand), bool) if config.learn_anomalies else ~steps["in_episode"]
             if config.accept_after_seconds is not None:
@@ -581,12 +605,9 @@ class FleetDetector:
             result["learned"][target] = learned[keep]
             for name in ("is_anomaly", "in_episode", "episode_start", "episode_end"):
                 result[name][target] = steps[name][keep]
-            if z is None:
-                deviations[target] = self._deviation(rows[kept], X[kept], spans[kept])
-            else:
-                picked = z[kept][:, :, self._shown_views]
-                deviations[target], which = most_unusual(picked)
-                found_by[target] = np.asarray(self._shown_views)[which]
+            deviations[target] = unusual[keep]
+            if which is not None:
+                found_by[target] = np.asarray(self._shown_views)[which[keep]]
             last = cstarts + keep_len - 1
             self.alarm.commit(group_rows, steps, last)
             if memory is not None:

@@ -104,10 +104,12 @@ class AlarmState:
         starts: np.ndarray,
         times: np.ndarray,
         above: np.ndarray,
+        persistence: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Apply the rule to points grouped by machine (`rows[g]`'s points begin at
         `starts[g]`, in time order), from each machine's carried state. Does not change the
-        state: `commit` the state at the last point each machine keeps.
+        state: `commit` the state at the last point each machine keeps. `persistence[g]`, when
+        given, replaces the rule's persistence for group `g` (a per-machine override).
 
         Every quantity is a running count or a "last time" that restarts at a machine; both
         come from `maximum.accumulate` over indices, with one virtual element in front of
@@ -139,7 +141,8 @@ class AlarmState:
         if rule.quiet_ns is not None:
             known = before_up != NO_TIME
             gap = point & known & (t - np.where(known, before_up, t) >= rule.quiet_ns)
-        opens = up & (run >= rule.persistence)
+        needed = rule.persistence if persistence is None else np.asarray(persistence)[group]
+        opens = up & (run >= needed)
         closes = (quiet >= rule.quiet_points) | gap
         code = np.where(opens, 1, np.where(closes, 0, -1))
         code[virtual] = self.open[rows]

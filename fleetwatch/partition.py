@@ -10,7 +10,10 @@ sharded deployment rests on: no model is rebuilt, no open episode forgotten.
 Counters that belong to no machine (`detector.skipped`, `episodes.suppressed`) are summed by
 `merge` and kept whole by the first part of `take` (zero in the others), so the fleet's totals
 are unchanged. `extra` entries that map machine keys (`extra["machines"]`, the identities the
-pipeline records) are split and merged by key; other `extra` values are copied.
+pipeline records) are split and merged by key; entries about the whole fleet rather than any machine
+(`extra["checks"]`, the state of the pipeline's declared checks, which one shard judges for
+all) go to the first part of `take` only; other `extra` values are copied. `merge` keeps the
+first state's value of every entry that is not per machine.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from fleetwatch.state import FleetState
 STRUCTURE = ("split_column", "split_threshold")
 #: `extra` keys whose values are dicts keyed by machine.
 PER_MACHINE_EXTRA = ("machines",)
+#: `extra` keys about the whole fleet: kept by one part only (the first of `take`).
+FLEET_WIDE_EXTRA = ("checks",)
 
 
 def take(state: FleetState, machines: Iterable[str], *, counters: bool = True) -> FleetState:
     """A new state with only `machines` (keys the state knows), in the order given.
 
-    `counters=False` leaves the fleet-wide counters at zero (for every part but one).
+    `counters=False` leaves the fleet-wide counters at zero and the fleet-wide `extra` entries
+    out (for every part but one).
     """
     keys = [str(key) for key in machines]
     index = {key: row for row, key in enumerate(state.detector.machines)}
@@ -61,6 +67,7 @@ def take(state: FleetState, machines: Iterable[str], *, counters: bool = True) -
         if name in PER_MACHINE_EXTRA and isinstance(value, dict)
         else value
         for name, value in state.extra.items()
+        if counters or name not in FLEET_WIDE_EXTRA
     }
     return FleetState(detector, EpisodeTracker.from_json(episodes), extra)
 

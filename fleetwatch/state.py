@@ -35,6 +35,7 @@ import pandas as pd
 
 from fleetwatch.detector import DetectorConfig, FleetDetector
 from fleetwatch.episodes import EpisodeEvent, EpisodeTracker
+from fleetwatch.machine_rules import MachineRule
 
 __all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "reset_hint"]
 
@@ -93,10 +94,15 @@ class FleetState:
         return self.detector.watermark
 
     def process(
-        self, frame: pd.DataFrame, key: str = "unique_id", time: str = "time"
+        self,
+        frame: pd.DataFrame,
+        key: str = "unique_id",
+        time: str = "time",
+        rules: Mapping[str, MachineRule] | None = None,
     ) -> tuple[pd.DataFrame, list[EpisodeEvent]]:
-        """Score a frame and advance the episodes: (scored frame, events)."""
-        scored = self.detector.score_frame(frame, key=key, time=time)
+        """Score a frame and advance the episodes: (scored frame, events). `rules`: per-machine
+        alarm rules (`fleetwatch.machine_rules`)."""
+        scored = self.detector.score_frame(frame, key=key, time=time, rules=rules)
         return scored, self.episodes.update(scored, key=key, time=time)
 
     # -- bytes ----------------------------------------------------------------------------

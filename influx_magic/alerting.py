@@ -14,7 +14,13 @@ from collections.abc import Iterable, Mapping
 
 from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent, EpisodeUpdate
 from fleetwatch.state import FleetState
-from influx_magic.alerts import Alert, AlertDelivery, DeliveryReport, SlackWebhookNotifier
+from influx_magic.alerts import (
+    Alert,
+    AlertDelivery,
+    CheckAlert,
+    DeliveryReport,
+    SlackWebhookNotifier,
+)
 from influx_magic.run_transaction import Run
 
 
@@ -30,7 +36,9 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
     return alerts
 
 
-def deliver_alerts(alerts: list[Alert], plot_urls: Mapping[str, str], run: Run) -> DeliveryReport:
+def deliver_alerts(
+    alerts: list[Alert | CheckAlert], plot_urls: Mapping[str, str], run: Run
+) -> DeliveryReport:
     """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
     Call it inside `with run:`: the run's lock keeps two runs from sending the same alert.
     With the state dir at a URL, the ledger and outbox are written back at once: what was

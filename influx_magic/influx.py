@@ -29,6 +29,8 @@ mode is never used: it only logs write errors.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +48,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from fleetwatch.detector import DEFAULT_FEATURES
 from fleetwatch.episodes import Episode
+from influx_magic.checks.findings import CheckEpisode
 from influx_magic.line_protocol import bodies, iter_frame_lines
 from influx_magic.settings import setting
 from influx_magic.shards import Shard
@@ -368,7 +371,7 @@ def load_machine_history(
         }
     )
     merged = data.merge(scores.drop_duplicates("time", keep="last"), on="time", how="left")
-    merged["is_anomaly"] = merged["is_anomaly"].fillna(False).astype(bool)
+    merged["is_anomaly"] = merged["is_anomaly"].eq(True)  # no stored score: not anomalous
     return merged
 
 
@@ -405,6 +408,15 @@ def _machine_frame(table: pa.Table, features: Sequence[str]) -> pd.DataFrame:
     for tag in TAGS:
         frame[tag] = frame[tag].astype(object)
     return frame
+
+
+def query_table(
+    client: InfluxDBClient3, sql: str, params: Mapping[str, Any], *, what: str
+) -> pa.Table:
+    """A parameterised SQL query (`$name` placeholders bound to `params` by the client, never
+    pasted) as an Arrow table; failures are `InfluxError`s naming the server and `what`
+    (`InfluxNotFound` for a missing table or database)."""
+    return _query(client, sql, dict(params), what=what)
 
 
 def _query(client: InfluxDBClient3, sql: str, params: dict[str, Any], *, what: str) -> pa.Table:
@@ -542,7 +554,9 @@ def write_scores(
 
 
 def episodes_frame(
-    episodes: Iterable[Episode], identities: Mapping[str, Sequence[str]]
+    episodes: Iterable[Episode],
+    identities: Mapping[str, Sequence[str]],
+    statuses: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per episode for `anomaly_episodes`, keyed by machine and start time.
 
@@ -550,8 +564,10 @@ def episodes_frame(
     resolved): same tags and time, so InfluxDB keeps one row per episode with its latest
     `status` (`held`, `open`, `resolved`), `bursts`, `points`, `end` (last anomalous point),
     `duration_s`, `peak_score`, `top_features` and `peak_<feature>` sensor values.
-    `identities` maps a unique_id to its machineID and provider.
+    `identities` maps a unique_id to its machineID and provider; `statuses` (episode id ->
+    status) replaces the status of episodes an operator set apart (`muted`).
     """
+    statuses = statuses or {}
     rows = []
     for episode in episodes:
         machine, provider = ([*identities.get(episode.machine, [])] + [None, None])[:2]
@@ -562,7 +578,7 @@ def episodes_frame(
             "provider": provider,
             "episode_id": episode.episode_id,
             "unique_id": episode.machine,
-            "status": episode.status,
+            "status": statuses.get(episode.episode_id, episode.status),
             "bursts": int(episode.bursts),
             "points": int(episode.points),
             "end": time_param(end),
@@ -584,9 +600,69 @@ def write_episodes(
     identities: Mapping[str, Sequence[str]],
     *,
     table: str = EPISODES_TABLE,
+    statuses: Mapping[str, str] | None = None,
 ) -> int:
     """Write episodes (as they are now) to `table` (`anomaly_episodes`)."""
-    frame = episodes_frame(episodes, identities)
+    frame = episodes_frame(episodes, identities, statuses)
+    if frame.empty:
+        return 0
+    fields = [c for c in frame.columns if c not in ("time", *TAGS)]
+    return write_frame(client, frame, table=table, tags=TAGS, fields=fields)
+
+
+def findings_frame(findings: Iterable[CheckEpisode]) -> pd.DataFrame:
+    """Declared checks' findings as `anomaly_episodes` rows: the detector's columns where they
+    mean the same (`status` open or resolved, `bursts`, `end`, `duration_s`, `resolved_at`,
+    `episode_id`, `unique_id`, tags machineID and provider), and `check_name`, `check_kind`, `check_value`,
+    `check_summary` and `check_details` (JSON: the numbers that decided it, a window test's
+    formula among them).
+
+    A check's episode can start at the very reading a detector episode of the same machine
+    starts at, and rows with the same tags and time are one row in InfluxDB. So the row is
+    stamped 1 ns to 1 ms after the start, by a fixed amount derived from the check's name:
+    readings are stamped in milliseconds, so it never lands on a detector episode's row.
+    """
+    rows = []
+    for episode in findings:
+        resolved = episode.resolved_at is not None
+        rows.append(
+            {
+                "time": pd.Timestamp(episode.start + check_row_offset(episode.check), tz="UTC"),
+                "machineID": episode.machine_id,
+                "provider": episode.provider,
+                "episode_id": episode.episode_id,
+                "unique_id": episode.unique_id,
+                "status": "resolved" if resolved else "open",
+                "bursts": int(episode.bursts),
+                "end": time_param(pd.Timestamp(episode.end, tz="UTC")),
+                "duration_s": (episode.end - episode.start) / 1e9,
+                "resolved_at": time_param(pd.Timestamp(episode.resolved_at, tz="UTC"))
+                if resolved
+                else None,
+                "check_name": episode.check,
+                "check_kind": episode.check_kind,
+                "check_value": episode.value,
+                "check_summary": episode.summary,
+                "check_details": json.dumps(episode.details, sort_keys=True, default=str),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def check_row_offset(check: str) -> int:
+    """Nanoseconds (1 to 999,999) a check's `anomaly_episodes` rows lie after their start.
+
+    >>> check_row_offset("overload")
+    164069
+    """
+    return 1 + int(hashlib.sha256(check.encode()).hexdigest()[:8], 16) % 999_999
+
+
+def write_findings(
+    client: InfluxDBClient3, findings: Iterable[CheckEpisode], *, table: str = EPISODES_TABLE
+) -> int:
+    """Write declared checks' findings (as they are now) to `table` (`anomaly_episodes`)."""
+    frame = findings_frame(findings)
     if frame.empty:
         return 0
     fields = [c for c in frame.columns if c not in ("time", *TAGS)]

@@ -100,7 +100,7 @@ def render_message_plot(
         rows.sort_values("time"), alert, features=features, threshold=threshold, history=history
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_once(figure, path)
+    return save_once(figure, path)
 
 
 def message_figure(
@@ -209,7 +209,7 @@ def _legend(figure: Figure, ax: Axes) -> None:
     )
 
 
-def _save_once(figure: Figure, path: Path) -> bool:
+def save_once(figure: Figure, path: Path) -> bool:
     """Write the PNG to a temp file and link it to `path` only if no file is there: a file
     under that name is never replaced. True when this call created it."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")

@@ -4,7 +4,7 @@
   environment after `.env` (InfluxDB, the state and plot folders, the public URL of the plots,
   the digest size, the recur gap that makes bursts one episode, when an alert is late, the
   history an alert's plot shows and how long plots are kept, the shards and how much one run
-  catches up); `.for_shard(kwargs.get("shard"))` points it at the run's shard.
+  catches up, the declared checks' file); `.for_shard(kwargs.get("shard"))` points it at the run's shard.
 * `RunVariables.from_kwargs(kwargs)`: the runtime variables Mage hands a block: the run's
   bounds (`lookback_minutes`, `lock_timeout_seconds`) and its `Configuration`: a
   `DetectorConfig` from `threshold`, `features` and any other `DetectorConfig` field given by
@@ -59,6 +59,7 @@ class PipelineSettings:
     plot_history: timedelta
     plot_retention: timedelta
     mage_public_host: str
+    checks_file: Path  # the declared checks (CHECKS_FILE; a missing file declares none)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     shard: Shard = Shard()
     state_root: Path | None = None  # FLEETWATCH_STATE_DIR (its local mirror for a URL)
@@ -91,6 +92,7 @@ class PipelineSettings:
             plot_history=timedelta(minutes=_at_least(0, "PLOT_HISTORY_MIN", env)),
             plot_retention=timedelta(days=_at_least(1, "PLOT_RETENTION_DAYS", env)),
             mage_public_host=mage_public_host(env),
+            checks_file=path_setting("CHECKS_FILE", env),
             env=dict(env),
         )
 

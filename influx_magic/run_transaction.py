@@ -51,7 +51,7 @@ from fleetwatch.detector import DetectorConfig
 from fleetwatch.episodes import Episode
 from fleetwatch.state import FleetState, StateError, reset_hint
 from influx_magic import state_file
-from influx_magic.alerts import Alert, SlackWebhookNotifier
+from influx_magic.alerts import Alert, CheckAlert, SlackWebhookNotifier
 from influx_magic.influx import read_since
 from influx_magic.object_state import StaleStateError
 from influx_magic.run_context import Configuration, MageRun, PipelineSettings, RunVariables
@@ -94,7 +94,7 @@ class Run:
     latest: pd.Timestamp | None = None  # the fleet's newest point when the loader read
     key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _pending: bytes | None = field(default=None, repr=False)
-    _alerts: list[Alert] = field(default_factory=list, repr=False)
+    _alerts: list[Alert | CheckAlert] = field(default_factory=list, repr=False)
     _episodes: list[Episode] = field(default_factory=list, repr=False)
     _lock: RunLock = field(init=False, repr=False)
     _idle: int = field(default=0, repr=False)  # the idle spell a timer may end (0: none)
@@ -182,7 +182,7 @@ class Run:
     def keep(
         self,
         state: FleetState,
-        alerts: list[Alert] | None = None,
+        alerts: list[Alert | CheckAlert] | None = None,
         episodes: list[Episode] | None = None,
     ) -> None:
         """Keep `state` (and the checker's alerts and changed episodes) for the exporter."""
@@ -198,7 +198,7 @@ class Run:
             )
         return FleetState.from_bytes(self._pending, source=f"run {self.key}")
 
-    def alerts(self) -> list[Alert]:
+    def alerts(self) -> list[Alert | CheckAlert]:
         """The alerts the checker kept (none when it has not run)."""
         return list(self._alerts)
 

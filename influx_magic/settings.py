@@ -1,4 +1,5 @@
-"""The product's own settings: InfluxDB, Slack, Mage, state and plots.
+"""The product's own settings: InfluxDB, Slack, Mage, state, plots, operations and the
+declared checks.
 
 Each key is an environment variable documented in `.env.example`; this module declares the
 keys the pipeline, its alerts and the Mage launcher read, with their defaults. A `.env` file at
@@ -38,6 +39,12 @@ SETTINGS = Settings(
         "DEFAULT_OWNER_PASSWORD": "",
         "FLEETWATCH_STATE_DIR": ".local/state",
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+        "MACHINES_FILE": "influx-magic/machines.yaml",
+        "FALSE_ALARM_STEP": "0.05",
+        "FALSE_ALARM_MAX": "0.15",
+        "FALSE_ALARM_DECAY": "7d",
+        "FLEET_PAGE_PORT": "5007",
+        "CHECKS_FILE": "influx-magic/checks.yaml",
         "FLEETWATCH_SHARDS": "1",
         "FLEETWATCH_CATCHUP_MINUTES": "60",
         local_wiring.SETTING: local_wiring.DEFAULT,
@@ -47,6 +54,7 @@ SETTINGS = Settings(
 
 setting = SETTINGS.get
 int_setting = SETTINGS.integer
+float_setting = SETTINGS.number
 path_setting = SETTINGS.path
 
 
@@ -59,6 +67,7 @@ def load_environment() -> None:
 
 __all__ = [
     "SETTINGS",
+    "float_setting",
     "load_dotenv",
     "load_environment",
     "int_setting",

@@ -9,11 +9,13 @@ The launcher owns the wiring between the services, so it sets for all of them:
 - `INFLUX_HOST`/`INFLUX_TOKEN` to its own localflux (the bridge writes there, Mage reads there);
 - without `SLACK_WEBHOOK_URL`, `SLACK_WEBHOOK_URL` to the local inbox's `/hook` (Mage's own
   failure notices follow it, see influx_magic.mage_server), and `PUBLIC_BASE_URL` to the inbox
-  (it serves the plots) unless it was set to something other than its default.
+  (it serves the plots) unless it was set to something other than its default;
+- `FLEET_PAGE_URL` to the fleet status page it starts, which the inbox and the simulator
+  pages link to (they know it by this URL only, not by importing it).
 
 >>> plan = build_plan({}, python="py", fresh_database=True)
 >>> [s.name for s in plan.services]
-['localflux', 'broker', 'bridge', 'inbox', 'simulator', 'mage']
+['localflux', 'broker', 'bridge', 'inbox', 'simulator', 'mage', 'fleet']
 >>> plan.env["SLACK_WEBHOOK_URL"], plan.env["PUBLIC_BASE_URL"], plan.env["INFLUX_HOST"]
 ('http://127.0.0.1:5006/hook', 'http://127.0.0.1:5006', 'http://127.0.0.1:8181')
 >>> print(plan.service("localflux").command)  # doctest: +ELLIPSIS
@@ -124,6 +126,8 @@ def build_plan(env: Mapping[str, str], python: str, fresh_database: bool) -> Pla
     broker_port = _broker_port(env)
     sim_port = _port("SIM_PORT", env)
     mage_port = _port("MAGE_PORT", env)
+    fleet_port = _port("FLEET_PAGE_PORT", env)
+    fleet_url = f"http://{HOST}:{fleet_port}"
     data_dir = path_setting("LOCALFLUX_DATA_DIR", env)
     backfill = setting("SIM_BACKFILL", env) if fresh_database else "0"
     influx_url = f"http://{HOST}:{localflux_port}"
@@ -131,6 +135,7 @@ def build_plan(env: Mapping[str, str], python: str, fresh_database: bool) -> Pla
         "PYTHONUNBUFFERED": "1",
         "INFLUX_HOST": influx_url,
         "INFLUX_TOKEN": setting("LOCALFLUX_TOKEN", env),
+        "FLEET_PAGE_URL": fleet_url + "/",
     }
     notes = []
     user_host = env.get("INFLUX_HOST", "")
@@ -244,6 +249,17 @@ def build_plan(env: Mapping[str, str], python: str, fresh_database: bool) -> Pla
             "MAGE_PORT",
             Probe(f"http://{HOST}:{mage_port}/"),
             f"http://{HOST}:{mage_port}/",
+        ),
+        Service(
+            "fleet",
+            _command(
+                python, "-m", "influx_magic.fleet_page", "--host", HOST, "--port", str(fleet_port)
+            ),
+            "fleet status: state, mutes, last hour of scores (influx-magic status)",
+            fleet_port,
+            "FLEET_PAGE_PORT",
+            Probe(f"{fleet_url}/health"),
+            fleet_url + "/",
         ),
     ]
     _check_distinct(services)

@@ -44,11 +44,11 @@ from magic_common.envsettings import project_root
 
 LAUNCHER = "run"
 # The order of the URL list: what a new user opens first, then the plumbing.
-SHOWN_FIRST = ("simulator", "mage", "inbox", "localflux", "broker", "bridge")
+SHOWN_FIRST = ("simulator", "mage", "inbox", "fleet", "localflux", "broker", "bridge")
 # Stop order: what produces readings, then what carries them, then what stores them, so a
 # Ctrl-C loses no reading in flight (honcho alone signals everything at once). Each stage gets
 # up to STAGE_GRACE seconds; honcho SIGKILLs whatever is left KILL_WAIT s after the first exit.
-STOP_ORDER = (("simulator", "mage", "inbox"), ("bridge",), ("broker", "localflux"))
+STOP_ORDER = (("simulator", "mage", "inbox", "fleet"), ("bridge",), ("broker", "localflux"))
 STAGE_GRACE = 2.0
 # How long after a stop began before orphans holding honcho's pipes are stopped.
 UNHANG_AFTER = KILL_WAIT + 5.0

@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import html
 import json
 
 from machine_simulator.signals import FIELDS, UNITS
@@ -39,11 +40,13 @@ _PAGE = """<!doctype html>
   .fault button[aria-pressed="true"] { background: #d93025; color: #fff; border-color: #d93025; }
   .badge { font-size: .8rem; margin-top: .5rem; min-height: 1.1em; color: #b3261e; }
   .error { color: #b3261e; font-size: .8rem; }
+  #fleet-link { display: inline-block; font-size: .85rem; margin-bottom: 1rem; }
 </style>
 </head>
 <body>
 <h1>Machine simulator</h1>
 <div id="status">connecting…</div>
+__FLEET_LINK__
 <div id="cards"></div>
 <template id="card-template">
   <section class="card">
@@ -169,8 +172,9 @@ setInterval(refresh, POLL_MS);
 """
 
 
-def render_page(kinds: list[str], poll_seconds: float) -> str:
-    """The page with the fault kinds and units baked in (JSON, safe inside <script>)."""
+def render_page(kinds: list[str], poll_seconds: float, fleet_url: str = "") -> str:
+    """The page with the fault kinds and units baked in (JSON, safe inside <script>), and a
+    link to `fleet_url` (the fleet status page) when it is an http(s) URL."""
 
     def js(value: object) -> str:
         return json.dumps(value).replace("<", "\\u003c")
@@ -181,4 +185,21 @@ def render_page(kinds: list[str], poll_seconds: float) -> str:
         .replace("__FIELDS__", js(list(FIELDS)))
         .replace("__UNITS__", js(units))
         .replace("__POLL_MS__", js(max(250, int(poll_seconds * 1000))))
+        .replace("__FLEET_LINK__", fleet_link(fleet_url))
+    )
+
+
+def fleet_link(url: str) -> str:
+    """A link to the fleet status page, or nothing for an empty or non-http(s) URL.
+
+    >>> fleet_link("http://127.0.0.1:5007/")
+    '<a id="fleet-link" href="http://127.0.0.1:5007/">Fleet status: which machines alert, are muted or lag</a>'
+    >>> fleet_link("javascript:alert(1)")
+    ''
+    """
+    if not url.startswith(("http://", "https://")):
+        return ""
+    return (
+        f'<a id="fleet-link" href="{html.escape(url)}">'
+        "Fleet status: which machines alert, are muted or lag</a>"
     )

@@ -17,5 +17,7 @@ SETTINGS = Settings(
         "INFLUX_HOST": "http://127.0.0.1:8181",
         "INFLUX_TOKEN": "",
         "INFLUX_DATABASE": "machines",
+        # A page the simulator's page links to (make run: its fleet status page); empty = none.
+        "FLEET_PAGE_URL": "",
     }
 )

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from machine_simulator.page import render_page
 from machine_simulator.runner import Simulator
+from machine_simulator.settings import SETTINGS
 from machine_simulator.signals import FAULT_KINDS, UnknownFaultKind, UnknownMachine
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -40,7 +41,8 @@ def _machine_or_404(sim: Simulator, machine_id: str) -> dict[str, Any] | web.Res
 async def index(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
     return web.Response(
-        text=render_page(list(FAULT_KINDS), min(sim.interval, 1.0)), content_type="text/html"
+        text=render_page(list(FAULT_KINDS), min(sim.interval, 1.0), SETTINGS.get("FLEET_PAGE_URL")),
+        content_type="text/html",
     )
 
 

@@ -7,7 +7,14 @@ on machine2 ..."), at most one "Still recurring" per hour while bursts go on, an
 under `make run`), each linking to a PNG of the machine in FLEETWATCH_OUTPUT_DIR (served under
 PUBLIC_BASE_URL/plots/) and, for scheduled runs, to the Mage run. A message that cannot be
 delivered (no channel, channel down) waits in the outbox for the next run. Every row gets the
-`episode_id` of the episode its burst belongs to.
+`episode_id` of the episode its burst belongs to. Episodes of a muted machine (`influx-magic
+mute`, or a window in `machines.yaml`) are not alerted, and follow-ups of acknowledged ones are
+not sent (`influx_magic.operations.alert_gate`).
+
+The checks declared in CHECKS_FILE (default influx-magic/checks.yaml: limits, no-data, window
+tests, SQL checks) are judged here too; their findings are episodes like the detector's, with
+the check's name in their messages and in anomaly_episodes, muted and acknowledged like them;
+each message links a plot of the checked sensor around the finding.
 """
 
 if "custom" not in globals():
@@ -15,6 +22,10 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import alerts_for, deliver_alerts, delivery_summary, episodes_summary
+from influx_magic.alerts import CheckAlert
+from influx_magic.check_plots import plot_checks
+from influx_magic.declared_checks import judge_checks
+from influx_magic.operations.pipeline_hooks import screen_alerts
 from influx_magic.run_transaction import current_run
 
 
@@ -25,12 +36,22 @@ def check_anomalies(data, *args, **kwargs):
         update = state.episodes.follow(data, now=run.clock)  # the fleet's data time
         checked = data.assign(episode_id=update.episode_ids)
         alerts = alerts_for(update.events, state)
-        plots = plot_alerts(run, checked, alerts)
-        report = deliver_alerts(alerts, plots.urls, run)
+        # The declared checks (CHECKS_FILE): their findings join the detector's alerts here.
+        declared = judge_checks(run, state)
+        alerts += declared.alerts
+        screened = screen_alerts(alerts, run.settings.root, run.settings.env, run.configuration)
+        found = [a for a in screened.send if isinstance(a, CheckAlert)]
+        plots = plot_alerts(
+            run, checked, [a for a in screened.send if not isinstance(a, CheckAlert)]
+        )
+        check_plots = plot_checks(run, found)
+        report = deliver_alerts(screened.send, plots.urls | check_plots.urls, run)
         run.keep(state, alerts, update.episodes)
+        held = f" (not sent: {screened.summary()})" if screened.summary() else ""
         print(
             f"check_anomalies: episodes: {episodes_summary(update, len(state.episodes.open))}; "
-            f"alerts: {delivery_summary(report)}; {plots.summary()}"
+            f"alerts: {delivery_summary(report)}{held}; {plots.summary()}; "
+            f"{declared.summary()}; check {check_plots.summary()}"
         )
     return checked
 

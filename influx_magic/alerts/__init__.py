@@ -1,6 +1,7 @@
 """Alerts for anomaly episodes: Slack messages, delivered exactly once from our side.
 
-Modules: `events` (`Alert`: the episode tracker's event and who the machine is), `slack`
+Modules: `events` (`Alert`: the episode tracker's event and who the machine is; `CheckAlert`:
+a declared check's finding), `slack`
 (Block Kit bodies), `outputs` (the `Notifier` interface and one module per target), `store`
 (ledger and outbox files), `delivery` (`AlertDelivery`: retries, digests, outbox), `secrets`
 (keeping webhook URLs out of logs). Typical use:
@@ -11,7 +12,7 @@ Modules: `events` (`Alert`: the episode tracker's event and who the machine is),
 """
 
 from influx_magic.alerts.delivery import AlertDelivery, DeliveryReport, RetryPolicy
-from influx_magic.alerts.events import Alert
+from influx_magic.alerts.events import Alert, CheckAlert
 from influx_magic.alerts.outputs import DeliveryError, Notifier
 from influx_magic.alerts.outputs.slack_webhook import SlackWebhookNotifier
 from influx_magic.alerts.store import StoreError
@@ -19,6 +20,7 @@ from influx_magic.alerts.store import StoreError
 __all__ = [
     "Alert",
     "AlertDelivery",
+    "CheckAlert",
     "DeliveryError",
     "DeliveryReport",
     "Notifier",

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from fleetwatch.episodes import EVENT_KINDS, EpisodeEvent
+from influx_magic.checks.findings import CheckEvent
 
 EventKind = Literal["opened", "recurring", "resolved"]
 KINDS: tuple[str, ...] = EVENT_KINDS
@@ -128,6 +129,90 @@ class Alert:
             data.get("provider"),
             data.get("threshold"),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckAlert:
+    """A declared check's finding that opened, recurred or resolved (`influx_magic.checks`):
+    the same facts a detector's `Alert` gives every output (machine, episode, kind, times),
+    plus the check's name and kind, its one-line `summary` and the numbers that decided it
+    (`details`).
+
+    >>> from influx_magic.checks.findings import CheckEpisode, CheckEvent
+    >>> t = 1714557600_000_000_000
+    >>> episode = CheckEpisode("overload", "limit", "acme-machine2", "machine2", "Acme", "c-1",
+    ...     t, t, 200.0, "load above 150 for 30s: highest 200 %")
+    >>> alert = CheckAlert(CheckEvent("opened", t, episode))
+    >>> alert.key, alert.check, alert.machine_id
+    ('c-1:opened', 'overload', 'machine2')
+    """
+
+    event: CheckEvent
+
+    def __post_init__(self) -> None:
+        if self.event.kind not in KINDS:
+            raise ValueError(f"an alert is one of {KINDS}, not {self.event.kind!r}")
+
+    @property
+    def kind(self) -> EventKind:
+        return self.event.kind
+
+    @property
+    def unique_id(self) -> str:
+        return self.event.episode.unique_id
+
+    @property
+    def machine_id(self) -> str:
+        return self.event.episode.machine_id
+
+    @property
+    def provider(self) -> str | None:
+        return self.event.episode.provider
+
+    @property
+    def episode_id(self) -> str:
+        return self.event.episode.episode_id
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: one delivery per episode and kind."""
+        return self.event.key
+
+    @property
+    def time(self) -> datetime:
+        """When the event became due: the finding judged true, or resolved (data time for a
+        limit and no_data, the evaluation for the others)."""
+        return to_utc(self.event.time)
+
+    @property
+    def start(self) -> datetime:
+        return to_utc(self.event.episode.start)
+
+    @property
+    def end(self) -> datetime | None:
+        """The last time the finding held, once resolved (None while it is open)."""
+        return None if self.kind == "opened" else to_utc(self.event.episode.end)
+
+    @property
+    def bursts(self) -> int:
+        """Times the finding began to hold in this episode."""
+        return int(self.event.episode.bursts)
+
+    @property
+    def check(self) -> str:
+        return self.event.episode.check
+
+    @property
+    def check_kind(self) -> str:
+        return self.event.episode.check_kind
+
+    @property
+    def summary(self) -> str:
+        return self.event.episode.summary
+
+    @property
+    def resolution(self) -> str | None:
+        return self.event.episode.resolution
 
 
 def to_utc(value: Any) -> datetime:

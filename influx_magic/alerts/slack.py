@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from influx_magic.alerts.events import Alert
+from influx_magic.alerts.events import Alert, CheckAlert
 from influx_magic.units import format_number, format_value
 
 HEADER_MAX = 150
@@ -42,9 +42,12 @@ _WORD = {"opened": "Anomaly", "recurring": "Still recurring", "resolved": "Resol
 
 
 def episode_message(
-    event: Alert, *, plot_url: str | None = None, run_url: str | None = None
+    event: Alert | CheckAlert, *, plot_url: str | None = None, run_url: str | None = None
 ) -> dict[str, Any]:
-    """The Slack body for one episode opening, recurring or resolving."""
+    """The Slack body for one episode opening, recurring or resolving (a declared check's
+    finding: `check_message`)."""
+    if isinstance(event, CheckAlert):
+        return check_message(event, plot_url=plot_url, run_url=run_url)
     word = _WORD[event.kind]
     who = f"{event.machine_id} ({event.unique_id})"
     if event.kind == "opened":
@@ -98,8 +101,69 @@ def episode_message(
     return {"text": text, "blocks": blocks}
 
 
+def check_message(
+    event: CheckAlert, *, plot_url: str | None = None, run_url: str | None = None
+) -> dict[str, Any]:
+    """The Slack body for a declared check's finding opening or resolving: the same contract
+    as the detector's (`text` starts with Anomaly or Resolved and names the machineID and
+    unique_id), then the check's name and kind, what it found, and how it was decided.
+
+    >>> from influx_magic.checks.findings import CheckEpisode, CheckEvent
+    >>> t = 1714557600_000_000_000
+    >>> episode = CheckEpisode("overload", "limit", "acme-machine2", "machine2", "Acme", "c-1",
+    ...     t, t, 200.0, "load above 150 for 30s: highest 200 %")
+    >>> check_message(CheckAlert(CheckEvent("opened", t, episode)))["text"]
+    'Anomaly on machine2 (acme-machine2) since 2024-05-01 10:00:00 UTC: check overload (limit): load above 150 for 30s: highest 200 %'
+    """
+    word = _WORD[event.kind]
+    who = f"{event.machine_id} ({event.unique_id})"
+    check = f"check {event.check} ({event.check_kind})"
+    if event.kind == "opened":
+        text = f"{word} on {who} since {_when(event.start)}: {check}: {event.summary}"
+    elif event.kind == "recurring":
+        text = (
+            f"{word} on {who}: {check}, {event.bursts} times since {_when(event.start)}: "
+            f"{event.summary}"
+        )
+    else:
+        text = f"{word} on {who}"
+        if event.end is not None:
+            text += f" at {_when(event.end)} after {duration(event.start, event.end)}"
+        text += f": {check}, {event.resolution or 'resolved'}"
+    fields = [
+        f"*Machine*\n{_esc(event.machine_id)}",
+        f"*Series*\n`{_esc(event.unique_id)}`",
+        f"*Started*\n{_when(event.start)}",
+    ]
+    if event.end is not None:
+        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{duration(event.start, event.end)}"]
+    fields += [f"*Check*\n`{_esc(event.check)}` ({event.check_kind})"]
+    fields += [f"*Episode*\n`{_esc(event.episode_id)}`"]
+    if event.provider:
+        fields.append(f"*Provider*\n{_esc(event.provider)}")
+    blocks: list[dict[str, Any]] = [
+        _header(f"{_ICON[event.kind]} {word}: {event.machine_id}, check {event.check}"),
+        {"type": "section", "fields": [_mrkdwn(f) for f in fields[:10]]},
+        _section(f"*Finding*\n{_esc(event.summary)}"),
+    ]
+    decided = event.event.episode.details.get("worst")
+    if isinstance(decided, Mapping) and "formula" in decided:
+        blocks.append(
+            _section(
+                f"*Test*\n`{_esc(decided['formula'])}`\n`{_esc(decided['computed'])}`, "
+                f"alert when {_esc(decided['test'])}"
+            )
+        )
+    if event.kind == "resolved" and event.resolution:
+        blocks.append(_section(f"*Resolved because*\n{_esc(event.resolution)}"))
+    links = _links(plot_url, run_url)
+    if links:
+        blocks.append(_section(links))
+    return {"text": text, "blocks": blocks}
+
+
 def digest_message(
-    events: Sequence[Alert],
+    events: Sequence[Alert | CheckAlert],
     *,
     plot_urls: Mapping[str, str] | None = None,
     run_url: str | None = None,
@@ -130,8 +194,11 @@ def digest_message(
         line += f", {event.bursts} bursts" if kind == "recurring" else ""
         if kind == "resolved" and event.end is not None:
             line += f" ended {_when(event.end)}"
-        line += f", peak {event.peak_score:.2f}"
-        if event.top_features:
+        if isinstance(event, CheckAlert):
+            line += f", check {_esc(event.check)}: {_esc(event.summary)}"
+        else:
+            line += f", peak {event.peak_score:.2f}"
+        if isinstance(event, Alert) and event.top_features:
             line += " — " + ", ".join(_esc(name) for name, _ in event.top_features[:3])
         if event.key in plot_urls:
             line += f" <{_url(plot_urls[event.key])}|plot>"

@@ -387,9 +387,16 @@ def count_text(count: int) -> str:
     return f"{count} message{'' if count == 1 else 's'}"
 
 
-def render_page(messages: Sequence[InboxMessage], hook_url: str, nonce: str) -> str:
-    """The whole page. `nonce` is the CSP nonce the server sent for this response."""
+def render_page(
+    messages: Sequence[InboxMessage], hook_url: str, nonce: str, fleet_url: str = ""
+) -> str:
+    """The whole page. `nonce` is the CSP nonce the server sent for this response; `fleet_url`
+    (the fleet status page), when an http(s) URL, is linked from the header."""
     count = len(messages)
+    fleet = ""
+    if fleet_url.startswith(("http://", "https://")):
+        fleet = f'<a id="fleet-link" href="{html.escape(fleet_url)}">fleet status</a>'
+
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -404,6 +411,7 @@ def render_page(messages: Sequence[InboxMessage], hook_url: str, nonce: str) -> 
   <h1>Local inbox</h1>
   <span class="sub">stands in for Slack &middot; <span id="count">{count_text(count)}</span>
   &middot; webhook <code>POST {html.escape(hook_url)}</code></span>
+  {fleet}
   <span id="live" class="live" title="refreshes every {REFRESH_SECONDS} s">live</span>
 </header>
 <main id="messages" data-count="{count}">{messages_html(messages)}</main>
@@ -423,6 +431,7 @@ body { margin: 0; font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica 
 .top h1 { margin: 0; font-size: 18px; }
 .top .sub { color: #e0d4e0; font-size: 13px; }
 .top code { color: #fff; background: rgba(255,255,255,.14); border-color: transparent; }
+#fleet-link { color: #fff; font-size: 13px; }
 .live { margin-left: auto; font-size: 12px; padding: 2px 8px; border-radius: 10px; background: #2bac76; }
 .live.offline { background: #e01e5a; }
 main { max-width: 920px; margin: 0 auto; padding: 16px 24px 48px; }

@@ -89,9 +89,12 @@ class InboxServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], store: InboxStore, plots_dir: Path) -> None:
+    def __init__(
+        self, address: tuple[str, int], store: InboxStore, plots_dir: Path, fleet_url: str = ""
+    ) -> None:
         self.store = store
         self.plots_dir = plots_dir
+        self.fleet_url = fleet_url
         super().__init__(address, InboxHandler)
 
     @property
@@ -209,7 +212,9 @@ class InboxHandler(BaseHTTPRequestHandler):
 
     def _page(self) -> None:
         nonce = secrets.token_urlsafe(16)
-        page = render_page(self.server.store.all(), f"{self.server.base_url}/hook", nonce)
+        page = render_page(
+            self.server.store.all(), f"{self.server.base_url}/hook", nonce, self.server.fleet_url
+        )
         self._send(
             HTTPStatus.OK,
             page.encode("utf-8"),
@@ -311,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     plots_dir.mkdir(parents=True, exist_ok=True)
     store = InboxStore(data_dir)
     try:
-        server = InboxServer((args.host, port), store, plots_dir)
+        server = InboxServer((args.host, port), store, plots_dir, SETTINGS.get("FLEET_PAGE_URL"))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             log.error(

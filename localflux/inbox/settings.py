@@ -10,5 +10,7 @@ SETTINGS = Settings(
         "INBOX_DATA_DIR": ".local/inbox",
         # The folder of rendered plots the inbox serves under /plots/ (the pipeline writes them).
         "FLEETWATCH_OUTPUT_DIR": ".local/plots",
+        # A page the inbox links to (make run: the fleet status page); empty = none.
+        "FLEET_PAGE_URL": "",
     }
 )

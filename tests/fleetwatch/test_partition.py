@@ -36,6 +36,7 @@ def warmed() -> FleetState:
     state.process(telemetry(1_700_000_320, 30, fault="m3"))
     state.extra["machines"] = {m: [m, "acme"] for m in MACHINES}
     state.extra["note"] = "kept"
+    state.extra["checks"] = {"version": 1, "checks": {"hot": {}}}  # about the whole fleet
     return state
 
 
@@ -66,11 +67,17 @@ def test_parts_and_their_merge_score_like_the_whole() -> None:
     # The bookkeeping around the models, through bytes.
     assert sorted(again.detector.machines) == sorted(MACHINES)
     assert set(again.episodes.open) == set(whole.episodes.open) == {"m3"}
-    assert again.extra == {"machines": whole.extra["machines"], "note": "kept"}
+    assert again.extra == {
+        "machines": whole.extra["machines"],
+        "note": "kept",
+        "checks": whole.extra["checks"],
+    }
     assert again.detector.skipped == whole.detector.skipped
     assert again.watermark == whole.watermark
     assert set(parts[0].episodes.open) == {"m3"} and not parts[1].episodes.open
     assert parts[1].extra["machines"] == {"m1": ["m1", "acme"], "m5": ["m5", "acme"]}
+    assert parts[0].extra["checks"] == whole.extra["checks"]  # one part holds the fleet's
+    assert "checks" not in parts[1].extra and parts[1].extra["note"] == "kept"
 
 
 def test_merge_refuses_overlaps_and_other_configurations() -> None:

@@ -40,6 +40,11 @@ class PipelineWorld:
     def plots(self) -> Path:
         return self.dirs["FLEETWATCH_OUTPUT_DIR"]
 
+    @property
+    def checks_file(self) -> Path:
+        """CHECKS_FILE: absent unless a test writes it (no declared checks)."""
+        return self.dirs["HOME"].parent / "checks.yaml"
+
 
 @pytest.fixture
 def world(
@@ -56,6 +61,7 @@ def world(
         "SLACK_WEBHOOK_URL": slack_receiver.url,
         "PUBLIC_BASE_URL": "http://plots.example",
         "ALERT_DIGEST_MIN": "10",
+        "CHECKS_FILE": str(local_dirs["HOME"].parent / "checks.yaml"),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

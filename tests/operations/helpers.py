@@ -1,0 +1,85 @@
+"""Telemetry with an operator's story in it: the simulator's fleet, an overload, and a benign
+pattern (a short vibration bump, as a tool change would make), written to localflux as Telegraf
+writes it, placed in time so that data time follows the wall clock as in production."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from influx_magic.influx import FEATURES, write_frame
+from tests.influx_magic.helpers import SIM_EPOCH, Telemetry
+
+BUMP_SECONDS = 15  # the benign pattern: vibration +30 % for 15 s
+BUMP_FACTOR = 1.3
+
+
+class StoryTelemetry(Telemetry):
+    """`Telemetry` whose writes can also carry the benign vibration bump on some machines."""
+
+    @classmethod
+    def ending_now(cls, client: Any, seconds_before_now: int) -> StoryTelemetry:
+        """Readings that reach the present after the first `seconds_before_now` seconds: what
+        a test writes later lies in the future, as new data would."""
+        return cls(client, start=time.time() - seconds_before_now)
+
+    def write(
+        self, seconds: int, *, overload: Iterable[str] = (), bump: Iterable[str] = ()
+    ) -> pd.DataFrame:
+        """`seconds` readings per machine: `overload` machines overloaded from the first
+        reading, `bump` machines with the benign bump in their first `BUMP_SECONDS`."""
+        faulty, bumped = set(overload), set(bump)
+        for machine in self.fleet.machine_ids:
+            self.fleet.set_fault(machine, "overload", machine in faulty, at=SIM_EPOCH + self.offset)
+        rows = []
+        for k in range(self.offset, self.offset + seconds):
+            stamp = pd.Timestamp(self.start_ms + 1000 * k, unit="ms", tz="UTC")
+            for reading in self.fleet.step(SIM_EPOCH + k):
+                values = reading.values()
+                if reading.machine_id in bumped and k - self.offset < BUMP_SECONDS:
+                    values["vibration"] = round(values["vibration"] * BUMP_FACTOR, 1)
+                rows.append(
+                    {
+                        "time": stamp,
+                        "machineID": reading.machine_id,
+                        "provider": reading.provider,
+                        **values,
+                    }
+                )
+        self.offset += seconds
+        frame = pd.DataFrame(rows)
+        self.written += write_frame(
+            self.client,
+            frame,
+            table="machine_data",
+            tags=["machineID", "provider"],
+            fields=FEATURES,
+        )
+        return frame
+
+
+def episode_rows(client: Any, machine: str) -> list[dict]:
+    """`anomaly_episodes` rows of one machine (status, episode_id), oldest first; the machine
+    is bound as a parameter."""
+    try:
+        table = client.query(
+            'SELECT time, status, episode_id FROM "anomaly_episodes" '
+            'WHERE "machineID" = $machine ORDER BY time',
+            language="sql",
+            query_parameters={"machine": machine},
+        )
+    except Exception as error:  # the table does not exist before the first episode
+        if "not found" in str(error).lower():
+            return []
+        raise
+    return table.to_pylist()
+
+
+def feedback_rows(client: Any) -> list[dict]:
+    """`anomaly_feedback` rows, oldest first (a field no action has set yet is absent)."""
+    return client.query(
+        'SELECT * FROM "anomaly_feedback" ORDER BY time', language="sql"
+    ).to_pylist()
