@@ -47,6 +47,10 @@ class Candidate:
         """`default`, or product JSON `{"name": .., "product": {...}}` (inline or a file)."""
         if spec == "default":
             return cls("default", {})
+        if spec == "previous":
+            from fleetwatch.detector import NAMED_CONFIGS
+
+            return cls("previous", dict(NAMED_CONFIGS["previous"]))
         raw, default_name = load_spec(spec)
         name = raw.pop("name", default_name)
         product = raw.pop("product", None)

@@ -257,8 +257,16 @@ UPSTREAM = SeriesDetectorConfig(
 NAMED: dict[str, Callable[[], object]] = {
     "upstream": lambda: SeriesDetector(UPSTREAM),
     "default": lambda: ProductSeriesDetector("default"),
+    "previous": lambda: ProductSeriesDetector("previous", _previous()),
     "null": NullDetector,
 }
+
+
+def _previous() -> dict:
+    """The product's defaults of state format 3, by name (`fleetwatch.detector.NAMED_CONFIGS`)."""
+    from fleetwatch.detector import NAMED_CONFIGS
+
+    return dict(NAMED_CONFIGS["previous"])
 
 
 def with_seed(detector, seed: int, name: str | None = None):

@@ -139,6 +139,10 @@ def make_monitor(spec: str = "default") -> Monitor:
         return UpstreamMonitor()
     if spec == "default":
         return ProductMonitor("default")
+    if spec == "previous":
+        from fleetwatch.detector import NAMED_CONFIGS
+
+        return ProductMonitor("previous", dict(NAMED_CONFIGS["previous"]))
     raw, default_name = load_spec(spec)
     name = raw.pop("name", default_name)
     product = raw.pop("product", None)

@@ -234,7 +234,19 @@ class EveryRow:
         return FileOutcome(alerted=np.ones(n, bool), episodes=[(0, n - 1)], posted=1)
 
 
-NAMED = {"upstream": SkabUpstream, "every-row": EveryRow, "default": lambda: SkabProduct("default")}
+NAMED = {
+    "upstream": SkabUpstream,
+    "every-row": EveryRow,
+    "default": lambda: SkabProduct("default"),
+    "previous": lambda: SkabProduct("previous", _previous()),
+}
+
+
+def _previous() -> dict:
+    """The product's defaults of state format 3 (`fleetwatch.detector.NAMED_CONFIGS`)."""
+    from fleetwatch.detector import NAMED_CONFIGS
+
+    return dict(NAMED_CONFIGS["previous"])
 
 
 def resolve(spec: str):

@@ -6,12 +6,16 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
 * one model per series key, all sharing tree structure (`fleetwatch.fleet`); unseen machines
   get a fresh model on their first point;
 * features `load, vibration, power, temperature` by default, each seen through online views
-  (`fleetwatch.views`): the trees score the size of every sensor's latest step (robust
-  z-scores), and a statistical member adds the sensors' level, stuck-run and load-fit
-  residual z-scores; the
-  score is the larger of the two, the z-scores squashed so that `z_alarm` deviations land on
-  the threshold. `views=()` is the raw mode (one model over the values, scaled by physical
-  limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
+  (`fleetwatch.views`, with a noise floor and, for slow series with a daily cycle, a daily
+  profile). The score joins two parts:
+  - the *news*: how surprising the reading is, as -ln of a tail probability learned per
+    machine (`fleetwatch.calibration`) from the views' steps and shifts and from the trees'
+    score on the views' levels and steps (Fisher's method joins the two), kept only where it
+    adds to what the machine just saw (`fleetwatch.refractory`), mapped onto [0, 1);
+  - a statistical band: once a sensor's level, stuck run or load-fit residual passes
+    `z_alarm` deviations, a score just above the threshold that grows with the deviation;
+  the larger of the two. `views=()` is the raw mode (one model over the values, scaled by
+  physical limits or an online min-max, `fleetwatch.scaling`). Never scaled by the batch;
 * test-then-train: each point is scored before it is learned;
 * gaps are not faults: a point more than `gap_seconds` (and `GAP_FACTOR` times the interval
   before) after its machine's previous one is compared with nothing before the gap (no step;
@@ -55,13 +59,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from fleetwatch.calibration import TailCalibration
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import EngineFactory, Fleet, KeyIndex
 from fleetwatch.machine_rules import MachineRule, RuleTable, lead_features
+from fleetwatch.refractory import Refractory
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
-from fleetwatch.views import VIEWS, FeatureViews, ViewSettings
+from fleetwatch.views import VIEWS, FeatureViews, ViewSettings, positions
 
-__all__ = ["DEFAULT_FEATURES", "DetectorConfig", "FleetDetector"]
+__all__ = ["DEFAULT_FEATURES", "NAMED_CONFIGS", "DetectorConfig", "FleetDetector"]
 
 DEFAULT_FEATURES = ("load", "vibration", "power", "temperature")
 STATUSES = ("scored", "stale", "missing", "bad_time", "bad_key")
@@ -84,17 +90,29 @@ class DetectorConfig:
     """
 
     features: tuple[str, ...] = DEFAULT_FEATURES
-    views: tuple[str, ...] = ("change",)
+    views: tuple[str, ...] = ("level", "change")
     stat_views: tuple[str, ...] = ("level", "still", "fit")
+    news_views: tuple[str, ...] = ("change", "shift")
     driver: str | None = "load"
     z_alarm: float = 5.0
     stat_band: float = 0.25
     level_span: int = 600
     change_span: int = 100
+    shift_span: int = 150
     outlier_z: float = 3.0
     z_clip: float = 8.0
+    quanta: float = 1.0
+    season_bins: int = 96
+    joint_smooth: int = 1
+    level_rule: str = "regime"
+    calibrate: bool = True
+    calibration_span: int = 5000
+    refractory_half_life: float = 20.0
+    news_scale: float = 0.6
     limits: Mapping[str, tuple[float, float]] | None = None
-    n_trees: int = 25
+    trees: bool = True
+    combine: str = "fisher"
+    n_trees: int = 50
     height: int = 4
     window_size: int = 250
     seed: int = 1
@@ -110,7 +128,8 @@ class DetectorConfig:
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "views", tuple(self.views))
         object.__setattr__(self, "stat_views", tuple(self.stat_views))
-        for name in (*self.views, *self.stat_views):
+        object.__setattr__(self, "news_views", tuple(self.news_views))
+        for name in (*self.views, *self.stat_views, *self.news_views):
             if name not in VIEWS:
                 raise ValueError(f"unknown view {name!r}; choose from {', '.join(VIEWS)}")
         if self.accept_after_seconds is not None and not self.accept_after_seconds > 0:
@@ -126,8 +145,18 @@ class DetectorConfig:
         if self.limits is not None:
             limits = {str(k): (float(v[0]), float(v[1])) for k, v in self.limits.items()}
             object.__setattr__(self, "limits", limits)
-        if not self.views and self.stat_views:
-            raise ValueError("stat_views join the views mode; the raw mode (views=()) has none")
+        if not self.views and (self.stat_views or self.news_views):
+            raise ValueError(
+                "stat_views and news_views join the views mode; the raw mode (views=()) has none"
+            )
+        if self.news_views and not self.calibrate:
+            raise ValueError("news_views are calibrated surprises: they need calibrate=True")
+        if not (self.news_scale > 0 and self.refractory_half_life >= 0):
+            raise ValueError("news_scale must be > 0 and refractory_half_life >= 0")
+        if self.combine not in ("fisher", "max"):
+            raise ValueError("combine must be 'fisher' or 'max'")
+        if self.calibration_span < 1:
+            raise ValueError("calibration_span must be >= 1")
         if self.views and self.limits is not None:
             raise ValueError("limits scale the raw mode (views=()); views scale themselves")
         if self.views:
@@ -147,13 +176,26 @@ class DetectorConfig:
 
     @property
     def view_settings(self) -> ViewSettings:
-        return ViewSettings(self.level_span, self.change_span, self.outlier_z, self.z_clip)
+        views = {*self.views, *self.stat_views, *self.news_views}
+        return ViewSettings(
+            self.level_span,
+            self.change_span,
+            self.outlier_z,
+            self.z_clip,
+            self.shift_span,
+            self.quanta,
+            self.season_bins,
+            joint="joint" in views,
+            joint_smooth=self.joint_smooth,
+            level_rule=self.level_rule,
+        )
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["features"] = list(self.features)
         data["views"] = list(self.views)
         data["stat_views"] = list(self.stat_views)
+        data["news_views"] = list(self.news_views)
         if self.limits is not None:
             data["limits"] = {k: list(v) for k, v in self.limits.items()}
         return data
@@ -165,10 +207,56 @@ class DetectorConfig:
     def describe(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
 
+    def ablations(self) -> dict[str, dict]:
+        """Each member of this configuration's score and the settings that remove it (the
+        evaluations' ablation table): the trees, every view the statistical member watches,
+        every news view, and the news path's parts (calibration, refractory period, daily
+        profile, noise floor) where they are on."""
+        members: dict[str, dict] = {"trees": {"trees": False}} if self.trees else {}
+        for entry in self.stat_views:
+            members[entry] = {"stat_views": [e for e in self.stat_views if e != entry]}
+        for entry in self.news_views:
+            members[f"{entry} news"] = {"news_views": [e for e in self.news_views if e != entry]}
+        if self.calibrate:
+            members["calibration"] = {"calibrate": False, "news_views": []}
+        if self.calibrate and self.refractory_half_life:
+            members["refractory period"] = {"refractory_half_life": 0.0}
+        if self.season_bins:
+            members["daily profile"] = {"season_bins": 0}
+        if self.quanta:
+            members["noise floor"] = {"quanta": 0.0}
+        return members
+
+
+#: Configurations runnable by name. `previous`: the defaults of state format 3 (trees' raw
+#: score beside a statistical band; no noise floor, daily profile, joint view, calibration or
+#: refractory period), kept for comparisons (`--detector previous` in the evaluations).
+NAMED_CONFIGS: dict[str, dict] = {
+    "previous": {
+        "n_trees": 25,
+        "views": ("change",),
+        "stat_views": ("level", "still", "fit"),
+        "news_views": (),
+        "quanta": 0.0,
+        "season_bins": 0,
+        "calibrate": False,
+        "refractory_half_life": 0.0,
+        "level_rule": "clip",
+        "combine": "max",
+    },
+}
+
+#: The trees' raw score enters calibration as -ln(1 - score), capped here.
+TREE_SCORE_CAP = 1.0 - 1e-9
+#: Priors of the calibration: view channels are z**2 / 2 (Gaussian: 5 % above 1.92, mean
+#: excess 1); the trees' -ln(1 - score) (healthy machines score up to ~0.75: 1.39).
+VIEW_PRIOR = (1.92, 1.0)
+TREE_PRIOR = (1.39, 0.3)
 
 # Per-machine arrays the detector keeps itself (beside the fleet's, scaler's and views' own);
 # one list, so what `arrays()` saves is exactly what `from_state()` restores.
 _PER_MACHINE_ARRAYS = (
+    "tree_window",
     "last_time",
     "interval",
     "last_value",
@@ -205,6 +293,41 @@ class FleetDetector:
         self.views = FeatureViews(config.view_settings, width, driver) if config.views else None
         self._hst_views = [VIEWS.index(v) for v in config.views]
         self._stat_views = [VIEWS.index(v) for v in config.stat_views]
+        self._news_views = [VIEWS.index(v) for v in config.news_views]
+        # The views a deviation is reported from: those the detector uses.
+        used = {*config.views, *config.stat_views, *config.news_views}
+        self._shown_views = [i for i, v in enumerate(VIEWS) if v in used]
+        # Sensors whose level the fit view replaces in the statistical member (see there).
+        self._explained = (
+            [j for j in range(width) if j != driver]
+            if driver is not None
+            and {"fit", "level"} <= set(config.stat_views)
+            and config.level_rule == "regime"
+            else None
+        )
+        calibrated = config.calibrate and bool(config.views)
+        channels = width * len(self._news_views)
+        self.news = (
+            TailCalibration(
+                [VIEW_PRIOR[0]] * channels, [VIEW_PRIOR[1]] * channels, span=config.calibration_span
+            )
+            if calibrated and channels
+            else None
+        )
+        self.tree_calibration = (
+            TailCalibration([TREE_PRIOR[0]], [TREE_PRIOR[1]], span=config.calibration_span)
+            if calibrated
+            else None
+        )
+        # Channels the views' news is the most surprising of (a Bonferroni correction).
+        self._channels = max(channels, 1)
+        self.refractory = (
+            Refractory(config.refractory_half_life)
+            if calibrated and config.refractory_half_life > 0
+            else None
+        )
+        # The trees' scores of the current window, summed for their calibration at the pivot.
+        self.tree_window = np.zeros((0, 5))
         self.scaler: Scaler = (
             OnlineMinMaxScaler(width)
             if config.limits is None
@@ -243,6 +366,10 @@ class FleetDetector:
             self.views.add_models(count)
         self.scaler.add_models(count)
         self.alarm.add_models(count)
+        for part in (self.news, self.tree_calibration, self.refractory):
+            if part is not None:
+                part.add_models(count)
+        self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 5))])
         self.last_time = np.r_[self.last_time, np.full(count, NO_TIME, np.int64)]
         self.interval = np.r_[self.interval, np.zeros(count, np.int64)]
         nan = np.full((count, width), np.nan)
@@ -313,6 +440,7 @@ class FleetDetector:
             "learned": np.zeros(n, bool),
         }
         deviations = np.full((n, len(features)), np.nan)
+        found_by = np.full((n, len(features)), -1, np.int64)  # index into VIEWS, -1: raw mode
         if len(scored):
             table = RuleTable(
                 rules, self.machines, features, self.config.threshold, self.config.persistence
@@ -324,14 +452,19 @@ class FleetDetector:
                 X[scored],
                 result,
                 deviations,
+                found_by,
                 after_gap[scored],
                 table,
             )
         for name, values in result.items():
             out[name] = values
         out["status"] = np.asarray(STATUSES, dtype=object)[status]
+        names = np.asarray([*VIEWS, "raw"], dtype=object)
         for j, name in enumerate(features):
             out[f"dev_{name}"] = deviations[:, j]
+            out[f"dev_view_{name}"] = np.where(
+                np.isnan(deviations[:, j]), None, names[found_by[:, j]]
+            )
         for name, count in zip(*np.unique(status[status > 0], return_counts=True), strict=True):
             self.skipped[STATUSES[name]] += int(count)
         return out
@@ -387,6 +520,7 @@ class FleetDetector:
         X: np.ndarray,
         result: dict[str, np.ndarray],
         deviations: np.ndarray,
+        found_by: np.ndarray,
         after_gap: np.ndarray,
         table: RuleTable,
     ) -> None:
@@ -404,9 +538,10 @@ class FleetDetector:
             unit, spans = self.scaler.scale(rows, X)
             z = None
         else:
-            unit, z = self.views.transform(rows, X, after_gap)
+            unit, z, t2 = self.views.transform(rows, X, times, after_gap)
             unit = unit[:, :, self._hst_views].reshape(len(rows), -1)
-            stat = self._stat_score(z)
+            stat = self._stat_score(z, t2)
+            view_news = self._view_news(rows, z)
         encoded = fleet.encode(unit, rows)
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         sizes = np.diff(np.r_[starts, len(rows)])
@@ -419,12 +554,26 @@ class FleetDetector:
             cstarts = np.cumsum(take) - take
             group_rows = machines[active]
             warm = np.repeat(fleet.warm(group_rows), take)
-            score = fleet.score(rows[cand], encoded[cand])
-            if z is not None:
-                score = np.where(warm, np.maximum(score, stat[cand]), 0.0)
-                unusual = most_unusual(z[cand])
+            raw = fleet.score(rows[cand], encoded[cand])
+            if not config.trees:
+                raw = np.zeros(len(cand))
+            memory = None
+            if z is None:
+                score = raw
+            elif self.tree_calibration is None:
+                score = np.where(warm, np.maximum(raw, stat[cand]), 0.0)
             else:
-                unusual = self._deviation(rows[cand], X[cand], spans[cand])
+                tree = self._tree_surprise(rows[cand], raw)
+                surprise = self._combine(view_news[cand], tree)
+                surprise = np.where(warm, np.maximum(surprise, 0.0), 0.0)
+                if self.refractory is not None:
+                    surprise, memory = self.refractory.discount(rows[cand], cstarts, surprise)
+                news = surprise / (surprise + config.news_scale)
+                score = np.where(warm, np.maximum(news, stat[cand]), 0.0)
+            if z is None:
+                unusual, which = self._deviation(rows[cand], X[cand], spans[cand]), None
+            else:
+                unusual, which = most_unusual(z[cand][:, :, self._shown_views])
             limit = table.limits(rows[cand], lead_features(unusual))
             steps = self.alarm.step(
                 rule,
@@ -457,22 +606,86 @@ class FleetDetector:
             for name in ("is_anomaly", "in_episode", "episode_start", "episode_end"):
                 result[name][target] = steps[name][keep]
             deviations[target] = unusual[keep]
-            self.alarm.commit(group_rows, steps, cstarts + keep_len - 1)
+            if which is not None:
+                found_by[target] = np.asarray(self._shown_views)[which[keep]]
+            last = cstarts + keep_len - 1
+            self.alarm.commit(group_rows, steps, last)
+            if memory is not None:
+                self.refractory.commit(group_rows, memory[last])
             study = cand[keep & learned]
+            if self.tree_calibration is not None:
+                self._note_tree_scores(rows[study], raw[keep & learned], warm[keep & learned])
             fleet.learn(rows[study], encoded[study])
+            if self.tree_calibration is not None and pivots.any():
+                self._calibrate_trees(group_rows[pivots])
             if z is None:
                 self._note_window(rows[study], X[study], group_rows[pivots])
             done[active] += keep_len
 
-    def _stat_score(self, z: np.ndarray) -> np.ndarray:
+    def _view_news(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The views' news per point: the largest calibrated surprise over the features'
+        news views (`fleetwatch.calibration`), each learned test-then-train, machine by
+        machine in time order. A step counts only upwards (a smaller step than usual is not
+        news); a shift both ways."""
+        news = np.zeros(len(rows))
+        if self.news is None:
+            return news
+        picked = z[:, :, self._news_views]
+        if "change" in self.config.news_views:
+            change = self.config.news_views.index("change")
+            picked[:, :, change] = np.maximum(picked[:, :, change], 0.0)
+        raw = 0.5 * picked.reshape(len(rows), -1) ** 2
+        for machines, at in positions(rows):
+            news[at] = self.news.step(machines, raw[at]).max(axis=1)
+        return news
+
+    def _combine(self, views: np.ndarray, tree: np.ndarray) -> np.ndarray:
+        """The views' and the trees' surprise as one: Fisher's method for two independent
+        tail probabilities, `T - ln(1 + T)` with `T` their summed surprise (Fisher,
+        Statistical Methods for Research Workers, 1932, sec. 21.1); the views' surprise is
+        already the largest of their channels, less ln(channels) (a Bonferroni
+        correction). `combine="max"` takes the larger of the two instead."""
+        views = np.maximum(views - np.log(self._channels), 0.0)
+        if self.config.combine == "max":
+            return np.maximum(views, tree)
+        total = views + tree
+        return total - np.log1p(total)
+
+    def _tree_surprise(self, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """The trees' score as a calibrated surprise; the calibration changes only at the
+        window pivots (as the trees' scores do), so any split of the stream gives the same."""
+        r = -np.log1p(-np.minimum(raw, TREE_SCORE_CAP))
+        return self.tree_calibration.surprise(rows, r[:, None])[:, 0]
+
+    def _note_tree_scores(self, rows: np.ndarray, raw: np.ndarray, warm: np.ndarray) -> None:
+        """Add the learned points' tree scores to their machine's window sums (warm only)."""
+        rows, raw = rows[warm], raw[warm]
+        r = -np.log1p(-np.minimum(raw, TREE_SCORE_CAP))
+        terms = self.tree_calibration.window_terms(rows, r[:, None])[:, :, 0]
+        np.add.at(self.tree_window, rows, terms)
+
+    def _calibrate_trees(self, machines: np.ndarray) -> None:
+        """At a pivot: learn the window's tree scores, and start the next window's sums."""
+        self.tree_calibration.learn_window(machines, self.tree_window[machines][:, :, None])
+        self.tree_window[machines] = 0.0
+
+    def _stat_score(self, z: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """The statistical member: 0 while the largest |z| of the stat views over the
-        features is below `z_alarm`; from there a band just above the threshold,
+        features (and the joint T-squared, with the `joint` view) is below `z_alarm`; from
+        there a band just above the threshold,
         `threshold + stat_band * (1 - threshold) * (1 - z_alarm / |z|)`. So a z past
-        `z_alarm` always alerts, yet ranks below the trees' strong scores: the trees keep
-        the order of the scores (what NAB ranks), the z-scores hold sustained faults open."""
+        `z_alarm` always alerts and a larger one scores higher, yet ranks below strong news:
+        the news keeps the order of the scores (what NAB ranks), the z-scores hold sustained
+        faults open."""
         if not self._stat_views:
             return np.zeros(len(z))
-        worst = np.abs(z[:, :, self._stat_views]).max(axis=(1, 2))
+        watched = np.abs(z[:, :, self._stat_views])
+        if self._explained is not None:
+            # A sensor the driver explains is judged by its fit, not by its raw level.
+            watched[:, self._explained, self.config.stat_views.index("level")] = 0.0
+        worst = watched.max(axis=(1, 2))
+        if "joint" in self.config.stat_views:
+            worst = np.maximum(worst, t2)
         config = self.config
         alarm = worst >= config.z_alarm
         with np.errstate(divide="ignore"):
@@ -515,10 +728,24 @@ class FleetDetector:
             **{f"scaler_{k}": v for k, v in self.scaler.state().items()},
             **{f"views_{k}": v for k, v in (self.views.state() if self.views else {}).items()},
             **self.alarm.state(),
+            **{
+                f"{prefix}_{k}": v
+                for prefix, part in self._parts().items()
+                for k, v in part.state().items()
+            },
         }
         for name in _PER_MACHINE_ARRAYS:
             arrays[name] = getattr(self, name)
         return arrays
+
+    def _parts(self) -> dict:
+        """The news path's per-machine models, by the prefix of their saved arrays."""
+        parts = {
+            "news": self.news,
+            "trees": self.tree_calibration,
+            "refractory": self.refractory,
+        }
+        return {prefix: part for prefix, part in parts.items() if part is not None}
 
     def meta(self) -> dict:
         """The JSON part of the detector's state."""
@@ -546,6 +773,12 @@ class FleetDetector:
         if detector.views is not None:
             detector.views.restore({k[6:]: v for k, v in arrays.items() if k.startswith("views_")})
         detector.alarm.restore(arrays)
+        for prefix, part in detector._parts().items():
+            part.restore(
+                {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "_")}
+            )
+            if any(len(v) != len(machines) for v in part.state().values()):
+                raise ValueError(f"{prefix} arrays do not match the number of machines")
         count = len(machines)
         for name in _PER_MACHINE_ARRAYS:
             value = np.asarray(arrays[name])
@@ -563,11 +796,12 @@ class FleetDetector:
         return detector
 
 
-def most_unusual(z: np.ndarray) -> np.ndarray:
-    """Per point and feature, the z-score of the feature's most unusual view (signed).
+def most_unusual(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point and feature, the z-score of the feature's most unusual view (signed), and
+    which view it is (index along the last axis).
 
-    >>> most_unusual(np.array([[[1.0, -4.0], [2.0, 0.5]]])).tolist()
-    [[-4.0, 2.0]]
+    >>> [a.tolist() for a in most_unusual(np.array([[[1.0, -4.0], [2.0, 0.5]]]))]
+    [[[-4.0, 2.0]], [[1, 0]]]
     """
-    pick = np.abs(z).argmax(axis=2)[..., None]
-    return np.take_along_axis(z, pick, axis=2)[..., 0]
+    pick = np.abs(z).argmax(axis=2)
+    return np.take_along_axis(z, pick[..., None], axis=2)[..., 0], pick

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from fleetwatch.attribution import describe, ranked_contributors
+
 __all__ = [
     "AlarmRule",
     "AlarmState",
@@ -206,6 +208,7 @@ class Episode:
     last_message: int | None = None  # data time of the last "opened" or "recurring" event
     resolved_at: int | None = None
     resolution: str | None = None  # "quiet" (it stayed quiet) or "timeout" (no data)
+    moved: list[str] = field(default_factory=list)  # the top features at the peak, in words
 
     @property
     def status(self) -> str:
@@ -285,6 +288,7 @@ class EpisodeTracker:
     follow_up_seconds: float = 3600.0
     cooldown_seconds: float = 0.0
     top_features: int = 3
+    driver: str | None = "load"  # the feature the `fit` view explains others by (for words)
     open: dict[str, Episode] = field(default_factory=dict)
     quiet_until: dict[str, int] = field(default_factory=dict)  # cooldown ends (per machine)
 
@@ -362,6 +366,12 @@ class EpisodeTracker:
         ends = rows["episode_end"].to_numpy(bool)
         values = rows[list(self.features)].to_numpy(np.float64)
         devs = rows[[f"dev_{f}" for f in self.features]].to_numpy(np.float64)
+        view_columns = [f"dev_view_{f}" for f in self.features]
+        views = (
+            rows[view_columns].to_numpy(object)
+            if set(view_columns) <= set(rows.columns)
+            else np.full(devs.shape, None, dtype=object)
+        )
         quiet_ns = self.rule.quiet_ns
         for i, machine in enumerate(machines):
             t = int(times[i])
@@ -399,6 +409,11 @@ class EpisodeTracker:
                 episode.peak_values = dict(zip(self.features, values[i].tolist(), strict=True))
                 episode.deviations = dict(zip(self.features, devs[i].tolist(), strict=True))
                 episode.top_features = self._top(episode.deviations)
+                found_by = dict(zip(self.features, views[i], strict=True))
+                episode.moved = [
+                    describe(f, episode.deviations[f], found_by[f] or "", self.driver)
+                    for f in episode.top_features
+                ]
             if not episode.announced and t >= self.quiet_until.get(machine, NO_TIME):
                 self._announce(episode, t, events)
             if ends[i]:
@@ -471,11 +486,9 @@ class EpisodeTracker:
         touched[episode.episode_id] = episode
 
     def _top(self, deviations: Mapping[str, float]) -> list[str]:
-        ranked = sorted(
-            (f for f, d in deviations.items() if np.isfinite(d) and d != 0),
-            key=lambda f: -abs(deviations[f]),
-        )
-        return ranked[: self.top_features]
+        """The features that moved (`fleetwatch.attribution`), largest first."""
+        finite = {f: d for f, d in deviations.items() if np.isfinite(d) and d != 0}
+        return ranked_contributors(finite, self.top_features)
 
     def to_json(self) -> dict:
         """The tracker's state as JSON-ready data (persisted with the detector)."""
@@ -486,6 +499,7 @@ class EpisodeTracker:
             "follow_up_seconds": self.follow_up_seconds,
             "cooldown_seconds": self.cooldown_seconds,
             "top_features": self.top_features,
+            "driver": self.driver,
             "open": [asdict(e) for e in self.open.values()],
             "quiet_until": self.quiet_until,
         }
@@ -499,6 +513,7 @@ class EpisodeTracker:
             follow_up_seconds=float(data["follow_up_seconds"]),
             cooldown_seconds=float(data["cooldown_seconds"]),
             top_features=int(data["top_features"]),
+            driver=data["driver"],
         )
         for item in data["open"]:
             episode = Episode(**item)

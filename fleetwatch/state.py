@@ -39,7 +39,7 @@ from fleetwatch.machine_rules import MachineRule
 
 __all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "reset_hint"]
 
-FORMAT = 3  # bump when the file layout or the meaning of a saved array changes
+FORMAT = 4  # bump when the file layout or the meaning of a saved array changes
 MAGIC = "fleetwatch-state"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes
 
@@ -81,7 +81,9 @@ class FleetState:
         cls, config: DetectorConfig | None = None, cooldown_seconds: float | None = None
     ) -> FleetState:
         detector = FleetDetector(config)
-        episodes = EpisodeTracker(detector.config.features, detector.config.rule)
+        episodes = EpisodeTracker(
+            detector.config.features, detector.config.rule, driver=detector.config.driver
+        )
         if cooldown_seconds is not None:
             episodes.cooldown_seconds = float(cooldown_seconds)
         return cls(detector, episodes)

@@ -107,6 +107,12 @@ class Alert:
             (name, _finite(deviations.get(name))) for name in self.event.episode.top_features
         )
 
+    @property
+    def moved(self) -> tuple[str, ...]:
+        """The top features at the peak in words ("temperature 7.2 deviations above its usual
+        level for this load"); empty when the detector gave none."""
+        return tuple(self.event.episode.moved)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "event": self.event.to_dict(),

@@ -316,6 +316,8 @@ def _peak_order(event: Alert) -> dict[str, float]:
 
 
 def _moved(event: Alert) -> str:
+    if event.moved:
+        return "\n".join(f"• {_esc(line)}" for line in event.moved)
     parts = []
     for name, deviation in event.top_features:
         if deviation is None:

@@ -62,7 +62,10 @@ def test_the_choice_is_made_without_the_held_out_category_and_scored_at_its_thre
 
 def test_ablations_follow_the_configuration() -> None:
     names = [a.name for a in ablations.ablations({"stat_views": ["level", "fit"]}, "mine")]
-    assert names == ["mine", "without trees", "without level", "without fit"]
+    # DetectorConfig.ablations() lists its members: the trees, each statistical view, then
+    # the news path's parts
+    assert names[:4] == ["mine", "without trees", "without level", "without fit"]
+    assert "without change news" in names and "without calibration" in names
     without_level = ablations.ablations({"stat_views": ["level", "fit"]})[2]
     assert without_level.overrides == {"stat_views": ["fit"]}
     assert without_level.unavailable is None

@@ -105,7 +105,7 @@ def test_product_overrides_come_from_json_and_bad_ones_are_clear_errors() -> Non
     assert monitor.state.detector.config.n_trees == 10
     assert monitor.state.episodes.cooldown_seconds == 60
     with pytest.raises(ValueError, match="unknown product setting"):
-        make_monitor('{"product": {"trees": 10}}')
+        make_monitor('{"product": {"forest": 10}}')
     with pytest.raises(ValueError, match="runs the product detector"):
         make_monitor('{"views": ["value"]}')
 

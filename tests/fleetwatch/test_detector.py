@@ -16,6 +16,7 @@ CONFIG = DetectorConfig(  # the raw mode: one model over the scaled values, Rive
     features=("load", "power"),
     views=(),
     stat_views=(),
+    news_views=(),
     limits=LIMITS,
     n_trees=10,
     height=5,

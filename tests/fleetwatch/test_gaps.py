@@ -31,13 +31,13 @@ def test_the_first_reading_after_a_gap_is_not_a_step() -> None:
     rows = np.zeros(len(x), np.intp)
     gap = np.zeros(len(x), bool)
     gap[-1] = True
-    _, z = views.transform(rows, x, after_gap=gap)
+    _, z, _ = views.transform(rows, x, after_gap=gap)
     assert z[-1, 0, CHANGE] == 0.0  # the jump to 30 is not compared with 11
     assert z[-1, 0, VIEWS.index("level")] > 10  # but its level is still judged
 
     continuous = FeatureViews(ViewSettings(), n_features=1)
     continuous.add_models(1)
-    _, z = continuous.transform(rows, x)
+    _, z, _ = continuous.transform(rows, x)
     assert z[-1, 0, CHANGE] > 10  # without the gap it is a step
 
 
@@ -67,7 +67,9 @@ def test_a_slow_series_has_no_gap_at_every_reading_and_a_split_finds_the_same_ga
     for cut in (300, 600, 601, 630):
         split = FleetDetector(config)
         parts = [split.score_frame(stream.iloc[:cut]), split.score_frame(stream.iloc[cut:])]
-        np.testing.assert_array_equal(pd.concat(parts)["score"].to_numpy(), whole, err_msg=cut)
+        got = pd.concat(parts)["score"].to_numpy()
+        # equal up to rounding (the refractory memory is carried in log space)
+        np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-12, err_msg=str(cut))
 
 
 def test_the_fit_view_waits_for_its_lags_after_a_gap() -> None:
@@ -82,7 +84,7 @@ def test_the_fit_view_waits_for_its_lags_after_a_gap() -> None:
     keep = np.r_[np.arange(600), np.arange(660, 1200)]  # a minute without data
     gap = np.zeros(len(keep), bool)
     gap[600] = True
-    _, z = views.transform(np.zeros(len(keep), np.intp), x[keep], after_gap=gap)
+    _, z, _ = views.transform(np.zeros(len(keep), np.intp), x[keep], after_gap=gap)
     assert (z[600 : 600 + FIT_SETTLE, 1, FIT] == 0).all()
     assert np.abs(z[600:, 1, FIT]).max() < 5  # no alarm once it speaks again
 

@@ -205,3 +205,17 @@ def test_the_river_engine_is_not_saved():
     state = FleetState(FleetDetector(CONFIG, engine=RiverEngine), EpisodeTracker(CONFIG.features))
     with pytest.raises(TypeError, match="numpy engine"):
         state.to_bytes()
+
+
+def test_a_state_of_the_previous_format_is_refused_with_the_reset_message(tmp_path):
+    """A real file written by state format 3 (the release before the news path)."""
+    from pathlib import Path
+
+    path = tmp_path / "fleetwatch-state.zip"
+    path.write_bytes((Path(__file__).parent / "data" / "state-format3.zip").read_bytes())
+    with pytest.raises(StateError) as error:
+        state_file.load(path)
+    message = str(error.value)
+    assert "'3." in message and "not migrated" in message
+    assert "delete" in message and "FLEETWATCH_STATE_DIR" in message
+    assert path.exists()  # never reset silently

@@ -10,11 +10,13 @@ import pytest
 
 from detection_eval.river_engine import RiverEngine
 from fleetwatch.detector import DetectorConfig, FleetDetector
+from fleetwatch.noise_floor import RELATIVE
 from fleetwatch.views import (
     DRIVER_LAGS,
     MIN_POINTS,
     P_BOUNDS,
     RIDGE,
+    SHIFT_VAR_SPANS,
     VIEWS,
     FeatureViews,
     ViewSettings,
@@ -30,10 +32,15 @@ VIEWS_CONFIG = DetectorConfig(
 
 def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
     """The module doc's rules for one sensor, one reading at a time: z of (level, change,
-    still, fit) per reading; without a driver the fit view is 0."""
+    still, fit, shift) per reading, with the noise floor and the level's regime rule; without
+    a driver the fit view is 0 (no times: the daily profile stays off)."""
     alphas = [2 / (settings.level_span + 1), 2 / (settings.change_span + 1)]
+    a_recent = 2 / (settings.shift_span + 1)
+    a_spread = 2 / (SHIFT_VAR_SPANS * settings.shift_span + 1)
     mean, var = [0.0, 0.0], [0.0, 0.0]
+    recent, spread, run = 0.0, 0.0, 0.0
     previous, still, p = None, 0, 0.5
+    quantum, magnitude = math.inf, 0.0
     out = []
     for count, x in enumerate(series.tolist()):
         step = 0.0 if previous is None else abs(x - previous)
@@ -43,20 +50,39 @@ def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
         z_still = math.sqrt(2 * still * -math.log(p))
         if previous is not None:
             p += 2 / (settings.level_span + 1) * (unchanged - p)
+        # The floor before this reading: one quantum, or the relative precision of the last.
+        floor = max(quantum if math.isfinite(quantum) else 0.0, RELATIVE * magnitude)
+        if previous is not None and step > RELATIVE * (abs(x) + abs(previous)):
+            quantum = min(quantum, step)
+        magnitude = abs(x)
         previous = x
         row = []
         for j, value in enumerate((x, step)):
-            sd = math.sqrt(var[j])
+            sd = max(math.sqrt(var[j]), floor)
             residual = value - mean[j]
             row.append(residual / sd if sd > 0 and count >= 2 else 0.0)
             alpha = max(alphas[j], 1 / (count + 1))
-            limit = settings.outlier_z * sd
-            if j == 0 and sd > 0 and abs(residual) > limit and count >= MIN_POINTS:
-                mean[j] += alpha * math.copysign(limit, residual)
-            else:
+            outlier = (
+                j == 0
+                and var[j] > 0
+                and abs(residual) > settings.outlier_z * math.sqrt(var[j])
+                and count >= MIN_POINTS
+            )
+            if j == 0:  # outliers teach nothing until they outnumber the rest: a regime
+                run = run + 1 if outlier else max(run - 1, 0)
+                outlier = outlier and run < settings.level_span
+            if not outlier:
                 mean[j] += alpha * residual
                 var[j] = (1 - alpha) * (var[j] + alpha * residual**2)
-        out.append([*row, z_still, 0.0])
+        sd = max(math.sqrt(spread), floor)
+        residual = x - recent
+        z_shift = residual / sd if sd > 0 and count >= 2 else 0.0
+        if count == 0:
+            recent, spread = x, 0.0
+        else:
+            recent += max(a_recent, 1 / (count + 1)) * residual
+            spread += max(a_spread, 1 / (count + 1)) * (residual**2 - spread)
+        out.append([*row, z_still, 0.0, z_shift])
     return np.array(out)
 
 
@@ -67,14 +93,19 @@ def naive_fit(driver: np.ndarray, sensor: np.ndarray, settings: ViewSettings) ->
     lagged = None
     gram, moment, theta = np.zeros((4, 4)), np.zeros(4), np.zeros(4)
     var, run = 0.0, 0.0
+    quantum, magnitude, previous = math.inf, 0.0, None
     out = []
     for count, (d, x) in enumerate(zip(driver.tolist(), sensor.tolist(), strict=True)):
+        floor = max(quantum if math.isfinite(quantum) else 0.0, RELATIVE * magnitude)
+        if previous is not None and abs(x - previous) > RELATIVE * (abs(x) + abs(previous)):
+            quantum = min(quantum, abs(x - previous))
+        magnitude, previous = abs(x), x
         lagged = np.full(2, d) if lagged is None else lagged + lags * (d - lagged)
         phi = np.r_[1.0, d, lagged]
         predicted = float(theta @ phi)
         residual = x - predicted
-        sd = math.sqrt(var)
-        ready = count >= MIN_POINTS and sd > 0
+        sd = max(math.sqrt(var), floor)
+        ready = count >= MIN_POINTS and var > 0
         out.append(residual / sd if ready else 0.0)
         outlier = ready and abs(residual) > settings.outlier_z * sd
         run = run + 1 if outlier else max(run - 1, 0)
@@ -108,7 +139,7 @@ def test_the_fit_view_follows_the_documented_rules_in_any_batches_and_sees_a_sma
     got = np.zeros((machines, n))
     for a, b in [(0, 1), (1, 333), (333, 334), (334, n)]:
         rows = np.repeat(np.arange(machines), b - a)
-        _, z = views.transform(rows, X[:, a:b].reshape(-1, 2))
+        _, z, _ = views.transform(rows, X[:, a:b].reshape(-1, 2))
         z = z.reshape(machines, b - a, 2, len(VIEWS))
         assert (z[..., 0, VIEWS.index("fit")] == 0).all()  # the driver has no fit view
         got[:, a:b] = z[..., 1, VIEWS.index("fit")]
@@ -132,8 +163,8 @@ def test_views_follow_the_documented_rules_for_every_machine_in_any_batches():
     got = np.zeros_like(expected)
     for a, b in [(0, 1), (1, 60), (60, 61), (61, 233), (233, n)]:  # batches of all machines
         rows = np.repeat(np.arange(machines), b - a)
-        unit, z = views.transform(rows, X[:, a:b].reshape(-1, 2))
-        got[:, a:b] = z.reshape(machines, b - a, 2, len(VIEWS))
+        unit, z, _ = views.transform(rows, X[:, a:b].reshape(-1, 2))
+        got[:, a:b] = z.reshape(machines, b - a, 2, len(VIEWS))[..., :5]
         assert ((unit >= 0) & (unit <= 1)).all()
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     still = got[1, :, 0, 2]
@@ -141,14 +172,15 @@ def test_views_follow_the_documented_rules_for_every_machine_in_any_batches():
     assert got[2, 100, 1, 0] > 10 and got[2, 101, 1, 1] < 1  # the shift: level yes, step once
 
 
-def test_a_sustained_shift_is_absorbed_slowly_not_at_once():
+def test_a_sustained_shift_is_not_absorbed_until_it_outlasts_the_level_span():
     views = FeatureViews(ViewSettings(level_span=100), 1)
     views.add_models(1)
     x = np.r_[np.tile([0.0, 1.0], 200), np.full(400, 20.0)][:, None]
-    _, z = views.transform(np.zeros(len(x), np.intp), x)
+    _, z, _ = views.transform(np.zeros(len(x), np.intp), x)
     level = z[:, 0, 0]
-    assert level[400] > 30 and level[500] > 20  # 100 readings later, still far out
-    assert level[-1] < level[400]  # but a new regime is accepted in the end
+    assert level[400] > 15  # 19.5 units out, the spread floored at the quantum (1)
+    assert level[400:499].min() == level[400]  # a fault cannot teach the level anything
+    assert level[-1] < 3  # one that outlasts level_span readings is a new regime
 
 
 def test_settings_are_checked():
@@ -209,3 +241,9 @@ def test_the_default_finds_an_overload_a_stuck_sensor_and_a_drift_but_not_health
     assert overload["in_episode"].all()  # held, not learned: it stays open while it lasts
     stuck = scored[scored["unique_id"] == "stuck"]
     assert abs(stuck.loc[stuck["episode_start"], "dev_temperature"].iloc[0]) > 4  # named
+    # Severity: the score grows with how unusual the machine is. Held well after their start,
+    # the overload (load 200 %) scores above the drift while the drift is still slight.
+    drift = scored[scored["unique_id"] == "drift"]
+    held_overload = overload["score"].iloc[60:120].min()
+    slight_drift = drift.loc[drift["in_episode"], "score"].iloc[:20].max()
+    assert held_overload > slight_drift > DetectorConfig().threshold

@@ -63,6 +63,22 @@ def test_anomaly_message_names_machine_and_shows_what_moved() -> None:
     assert message["blocks"][0]["type"] == "header"
 
 
+def test_the_message_says_in_words_how_unusual_the_sensors_that_moved_are() -> None:
+    from dataclasses import replace
+
+    alert = event()
+    words = [
+        "load 19.4 deviations above its usual level",
+        "vibration 7.2 deviations above its usual level for this load",
+    ]
+    worded = replace(
+        alert, event=replace(alert.event, episode=replace(alert.event.episode, moved=words))
+    )
+    blocks = block_text(episode_message(worded))
+    assert all(line in blocks for line in words)
+    assert "load (+4.20)" not in blocks  # the words replace the bare numbers
+
+
 def test_resolved_message_says_when_and_omits_missing_links() -> None:
     message = episode_message(event(kind="resolved"), plot_url=None, run_url=None)
     assert message["text"].startswith("Resolved")
