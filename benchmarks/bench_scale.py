@@ -26,7 +26,8 @@ From Mage's own run records: whether the shards' runs overlapped; the wall time 
 first run's start (run record) to the last shard's commit (its state file: Mage records a
 completion only at its next scheduler tick, up to ~10 s later); goal: one / two shards >= 1.3.
 
-`BENCH_SCALE_MACHINES=1000` (comma-separated) runs only the sizes given.
+`BENCH_SCALE_MACHINES=1000` (comma-separated) runs only the sizes given; `BENCH_SCALE_MAGE=0`
+leaves Mage's part out.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -187,7 +189,14 @@ def floor(client, lines: pa.ChunkedArray, read_since: pd.Timestamp, features) ->
     return {"floor write": written - started, "floor read": read - written}
 
 
-def scenario(machines: int, folder: Path, mage: bool = False) -> dict[str, float]:
+def scenario(
+    machines: int,
+    folder: Path,
+    mage: bool = False,
+    measured: Callable[[dict[str, float]], None] = lambda results: None,
+) -> dict[str, float]:
+    """The in-process runs against their floor (`measured` is called with them before Mage
+    starts, so a failing Mage part keeps them), then Mage's shard runs when `mage`."""
     server = Localflux(folder / "influx")
     server.start()
     client = client_for(server)
@@ -237,6 +246,7 @@ def scenario(machines: int, folder: Path, mage: bool = False) -> dict[str, float
             results[name] = statistics.median(f[name] for f in floors)
         results["floor"] = results["floor write"] + results["floor read"]
         results["rows"] = len(ready)
+        measured(results)
         if mage:
             results.update(mage_shards(folder, env, saved))
     finally:
@@ -248,34 +258,50 @@ def scenario(machines: int, folder: Path, mage: bool = False) -> dict[str, float
 def main() -> None:
     chosen = os.environ.get("BENCH_SCALE_MACHINES")
     sizes = [int(n) for n in chosen.split(",")] if chosen else SIZES
+    with_mage = os.environ.get("BENCH_SCALE_MAGE", "1") != "0"
+    out = sys.stdout
     for machines in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             print(f"{machines:,} machines, one minute at 1 Hz:", flush=True)
             with contextlib.redirect_stdout(io.StringIO()):
-                results = scenario(machines, Path(tmp), mage=machines == max(sizes))
-        report(machines, results)
+                results = scenario(
+                    machines,
+                    Path(tmp),
+                    mage=with_mage and machines == max(sizes),
+                    measured=lambda r: report(r, out),
+                )
+        report_mage(results)
 
 
-def report(machines: int, r: dict[str, float]) -> None:
+def report(r: dict[str, float], out: TextIO) -> None:
+    """The in-process run against its I/O floor, the export's rate, the state's size."""
     steps = ", ".join(
         f"{name} {r[name]:.2f}" for name in ("load", "transform", "detect", "check", "export")
     )
     ratio = r["run"] / r["floor"]
     rate = r["floor write"] / r["export"]
-    print(f"  run {r['run']:.2f} s ({steps})")
+    print(f"  run {r['run']:.2f} s ({steps})", file=out)
     print(
         f"  I/O floor {r['floor']:.2f} s (write {r['rows']:,} rows of ready line protocol "
         f"{r['floor write']:.2f} s, read back {r['floor read']:.2f} s); run / floor = "
-        f"{ratio:.1f}x (goal <= 4: {'ok' if ratio <= 4 else 'ABOVE GOAL'})"
+        f"{ratio:.1f}x (goal <= 4: {'ok' if ratio <= 4 else 'ABOVE GOAL'})",
+        file=out,
     )
     print(
         f"  export rate / ready line protocol rate = {rate:.2f} "
-        f"(goal >= 0.7: {'ok' if rate >= 0.7 else 'BELOW GOAL'})"
+        f"(goal >= 0.7: {'ok' if rate >= 0.7 else 'BELOW GOAL'})",
+        file=out,
     )
     print(
         f"  state per 1,000 machines: {r['MB in memory / 1k machines']:.2f} MB in memory, "
-        f"{r['MB committed / 1k machines']:.2f} MB committed; warm-up {r['warm-up s']:.0f} s"
+        f"{r['MB committed / 1k machines']:.2f} MB committed; warm-up {r['warm-up s']:.0f} s",
+        file=out,
+        flush=True,
     )
+
+
+def report_mage(r: dict[str, float]) -> None:
+    """Mage's runs of one shard and of two (when the Mage part ran)."""
     if "mage 1 shard" in r:
         speedup = r["mage 1 shard"] / r["mage 2 shards"]
         print(
