@@ -73,6 +73,7 @@ def fleet(localflux_server, slack_receiver, tmp_path, backend):
         "PLOT_HISTORY_MIN": "0",
         "FLEETWATCH_OUTPUT_DIR": str(tmp_path / "plots"),
         "FLEETWATCH_STATE_DIR": location,
+        "CHECKS_FILE": str(tmp_path / "checks.yaml"),  # absent: no declared checks
     }
     yield telemetry, env, fs
     client.close()
