@@ -567,7 +567,9 @@ class FleetDetector:
                 surprise = self._combine(view_news[cand], tree)
                 surprise = np.where(warm, np.maximum(surprise, 0.0), 0.0)
                 if self.refractory is not None:
-                    surprise, memory = self.refractory.discount(rows[cand], cstarts, surprise)
+                    surprise, memory = self.refractory.discount(
+                        rows[cand], cstarts, surprise, after_gap[cand]
+                    )
                 news = surprise / (surprise + config.news_scale)
                 score = np.where(warm, np.maximum(news, stat[cand]), 0.0)
             if z is None:

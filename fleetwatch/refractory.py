@@ -10,6 +10,11 @@ machine remembers the largest surprise it saw recently, decaying with a half-lif
 
 The first reading of an event keeps its full surprise; the ones after it count only if they
 are more surprising than the event so far; a new event after a few half-lives is news again.
+
+After a gap in a machine's data (a restart) its first `GAP_HOLD` readings are not news: a
+machine that stopped comes back cooler and its sensors catch up with the load within a few
+seconds, every reading a step or a level the machine has not just shown. Their surprise still
+enters the memory, so what follows counts only beyond that warm-up.
 (The same suppression as the "anomaly likelihood" smoothing of Ahmad et al., "Unsupervised
 real-time anomaly detection for streaming data", Neurocomputing 262, 2017, made explicit.)
 
@@ -33,13 +38,17 @@ import numpy as np
 
 from fleetwatch.scaling import segmented_running_max
 
-__all__ = ["Refractory"]
+__all__ = ["GAP_HOLD", "Refractory"]
+
+#: Readings after a gap whose surprise is held back from the news (a restart's warm-up: the
+#: fast sensors' lags, a few seconds, three times over).
+GAP_HOLD = 10
 
 
 class Refractory:
     """Per machine: the decaying memory of recent surprise (module doc)."""
 
-    STATE = ("memory",)
+    STATE = ("memory", "hold")
 
     def __init__(self, half_life: float = 20.0) -> None:
         if not half_life > 0:
@@ -47,18 +56,34 @@ class Refractory:
         self.half_life = float(half_life)
         self.log_decay = -np.log(2.0) / self.half_life
         self.memory = np.zeros(0)  # the memory after each machine's last reading
+        self.hold = np.zeros(0, np.int64)  # readings still held back after a gap
 
     def add_models(self, count: int) -> None:
         self.memory = np.r_[self.memory, np.zeros(count)]
+        self.hold = np.r_[self.hold, np.zeros(count, np.int64)]
 
     def discount(
-        self, rows: np.ndarray, starts: np.ndarray, surprise: np.ndarray
+        self,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        surprise: np.ndarray,
+        after_gap: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """News per reading (grouped by machine, group g from `starts[g]` in time order, the
-        machine of each reading in `rows`), and the memory after each reading. Does not
-        change the carried memory: `commit` the memory after the last reading kept."""
+        machine of each reading in `rows`), and the state after each reading (memory, readings
+        still held: `commit` it for the last reading kept; the carried state is unchanged).
+        `after_gap` marks readings that follow a gap: they and the next `GAP_HOLD - 1` are no
+        news (module doc)."""
         n = len(surprise)
-        local = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        sizes = np.diff(np.r_[starts, n])
+        local = np.arange(n) - np.repeat(starts, sizes)
+        gap = np.zeros(n, bool) if after_gap is None else np.asarray(after_gap, bool)
+        # Readings held before each one: GAP_HOLD from its group's last gap, or the carried
+        # count, less the readings since.
+        group = np.repeat(np.arange(len(starts)), sizes) * (n + 1)
+        last_gap = np.maximum.accumulate(group + np.where(gap, local + 1, 0)) - group - 1
+        carried = np.repeat(self.hold[rows[starts]], sizes)
+        held = np.where(last_gap >= 0, GAP_HOLD - (local - last_gap), carried - local)
         with np.errstate(divide="ignore"):
             log_s = np.where(surprise > 0, np.log(np.maximum(surprise, 1e-300)), np.nan)
             carried = self.memory[rows[starts]]
@@ -72,15 +97,20 @@ class Refractory:
         memory_before = np.where(np.isnan(log_before), 0.0, np.exp(log_before))
         news = surprise - memory_before
         news = np.where(news > 1e-9 * surprise, news, 0.0)  # a repeat is 0, not a rounding error
+        news = np.where(held > 0, 0.0, news)
         after = np.maximum(memory_before * np.exp(self.log_decay), surprise)
-        return news, after
+        return news, np.column_stack([after, np.maximum(held - 1, 0)])
 
     def commit(self, machines: np.ndarray, after: np.ndarray) -> None:
-        """Keep `after` (the memory after each machine's last kept reading)."""
-        self.memory[machines] = after
+        """Keep `after` (the state after each machine's last kept reading, from `discount`)."""
+        self.memory[machines] = after[:, 0]
+        self.hold[machines] = after[:, 1].astype(np.int64)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"memory": self.memory}
+        return {"memory": self.memory, "hold": self.hold}
 
     def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.memory = np.asarray(arrays["memory"], np.float64).copy()
+        self.hold = np.asarray(arrays["hold"], np.int64).copy()
+        if self.hold.shape != self.memory.shape:
+            raise ValueError("refractory hold and memory disagree on the number of machines")

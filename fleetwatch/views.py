@@ -92,9 +92,12 @@ SHIFT_VAR_SPANS = 10
 #: Time constants (readings) of the driver's first-order lags the `fit` view regresses on:
 #: fast sensors (power, vibration: a few seconds) and slow ones (temperature: ~45 s at 1 Hz).
 DRIVER_LAGS = (3.0, 45.0)
-#: Readings the `fit` view stays silent after a gap while the driver's lags catch up (three
+#: The fewest readings the `fit` view stays silent after a gap while the driver's lags catch up (three
 #: time constants of the slowest lag: the lag's error is down to 5 %).
 FIT_SETTLE = round(3 * max(DRIVER_LAGS))
+#: The most readings the `fit` view stays silent after a gap, however far the sensors start
+#: from the fit (ten time constants of the slowest lag).
+FIT_SETTLE_MAX = round(10 * max(DRIVER_LAGS))
 RIDGE = 1e-6  # relative ridge on the fit's normal equations: never singular, barely biased
 P_BOUNDS = (1e-3, 0.999)  # the estimated chance of an unchanged reading stays inside these
 
@@ -128,6 +131,25 @@ class ViewSettings:
             raise ValueError("quanta must be >= 0 (0: no noise floor)")
         if self.season_bins != 0 and self.season_bins < 2:
             raise ValueError("season_bins must be 0 (no daily profile) or >= 2")
+
+
+def _settle_after_gap(
+    residual: np.ndarray, sd: np.ndarray, ready: np.ndarray, driver: int
+) -> np.ndarray:
+    """Readings the `fit` view stays silent after a gap, per machine. The driver's lags
+    restart from its current value, as if the machine had run at that load all along; a
+    machine that stopped (cooled) during the gap reads far from that prediction, and the
+    error fades with the slowest lag: after k readings it is about r0 * exp(-k / tau), with r0
+    the first reading's residual. So: at least `FIT_SETTLE` readings, and as many more as the
+    largest first residual needs to fade below one deviation of the residual,
+    tau * ln(|r0| / sd) (a restart's jump of 50 deviations is 5 deviations after 3 tau, not
+    noise yet), at most `FIT_SETTLE_MAX`."""
+    tau = max(DRIVER_LAGS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ready & (sd > 0), np.abs(residual) / sd, 0.0)
+    ratio[:, driver] = 0.0
+    needed = np.ceil(tau * np.log(np.maximum(ratio.max(axis=1), 1.0)))
+    return np.clip(needed, FIT_SETTLE, FIT_SETTLE_MAX).astype(np.int64)
 
 
 def positions(rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -398,11 +420,8 @@ class FeatureViews:
         """The `fit` view: each sensor's residual from its online regression on the driver
         (see the module doc), as a z against the residual's robust EW variance. After a gap
         the driver's lags restart from its current value and the fit is silent, and learns
-        nothing, for `FIT_SETTLE` readings, until the lags have caught up with the sensors."""
+        nothing, until the lags have caught up with the sensors (`_settle_after_gap`)."""
         settings = self.settings
-        settle = np.where(after_gap, FIT_SETTLE, self.fit_settle[m])
-        settling = (settle > 0)[:, None]
-        self.fit_settle[m] = np.maximum(settle - 1, 0)
         d = x[:, self.driver]
         lagged = self.lagged[m]
         lagged = np.where(
@@ -415,6 +434,10 @@ class FeatureViews:
         var = self.fit_var[m]
         sd = np.maximum(np.sqrt(var), floor)
         ready = (count >= MIN_POINTS)[:, None] & (var > 0)
+        settle = np.where(after_gap, _settle_after_gap(residual, sd, ready, self.driver),
+                          self.fit_settle[m])  # fmt: skip
+        settling = (settle > 0)[:, None]
+        self.fit_settle[m] = np.maximum(settle - 1, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(ready, residual / sd, 0.0)
         z[:, self.driver] = 0.0

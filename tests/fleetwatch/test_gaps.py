@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 
 from fleetwatch.detector import DetectorConfig, FleetDetector
+from fleetwatch.refractory import GAP_HOLD, Refractory
 from fleetwatch.state import FleetState
 from fleetwatch.views import FIT_SETTLE, VIEWS, FeatureViews, ViewSettings
-from machine_simulator.signals import Fleet
+from machine_simulator.signals import Fleet, Outage, simulate
 
 CHANGE = VIEWS.index("change")
 FIT = VIEWS.index("fit")
@@ -109,3 +110,95 @@ def test_a_restarted_simulator_gives_no_episode() -> None:
         state.process(readings(t0, 1200))
         _, events = state.process(readings(t0 + 1200 + gap, 300))
         assert events == [], gap
+
+
+def cooled_restart(stop_for: int = 120, shift: float = 15.0, seed: int = 3) -> pd.DataFrame:
+    """Half an hour of a work cycle (load, and a temperature following it with a 45 s lag),
+    then a stop of `stop_for` s (load 0: the machine cools; no readings) and a restart at a
+    work level `shift` higher: what a restart looks like in the simulator's `restarts`."""
+    rng = np.random.default_rng(seed)
+    stop_at, n = 1800, 1800 + stop_for + 900
+    t = np.arange(n, dtype=float)
+    load = 75 + 17 * np.sin(2 * np.pi * t / 120) + rng.normal(0, 0.8, n)
+    load[stop_at + stop_for :] += shift
+    load[stop_at : stop_at + stop_for] = 0.0
+    lagged = np.empty(n)
+    state = 75.0
+    for k in range(n):
+        state += (1 - np.exp(-1 / 45)) * (load[k] - state)
+        lagged[k] = state
+    temperature = 28 + 0.12 * lagged + rng.normal(0, 0.05, n)
+    keep = np.r_[np.arange(stop_at), np.arange(stop_at + stop_for, n)]
+    times = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(t[keep], "s")
+    return pd.DataFrame(
+        {"unique_id": "m1", "time": times, "load": load[keep], "temperature": temperature[keep]}
+    )
+
+
+def test_a_restart_of_a_cooled_machine_gives_no_episode() -> None:
+    """The temperature comes back 8 degrees below what the load predicts (50 deviations of
+    the fit's residual); after three lags it is still 5 deviations off, so the fit waits
+    until the error has faded below the noise, and the score stays below the threshold."""
+    frame = cooled_restart()
+    detector = FleetDetector(DetectorConfig(features=("load", "temperature")))
+    scored = pd.concat(
+        [detector.score_frame(frame.iloc[i : i + 60]) for i in range(0, len(frame), 60)]
+    )
+    after = scored.iloc[1800:]
+    assert not scored["episode_start"].any()
+    fit = after["dev_view_temperature"] == "fit"
+    assert after.loc[fit, "dev_temperature"].abs().max() < detector.config.z_alarm
+    assert (after["score"] > detector.config.threshold).mean() < 0.01
+
+
+def test_the_warm_up_after_a_restart_is_not_news() -> None:
+    """The simulator's restarts: each machine stops for a minute or two and comes back cooler,
+    at another work level; its fast sensors catch up within seconds, each reading a step the
+    machine has not just shown. None of those first readings scores above the threshold."""
+    t0 = 1_700_000_000.0
+    mids = list(Fleet(3, seed=0).machines)
+    outages = [
+        Outage(m, t0 + 1500 + 7 * i, t0 + 1590 + 7 * i, 13.0 if i % 2 else -13.0)
+        for i, m in enumerate(mids)
+    ]
+    fleet = Fleet(3, seed=0, outages=outages)
+    rows = [
+        {"time": pd.Timestamp(round(r.time * 1e9), tz="UTC"), "unique_id": r.machine_id,
+         **r.values()}
+        for readings in simulate(fleet, t0, 1.0, 1800)
+        for r in readings
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    detector = FleetDetector(DetectorConfig())
+    scored = pd.concat(
+        [detector.score_frame(frame.iloc[i : i + 180]) for i in range(0, len(frame), 180)]
+    )
+    seconds = scored["time"].astype("int64") / 1e9 - t0
+    for outage in outages:
+        mine = scored[(scored["unique_id"] == outage.machine_id) & (seconds >= outage.end - t0)]
+        assert len(mine) > GAP_HOLD
+        assert (mine["score"].iloc[:GAP_HOLD] <= detector.config.threshold).all()
+    assert not scored["episode_start"].any()
+
+
+def test_the_hold_after_a_gap_is_carried_across_runs() -> None:
+    """The readings held after a gap are the same whether the stream is split or not."""
+    surprise = np.r_[np.full(5, 1.0), np.arange(20.0, 40.0)]
+    gap = np.zeros(len(surprise), bool)
+    gap[5] = True
+    whole = Refractory(half_life=20.0)
+    whole.add_models(1)
+    news, _ = whole.discount(np.zeros(len(surprise), np.intp), np.array([0]), surprise, gap)
+    assert (news[5 : 5 + GAP_HOLD] == 0).all() and (news[5 + GAP_HOLD :] > 0).all()
+    for cut in (6, 9, 5 + GAP_HOLD):
+        split = Refractory(half_life=20.0)
+        split.add_models(1)
+        got = []
+        for part in (slice(0, cut), slice(cut, None)):
+            n = len(surprise[part])
+            part_news, after = split.discount(
+                np.zeros(n, np.intp), np.array([0]), surprise[part], gap[part]
+            )
+            split.commit(np.array([0]), after[-1:])
+            got.append(part_news)
+        np.testing.assert_allclose(np.concatenate(got), news, rtol=1e-12, err_msg=str(cut))
