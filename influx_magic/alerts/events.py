@@ -36,14 +36,11 @@ EventKind = Literal["opened", "recurring", "resolved"]
 KINDS: tuple[str, ...] = EVENT_KINDS
 
 
-@dataclasses.dataclass(frozen=True)
-class Alert:
-    """An episode that opened or resolved, with what an operator needs to act on it."""
+class _EventFacts:
+    """What every alert reads the same way from its `event` (a detector's `EpisodeEvent` or a
+    check's `CheckEvent`): kind, episode id, due time, start, end and bursts, in UTC."""
 
-    event: EpisodeEvent
-    machine_id: str
-    provider: str | None = None
-    threshold: float | None = None
+    event: Any
 
     def __post_init__(self) -> None:
         if self.event.kind not in KINDS:
@@ -51,15 +48,46 @@ class Alert:
 
     @property
     def kind(self) -> EventKind:
-        return self.event.kind  # type: ignore[return-value]
-
-    @property
-    def unique_id(self) -> str:
-        return self.event.episode.machine
+        return self.event.kind  # type: ignore[no-any-return]
 
     @property
     def episode_id(self) -> str:
         return self.event.episode.episode_id
+
+    @property
+    def time(self) -> datetime:
+        """When the event became due: the start, a burst or the resolution (data time; for a
+        window test or SQL check, the evaluation)."""
+        return to_utc(self.event.time)
+
+    @property
+    def start(self) -> datetime:
+        return to_utc(self.event.episode.start)
+
+    @property
+    def end(self) -> datetime | None:
+        """The last anomalous point or the last time the finding held, once resolved (None
+        while it is open)."""
+        return None if self.kind == "opened" else to_utc(self.event.episode.end)
+
+    @property
+    def bursts(self) -> int:
+        """Times the anomaly or the finding began again in this episode."""
+        return int(self.event.episode.bursts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert(_EventFacts):
+    """An episode that opened or resolved, with what an operator needs to act on it."""
+
+    event: EpisodeEvent
+    machine_id: str
+    provider: str | None = None
+    threshold: float | None = None
+
+    @property
+    def unique_id(self) -> str:
+        return self.event.episode.machine
 
     @property
     def key(self) -> str:
@@ -69,27 +97,9 @@ class Alert:
         return f"{self.episode_id}:{self.kind}"
 
     @property
-    def time(self) -> datetime:
-        """When the event became due (data time): the start, a burst, the resolution."""
-        return to_utc(self.event.time)
-
-    @property
     def delayed(self) -> bool:
         """An alert the cooldown held back."""
         return self.event.delayed
-
-    @property
-    def bursts(self) -> int:
-        return int(self.event.episode.bursts)
-
-    @property
-    def start(self) -> datetime:
-        return to_utc(self.event.episode.start)
-
-    @property
-    def end(self) -> datetime | None:
-        """The last anomalous point, once the episode resolved (None while it is open)."""
-        return None if self.kind == "opened" else to_utc(self.event.episode.end)
 
     @property
     def peak_score(self) -> float:
@@ -132,7 +142,7 @@ class Alert:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckAlert:
+class CheckAlert(_EventFacts):
     """A declared check's finding that opened, recurred or resolved (`influx_magic.checks`):
     the same facts a detector's `Alert` gives every output (machine, episode, kind, times),
     plus the check's name and kind, its one-line `summary` and the numbers that decided it
@@ -149,14 +159,6 @@ class CheckAlert:
 
     event: CheckEvent
 
-    def __post_init__(self) -> None:
-        if self.event.kind not in KINDS:
-            raise ValueError(f"an alert is one of {KINDS}, not {self.event.kind!r}")
-
-    @property
-    def kind(self) -> EventKind:
-        return self.event.kind
-
     @property
     def unique_id(self) -> str:
         return self.event.episode.unique_id
@@ -170,33 +172,9 @@ class CheckAlert:
         return self.event.episode.provider
 
     @property
-    def episode_id(self) -> str:
-        return self.event.episode.episode_id
-
-    @property
     def key(self) -> str:
         """The idempotency key: one delivery per episode and kind."""
         return self.event.key
-
-    @property
-    def time(self) -> datetime:
-        """When the event became due: the finding judged true, or resolved (data time for a
-        limit and no_data, the evaluation for the others)."""
-        return to_utc(self.event.time)
-
-    @property
-    def start(self) -> datetime:
-        return to_utc(self.event.episode.start)
-
-    @property
-    def end(self) -> datetime | None:
-        """The last time the finding held, once resolved (None while it is open)."""
-        return None if self.kind == "opened" else to_utc(self.event.episode.end)
-
-    @property
-    def bursts(self) -> int:
-        """Times the finding began to hold in this episode."""
-        return int(self.event.episode.bursts)
 
     @property
     def check(self) -> str:
