@@ -20,6 +20,7 @@ from fleetwatch.views import (
     VIEWS,
     FeatureViews,
     ViewSettings,
+    run_chance,
 )
 from tests.fleetwatch.test_detector import T0, telemetry
 
@@ -47,7 +48,8 @@ def naive_views(series: np.ndarray, settings: ViewSettings) -> np.ndarray:
         unchanged = previous is not None and step == 0
         still = still + 1 if unchanged else 0
         p = min(max(p, P_BOUNDS[0]), P_BOUNDS[1])
-        z_still = math.sqrt(2 * still * -math.log(p))
+        # a run goes on with its value's chance: the most common value's, for rounded noise
+        z_still = math.sqrt(2 * still * -math.log(max(p, math.erf(math.sqrt(math.pi / 2) * p))))
         if previous is not None:
             p += 2 / (settings.level_span + 1) * (unchanged - p)
         # The floor before this reading: one quantum, or the relative precision of the last.
@@ -210,6 +212,41 @@ def test_views_mode_river_engine_gives_the_same_frame():
     a = FleetDetector(VIEWS_CONFIG).score_frame(data)
     b = FleetDetector(VIEWS_CONFIG, engine=RiverEngine).score_frame(data)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_run_of_a_rounded_noisy_reading_goes_on_as_often_as_its_value_repeats():
+    """Gaussian noise of 1.5 resolutions, rounded (the simulator's temperature): a run of equal
+    readings goes on more often than two readings are equal (the repeated value is likely the
+    most common one); p**k (the rule before) made runs too rare, `run_chance` does not."""
+    rng = np.random.default_rng(11)
+    x = np.round(rng.normal(0.04, 0.15, 2_000_000), 1)
+    same = x[1:] == x[:-1]
+    p = same.mean()
+    # runs: how often a reading that ends k repeats is followed by one more, for k = 3..6
+    lengths = np.diff(np.flatnonzero(np.r_[True, ~same, True])) - 1
+    at_least = np.array([(lengths >= k).sum() for k in range(3, 8)], float)
+    goes_on = at_least[1:].sum() / at_least[:-1].sum()
+    assert 0.17 < p < 0.2
+    assert goes_on > 1.2 * p  # a run is not a fresh coin each reading
+    # run_chance is where a long run's chance tends to (the most common value's): above what
+    # runs of 3-7 show, by little
+    assert 0.0 < float(run_chance(np.array([p]))[0]) - goes_on < 0.03
+    # never below p, and p itself for a sensor that rarely changes
+    grid = np.linspace(0.0, 1.0, 101)
+    assert (run_chance(grid) >= np.clip(grid, *P_BOUNDS)).all()
+    assert float(run_chance(np.array([0.97]))[0]) == pytest.approx(0.97)
+
+
+def test_a_healthy_rounded_sensor_is_not_stuck_but_a_frozen_one_is_within_a_dozen_readings():
+    rng = np.random.default_rng(2)
+    x = np.round(30 + rng.normal(0, 0.15, 20_000), 1)
+    x[-40:] = x[-41]  # frozen
+    views = FeatureViews(ViewSettings(), 1)
+    views.add_models(1)
+    _, z, _ = views.transform(np.zeros(len(x), np.intp), x[:, None])
+    still = z[:, 0, VIEWS.index("still")]
+    assert still[:-40].max() < 5.0
+    assert (still[-40:] >= 5.0).argmax() <= 12
 
 
 def test_the_default_finds_an_overload_a_stuck_sensor_and_a_drift_but_not_health():
