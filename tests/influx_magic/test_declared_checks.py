@@ -161,6 +161,26 @@ def test_a_no_data_check_alerts_once_for_a_machine_gone_silent(
     assert "no data for 5m" in opened["text"]
 
 
+def test_a_fleet_gone_silent_gets_one_digest_with_a_few_plots_not_one_per_machine(
+    world: PipelineWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegraf down for the whole fleet: one digest, and plots for the first ALERT_DIGEST_MIN
+    machines it lists only (at 10,000 machines one plot each took the run past an hour)."""
+    monkeypatch.setenv("ALERT_DIGEST_MIN", "3")
+    declare(world, "checks:\n  - {name: silent, kind: no_data, for: 5m}\n")
+    start = now() - pd.Timedelta(seconds=400)
+    for index in range(12):
+        write(world, f"machine{index}", start, {"load": [100.0] * 60})
+    run_blocks(tmp_path)
+    digests = [b for b in world.receiver.payloads() if b["text"].startswith("Anomaly on 12 ")]
+    assert len(digests) == 1 and len(world.receiver.payloads()) == 1, world.receiver.payloads()
+    links = re.findall(r"<http://plots\.example/plots/([^|>]+)\|plot>", json.dumps(digests[0]))
+    assert len(links) == 3
+    drawn = sorted(world.plots.rglob("*.png"))
+    assert sorted(world.plots / unquote(link) for link in links) == drawn
+    assert len(episode_rows(world, "silent")) == 12  # every finding is an episode all the same
+
+
 def test_a_window_test_alerts_once_with_its_formula_stored(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
