@@ -17,12 +17,11 @@ import pandas as pd
 import pytest
 
 from influx_magic.checks.checkfile import ChecksFileError
-from influx_magic.influx import check_row_offset, write_frame
+from influx_magic.influx import check_row_offset
+from tests.checks.helpers import BROKEN_CHECK, HOSTILE, HOT_ROWS_CHECK, PROVIDER, write_readings
 from tests.influx_magic.conftest import PipelineWorld
 from tests.influx_magic.helpers import file_digest, run_blocks
 
-PROVIDER = "Tanaka Seiki"
-HOSTILE = "O'Brien, Sons & Co'; DROP TABLE machine_data; --"
 WEEK = pd.Timedelta(days=7)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HEALTHY = {"temperature": 38.0, "load": 75.0, "power": 200.0, "vibration": 80.0}
@@ -49,21 +48,7 @@ def write(
     noise = np.random.default_rng(count).normal(0.0, 1.0, count)
     for name, level in HEALTHY.items():
         columns.setdefault(name, level + noise)
-    frame = pd.DataFrame(
-        {
-            "time": pd.date_range(start, periods=count, freq="1s"),
-            "machineID": machine,
-            "provider": provider,
-            **columns,
-        }
-    )
-    write_frame(
-        world.client,
-        frame,
-        table="machine_data",
-        tags=["machineID", "provider"],
-        fields=list(columns),
-    )
+    write_readings(world.client, machine, start, columns, provider)
 
 
 def now() -> pd.Timestamp:
@@ -214,23 +199,7 @@ def test_a_window_test_alerts_once_with_its_formula_stored(
     assert abs(details["passed"]["z"]) <= 3
 
 
-SQL_CHECKS = f"""\
-checks:
-  - name: hot-rows
-    kind: sql
-    window: 1m
-    query: |
-      SELECT "machineID", provider, time, temperature AS value
-      FROM machine_data
-      WHERE time >= $since AND time < $until
-        AND provider = $provider AND temperature > $limit
-    params:
-      provider: {json.dumps(HOSTILE)}
-      limit: 90
-  - name: broken
-    kind: sql
-    query: SELECT "machineID", time, value FROM no_such_table WHERE time >= $since
-"""
+SQL_CHECKS = "checks:\n" + HOT_ROWS_CHECK + BROKEN_CHECK
 
 
 def test_a_sql_check_alerts_once_with_hostile_parameters_bound_and_a_broken_one_is_reported(
