@@ -15,6 +15,7 @@ from tests.influx_magic.helpers import Telemetry
 
 BUMP_SECONDS = 15  # the benign pattern: vibration +30 % for 15 s
 BUMP_FACTOR = 1.3
+HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
 
 
 class StoryTelemetry(Telemetry):
@@ -25,6 +26,14 @@ class StoryTelemetry(Telemetry):
         """Readings that reach the present after the first `seconds_before_now` seconds: what
         a test writes later lies in the future, as new data would."""
         return cls(client, start=time.time() - seconds_before_now)
+
+    @classmethod
+    def after_history(cls, client: Any, then: int = 0) -> StoryTelemetry:
+        """`HISTORY` healthy seconds written, ending `then` seconds before now: the story a
+        test tells next (`then` seconds of it) reaches the present."""
+        story = cls.ending_now(client, HISTORY + then)
+        story.write(HISTORY)
+        return story
 
     def write(
         self, seconds: int, *, overload: Iterable[str] = (), bump: Iterable[str] = ()
