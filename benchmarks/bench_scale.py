@@ -55,7 +55,14 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from benchmarks.bench_pipeline import STEPS, Localflux, client_for, environment, free_port
+from benchmarks.bench_pipeline import (
+    STEPS,
+    Localflux,
+    client_for,
+    environment,
+    free_port,
+    healthy_readings,
+)
 from fleetwatch.state import FleetState
 from influx_magic import state_file
 from influx_magic.block_files import run_pipeline
@@ -98,17 +105,7 @@ class Telemetry:
     def table(self, start: int, end: int) -> pa.Table:
         """Every machine at every second in [start, end) (epoch seconds), in time order."""
         seconds = np.arange(start, end)
-        machine = np.tile(np.arange(self.machines), len(seconds))
-        t = np.repeat(seconds, self.machines).astype(np.float64)
-        noise = self.rng.normal(0, 1, (4, len(t)))
-        load = 75 + 17 * np.sin(2 * np.pi * t / self.cycle[machine] + self.phase[machine])
-        load += 2 * noise[0]
-        values = {
-            "temperature": 28 + 0.12 * load + 0.3 * noise[1],
-            "load": load,
-            "power": 140 + 0.9 * load + 1.5 * noise[2],
-            "vibration": 55 + 0.35 * load + noise[3],
-        }
+        machine, values = healthy_readings(seconds, self.phase, self.cycle, self.rng)
         index = pa.array(machine)
         return pa.table(
             {
