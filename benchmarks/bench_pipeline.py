@@ -88,6 +88,25 @@ class Localflux:
             self.process = None
 
 
+def healthy_readings(
+    seconds: np.ndarray, phase: np.ndarray, cycle: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every machine (one `phase` and load `cycle` each) at every second of `seconds`, time
+    major: each reading's machine index, and each sensor's values (smooth load cycles plus
+    noise in the simulator's ranges: nothing to alert on)."""
+    machines = len(phase)
+    machine = np.tile(np.arange(machines), len(seconds))
+    t = np.repeat(seconds, machines).astype(np.float64)
+    noise = rng.normal(0, 1, (4, len(t)))
+    load = 75 + 17 * np.sin(2 * np.pi * t / cycle[machine] + phase[machine]) + 2 * noise[0]
+    return machine, {
+        "temperature": 28 + 0.12 * load + 0.3 * noise[1],
+        "load": load,
+        "power": 140 + 0.9 * load + 1.5 * noise[2],
+        "vibration": 55 + 0.35 * load + noise[3],
+    }
+
+
 class History:
     """Telemetry for `machines` machines at 1 Hz, as line protocol in Arrow string arrays.
 
@@ -117,18 +136,7 @@ class History:
 
     def _span(self, start: int, end: int) -> pa.StringArray:
         seconds = np.arange(start, end)
-        n = len(seconds) * self.machines
-        machine = np.tile(np.arange(self.machines), len(seconds))
-        t = np.repeat(seconds, self.machines).astype(np.float64)
-        noise = self.rng.normal(0, 1, (4, n))
-        load = 75 + 17 * np.sin(2 * np.pi * t / self.cycle[machine] + self.phase[machine])
-        load += 2 * noise[0]
-        columns = {
-            "temperature": 28 + 0.12 * load + 0.3 * noise[1],
-            "load": load,
-            "power": 140 + 0.9 * load + 1.5 * noise[2],
-            "vibration": 55 + 0.35 * load + noise[3],
-        }
+        machine, columns = healthy_readings(seconds, self.phase, self.cycle, self.rng)
         parts: list[pa.Array | str] = [self.prefix.take(pa.array(machine))]
         for k, (name, values) in enumerate(columns.items()):
             parts += [("," if k else "") + f"{name}=", _text(np.round(values, 2))]

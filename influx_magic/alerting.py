@@ -5,7 +5,8 @@ machine's machineID and provider and the threshold); `deliver_alerts` sends them
 `SLACK_WEBHOOK_URL` through `influx_magic.alerts.AlertDelivery` (ledger, outbox, retries,
 digests). Without a reachable channel an alert waits in the outbox (`<state dir>/alerts/slack/`)
 and the next run that has one delivers it, in order, marked late once `ALERT_LATE_AFTER_H`
-have passed. `episodes_summary` and `delivery_summary` say in a phrase what happened.
+have passed; `alerts_to_plot` says which of them get a plot (a digest links only a few).
+`episodes_summary` and `delivery_summary` say in a phrase what happened.
 """
 
 from __future__ import annotations
@@ -45,17 +46,28 @@ def deliver_alerts(
     delivered stays delivered even if the run fails later."""
     if not run.configuration.sends_alerts:
         return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
+    delivery = _delivery(run)
+    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
+    if run.settings.remote is not None:
+        run.settings.remote.push([delivery.ledger.path, delivery.outbox.path])
+    return report
+
+
+def alerts_to_plot(alerts: list[Alert | CheckAlert], run: Run) -> list[Alert | CheckAlert]:
+    """The alerts whose message will link a plot (`AlertDelivery.plotted`): all of them, except
+    that a digest links plots for its first ALERT_DIGEST_MIN machines only, so a fleet-wide
+    incident (10,000 machines gone silent) draws a few plots instead of one per machine."""
+    return _delivery(run).plotted(alerts)
+
+
+def _delivery(run: Run) -> AlertDelivery:
     settings = run.settings
-    delivery = AlertDelivery(
+    return AlertDelivery(
         SlackWebhookNotifier.from_settings(settings.env),
         run.configuration.alert_dir(settings.state_dir),
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
-    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
-    if settings.remote is not None:
-        settings.remote.push([delivery.ledger.path, delivery.outbox.path])
-    return report
 
 
 def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:

@@ -14,14 +14,22 @@ not sent (`influx_magic.operations.alert_gate`).
 The checks declared in CHECKS_FILE (default influx-magic/checks.yaml: limits, no-data, window
 tests, SQL checks) are judged here too; their findings are episodes like the detector's, with
 the check's name in their messages and in anomaly_episodes, muted and acknowledged like them;
-each message links a plot of the checked sensor around the finding.
+each message links a plot of the checked sensor around the finding. A digest (more than
+ALERT_DIGEST_MIN machines with the same kind of event) links plots for its first
+ALERT_DIGEST_MIN machines only: a fleet-wide incident draws a few plots, not one per machine.
 """
 
 if "custom" not in globals():
     from mage_ai.data_preparation.decorators import custom, test
 
 from influx_magic.alert_plots import plot_alerts
-from influx_magic.alerting import alerts_for, deliver_alerts, delivery_summary, episodes_summary
+from influx_magic.alerting import (
+    alerts_for,
+    alerts_to_plot,
+    deliver_alerts,
+    delivery_summary,
+    episodes_summary,
+)
 from influx_magic.alerts import CheckAlert
 from influx_magic.check_plots import plot_checks
 from influx_magic.declared_checks import judge_checks
@@ -40,11 +48,9 @@ def check_anomalies(data, *args, **kwargs):
         declared = judge_checks(run, state)
         alerts += declared.alerts
         screened = screen_alerts(alerts, run.settings.root, run.settings.env, run.configuration)
-        found = [a for a in screened.send if isinstance(a, CheckAlert)]
-        plots = plot_alerts(
-            run, checked, [a for a in screened.send if not isinstance(a, CheckAlert)]
-        )
-        check_plots = plot_checks(run, found)
+        drawn = alerts_to_plot(screened.send, run)  # a digest links a few plots, not all
+        plots = plot_alerts(run, checked, [a for a in drawn if not isinstance(a, CheckAlert)])
+        check_plots = plot_checks(run, [a for a in drawn if isinstance(a, CheckAlert)])
         report = deliver_alerts(screened.send, plots.urls | check_plots.urls, run)
         run.keep(state, alerts, update.episodes)
         held = f" (not sent: {screened.summary()})" if screened.summary() else ""

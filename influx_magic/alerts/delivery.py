@@ -152,6 +152,34 @@ class AlertDelivery:
         report.outbox_left = len(self.outbox)
         return report
 
+    def plotted(self, events: Iterable[Alert]) -> list[Alert]:
+        """The events whose message links a plot: each event that gets a message of its own,
+        and the first `digest_min` machines listed in a digest (their lines link a plot, the
+        rest do not). So a fleet-wide incident costs `digest_min` plots per kind of event,
+        not one per machine. Events delivered or queued before have their message already.
+
+        >>> import tempfile
+        >>> from fleetwatch.episodes import Episode, EpisodeEvent
+        >>> from influx_magic.alerts.outputs.slack_webhook import SlackWebhookNotifier
+        >>> delivery = AlertDelivery(SlackWebhookNotifier(None), tempfile.mkdtemp(), digest_min=3)
+        >>> def opened(n): return [Alert(EpisodeEvent("opened", 0, Episode(f"m{i}", f"e{i}",
+        ...     0, 0, 0.9, 0, {}, {}, [])), f"m{i}") for i in range(n)]
+        >>> len(delivery.plotted(opened(3))), len(delivery.plotted(opened(4000)))
+        (3, 3)
+        """
+        fresh = self._fresh(events, DeliveryReport())
+        digests = self._digest_kinds(fresh)
+        listed: dict[str, set[str]] = {kind: set() for kind in digests}
+        chosen = []
+        for event in fresh:
+            machines = listed.get(event.kind)
+            if machines is not None:
+                if len(machines) >= self.digest_min and event.unique_id not in machines:
+                    continue
+                machines.add(event.unique_id)
+            chosen.append(event)
+        return chosen
+
     def _fresh(self, events: Iterable[Alert], report: DeliveryReport) -> list[Alert]:
         pending = self.outbox.covered_keys()
         fresh: dict[str, Alert] = {}
@@ -162,17 +190,21 @@ class AlertDelivery:
                 fresh.setdefault(event.key, event)
         return list(fresh.values())
 
+    def _digest_kinds(self, events: list[Alert]) -> set[str]:
+        """The kinds of event that more than `digest_min` machines had: one digest each."""
+        return {
+            kind
+            for kind in KINDS
+            if len({e.unique_id for e in events if e.kind == kind}) > self.digest_min
+        }
+
     def _render(
         self, events: list[Alert], plot_urls: Mapping[str, str], run_url: str | None
     ) -> list[PendingMessage]:
         """One message per event, in the events' order, except that the events of a kind
         that more than `digest_min` machines had in this run share one digest (placed where
         the first of them was)."""
-        digests = {
-            kind
-            for kind in KINDS
-            if len({e.unique_id for e in events if e.kind == kind}) > self.digest_min
-        }
+        digests = self._digest_kinds(events)
         messages = []
         for event in events:
             if event.kind not in digests:

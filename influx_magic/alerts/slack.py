@@ -60,20 +60,12 @@ def episode_message(
             f"peak score {event.peak_score:.2f}"
         )
     else:
-        text = f"{word} on {who}"
-        if event.end is not None:
-            text += f" at {_when(event.end)} after {duration(event.start, event.end)}"
+        text = f"{word} on {who}{_ended(event)}"
         text += f", peak score {event.peak_score:.2f}"
         if event.bursts > 1:
             text += f", {event.bursts} bursts"
 
-    fields = [
-        f"*Machine*\n{_esc(event.machine_id)}",
-        f"*Series*\n`{_esc(event.unique_id)}`",
-        f"*Started*\n{_when(event.start)}",
-    ]
-    if event.end is not None:
-        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{duration(event.start, event.end)}"]
+    fields = _span_fields(event)
     if event.bursts > 1:
         fields.append(f"*Bursts*\n{event.bursts}")
     score = f"*Peak score*\n{event.peak_score:.2f}"
@@ -126,17 +118,9 @@ def check_message(
             f"{event.summary}"
         )
     else:
-        text = f"{word} on {who}"
-        if event.end is not None:
-            text += f" at {_when(event.end)} after {duration(event.start, event.end)}"
+        text = f"{word} on {who}{_ended(event)}"
         text += f": {check}, {event.resolution or 'resolved'}"
-    fields = [
-        f"*Machine*\n{_esc(event.machine_id)}",
-        f"*Series*\n`{_esc(event.unique_id)}`",
-        f"*Started*\n{_when(event.start)}",
-    ]
-    if event.end is not None:
-        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{duration(event.start, event.end)}"]
+    fields = _span_fields(event)
     fields += [f"*Check*\n`{_esc(event.check)}` ({event.check_kind})"]
     fields += [f"*Episode*\n`{_esc(event.episode_id)}`"]
     if event.provider:
@@ -160,6 +144,26 @@ def check_message(
     if links:
         blocks.append(_section(links))
     return {"text": text, "blocks": blocks}
+
+
+def _ended(event: Alert | CheckAlert) -> str:
+    """` at <end> after <how long>` for an event whose episode has ended, else nothing."""
+    if event.end is None:
+        return ""
+    return f" at {_when(event.end)} after {duration(event.start, event.end)}"
+
+
+def _span_fields(event: Alert | CheckAlert) -> list[str]:
+    """The fields every episode message opens with, detector's or check's: the machine, its
+    series, and when the episode started (and ended, and how long it lasted)."""
+    fields = [
+        f"*Machine*\n{_esc(event.machine_id)}",
+        f"*Series*\n`{_esc(event.unique_id)}`",
+        f"*Started*\n{_when(event.start)}",
+    ]
+    if event.end is not None:
+        fields += [f"*Ended*\n{_when(event.end)}", f"*Lasted*\n{duration(event.start, event.end)}"]
+    return fields
 
 
 def digest_message(

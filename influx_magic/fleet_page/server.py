@@ -23,13 +23,10 @@ second.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
 import secrets
-import signal
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -48,6 +45,7 @@ from influx_magic.operations.production_state import NoSharedStateDir, state_roo
 from influx_magic.settings import SETTINGS, load_dotenv
 from influx_magic.shards import ShardLayoutError
 from magic_common.http_guard import host_allowed, host_refusal
+from magic_common.http_serving import listen_failure, serve_until_stopped
 
 log = logging.getLogger("influx_magic.fleet_page")
 
@@ -182,27 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 1
     except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            log.error(
-                "port %d on %s is already in use: stop what is using it, or choose another "
-                "port with FLEET_PAGE_PORT (or --port)",
-                port,
-                args.host,
-            )
-        else:
-            log.error("cannot listen on %s:%d: %s", args.host, port, error)
+        log.error("%s", listen_failure(error, args.host, port, "FLEET_PAGE_PORT"))
         return 1
-
-    def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    log.info("fleet page on %s/ (state %s)", server.base_url, Path(server.state_dir))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(
+        server,
+        lambda: log.info("fleet page on %s/ (state %s)", server.base_url, Path(server.state_dir)),
+    )
     log.info("fleet page stopped")
     return 0

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import email.utils
-import errno
 import json
 import logging
 import mimetypes
 import secrets
-import signal
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -46,6 +43,7 @@ from localflux.inbox.store import (
     parse_slack_body,
 )
 from magic_common.http_guard import content_length, host_allowed, host_refusal
+from magic_common.http_serving import listen_failure, serve_until_stopped
 
 log = logging.getLogger("localflux.inbox.server")
 
@@ -318,35 +316,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = InboxServer((args.host, port), store, plots_dir, SETTINGS.get("FLEET_PAGE_URL"))
     except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            log.error(
-                "port %d on %s is already in use: stop what is using it, or choose another "
-                "port with INBOX_PORT (or --port)",
-                port,
-                args.host,
-            )
-        else:
-            log.error("cannot listen on %s:%d: %s", args.host, port, error)
+        log.error("%s", listen_failure(error, args.host, port, "INBOX_PORT"))
         return 1
-
-    def stop(signum: int, frame: object) -> None:
-        # shutdown() waits for serve_forever to return, so it cannot run on the serving thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    log.info(
-        "inbox on %s (POST Slack messages to %s/hook); %d message(s) in %s; plots from %s",
-        server.base_url,
-        server.base_url,
-        len(store),
-        data_dir,
-        plots_dir,
+    serve_until_stopped(
+        server,
+        lambda: log.info(
+            "inbox on %s (POST Slack messages to %s/hook); %d message(s) in %s; plots from %s",
+            server.base_url,
+            server.base_url,
+            len(store),
+            data_dir,
+            plots_dir,
+        ),
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
     log.info("inbox stopped")
     return 0

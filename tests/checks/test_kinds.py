@@ -4,7 +4,6 @@ is reported and the others go on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -15,38 +14,15 @@ from influx_magic.checks.checkfile import parse_checks
 from influx_magic.checks.evaluation import Evaluation
 from influx_magic.checks.findings import ChecksState, series_key
 from influx_magic.checks.runner import run_checks
-from influx_magic.influx import write_frame
+from tests.checks.helpers import BROKEN_CHECK, HOSTILE, HOT_ROWS_CHECK, PROVIDER
+from tests.checks.helpers import write_readings as write
 
 T0 = pd.Timestamp("2024-05-01 10:00", tz="UTC")
-PROVIDER = "Tanaka Seiki"
 FIELDS = ("temperature", "load")
 
 
 def seconds(n: float) -> pd.Timedelta:
     return pd.Timedelta(seconds=n)
-
-
-def write(
-    client: Any,
-    machine: str,
-    start: pd.Timestamp,
-    values: dict[str, Iterable[float]],
-    provider: str = PROVIDER,
-) -> None:
-    """One reading per second per value, starting at `start`, as Telegraf writes them."""
-    columns = {name: np.asarray(list(v), dtype=float) for name, v in values.items()}
-    count = len(next(iter(columns.values())))
-    frame = pd.DataFrame(
-        {
-            "time": pd.date_range(start, periods=count, freq="1s"),
-            "machineID": machine,
-            "provider": provider,
-            **columns,
-        }
-    )
-    write_frame(
-        client, frame, table="machine_data", tags=["machineID", "provider"], fields=list(columns)
-    )
 
 
 class Runs:
@@ -231,22 +207,7 @@ def test_window_test_does_not_judge_without_enough_readings(localflux_server) ->
     assert runs.events == [] and runs.reports[0].errors == {}
 
 
-HOSTILE = "O'Brien, Sons & Co'; DROP TABLE machine_data; --"
-
-SQL = """\
-checks:
-  - name: hot-rows
-    kind: sql
-    window: 1m
-    query: |
-      SELECT "machineID", provider, time, temperature AS value
-      FROM machine_data
-      WHERE time >= $since AND time < $until
-        AND provider = $provider AND temperature > $limit
-    params:
-      provider: "O'Brien, Sons & Co'; DROP TABLE machine_data; --"
-      limit: 90
-"""
+SQL = "checks:\n" + HOT_ROWS_CHECK
 
 
 def test_sql_check_binds_hostile_parameters_and_opens_and_resolves_once(localflux_server) -> None:
@@ -276,10 +237,8 @@ def test_a_failing_sql_check_is_reported_and_the_other_checks_go_on(localflux_se
     write(client, "machine2", T0, {"load": [200.0] * 60})
     text = (
         LIMIT
+        + BROKEN_CHECK
         + """\
-  - name: broken
-    kind: sql
-    query: SELECT "machineID", time, value FROM no_such_table WHERE time >= $since
   - name: wrong-columns
     kind: sql
     query: SELECT "machineID", time FROM machine_data WHERE time >= $since

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +19,7 @@ from influx_magic import block_files
 from influx_magic.block_files import PROJECT
 from influx_magic.influx import FEATURES, write_frame
 from influx_magic.run_transaction import CONTEXT_KEY
-from machine_simulator.signals import Fleet
+from machine_simulator.signals import Fleet, Reading
 from tests.support import REPO_ROOT
 
 PIPELINE = "machine_anomaly_detection"
@@ -53,6 +53,20 @@ class Telemetry:
     ) -> pd.DataFrame:
         """`seconds` readings per machine; machines in `overload` have the fault `kind` on
         (switched on at the first reading), the others have it off."""
+        return self._write(seconds, overload=overload, kind=kind)
+
+    def _write(
+        self,
+        seconds: int,
+        *,
+        overload: Iterable[str],
+        kind: str,
+        values: Callable[[Reading, int], dict[str, Any]] = lambda reading, _second: (
+            reading.values()
+        ),
+    ) -> pd.DataFrame:
+        """`write`'s steps; `values(reading, second)` gives a reading's fields, `second`
+        counting from this write's first reading (a subclass alters readings there)."""
         faulty = set(overload)
         for machine in self.fleet.machine_ids:
             self.fleet.set_fault(machine, kind, machine in faulty, at=SIM_EPOCH + self.offset)
@@ -65,7 +79,7 @@ class Telemetry:
                         "time": stamp,
                         "machineID": reading.machine_id,
                         "provider": reading.provider,
-                        **reading.values(),
+                        **values(reading, k - self.offset),
                     }
                 )
         self.offset += seconds

@@ -17,12 +17,11 @@ import pandas as pd
 import pytest
 
 from influx_magic.checks.checkfile import ChecksFileError
-from influx_magic.influx import check_row_offset, write_frame
+from influx_magic.influx import check_row_offset
+from tests.checks.helpers import BROKEN_CHECK, HOSTILE, HOT_ROWS_CHECK, PROVIDER, write_readings
 from tests.influx_magic.conftest import PipelineWorld
 from tests.influx_magic.helpers import file_digest, run_blocks
 
-PROVIDER = "Tanaka Seiki"
-HOSTILE = "O'Brien, Sons & Co'; DROP TABLE machine_data; --"
 WEEK = pd.Timedelta(days=7)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HEALTHY = {"temperature": 38.0, "load": 75.0, "power": 200.0, "vibration": 80.0}
@@ -49,21 +48,7 @@ def write(
     noise = np.random.default_rng(count).normal(0.0, 1.0, count)
     for name, level in HEALTHY.items():
         columns.setdefault(name, level + noise)
-    frame = pd.DataFrame(
-        {
-            "time": pd.date_range(start, periods=count, freq="1s"),
-            "machineID": machine,
-            "provider": provider,
-            **columns,
-        }
-    )
-    write_frame(
-        world.client,
-        frame,
-        table="machine_data",
-        tags=["machineID", "provider"],
-        fields=list(columns),
-    )
+    write_readings(world.client, machine, start, columns, provider)
 
 
 def now() -> pd.Timestamp:
@@ -161,6 +146,26 @@ def test_a_no_data_check_alerts_once_for_a_machine_gone_silent(
     assert "no data for 5m" in opened["text"]
 
 
+def test_a_fleet_gone_silent_gets_one_digest_with_a_few_plots_not_one_per_machine(
+    world: PipelineWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegraf down for the whole fleet: one digest, and plots for the first ALERT_DIGEST_MIN
+    machines it lists only (at 10,000 machines one plot each took the run past an hour)."""
+    monkeypatch.setenv("ALERT_DIGEST_MIN", "3")
+    declare(world, "checks:\n  - {name: silent, kind: no_data, for: 5m}\n")
+    start = now() - pd.Timedelta(seconds=400)
+    for index in range(12):
+        write(world, f"machine{index}", start, {"load": [100.0] * 60})
+    run_blocks(tmp_path)
+    digests = [b for b in world.receiver.payloads() if b["text"].startswith("Anomaly on 12 ")]
+    assert len(digests) == 1 and len(world.receiver.payloads()) == 1, world.receiver.payloads()
+    links = re.findall(r"<http://plots\.example/plots/([^|>]+)\|plot>", json.dumps(digests[0]))
+    assert len(links) == 3
+    drawn = sorted(world.plots.rglob("*.png"))
+    assert sorted(world.plots / unquote(link) for link in links) == drawn
+    assert len(episode_rows(world, "silent")) == 12  # every finding is an episode all the same
+
+
 def test_a_window_test_alerts_once_with_its_formula_stored(
     world: PipelineWorld, tmp_path: Path
 ) -> None:
@@ -194,23 +199,7 @@ def test_a_window_test_alerts_once_with_its_formula_stored(
     assert abs(details["passed"]["z"]) <= 3
 
 
-SQL_CHECKS = f"""\
-checks:
-  - name: hot-rows
-    kind: sql
-    window: 1m
-    query: |
-      SELECT "machineID", provider, time, temperature AS value
-      FROM machine_data
-      WHERE time >= $since AND time < $until
-        AND provider = $provider AND temperature > $limit
-    params:
-      provider: {json.dumps(HOSTILE)}
-      limit: 90
-  - name: broken
-    kind: sql
-    query: SELECT "machineID", time, value FROM no_such_table WHERE time >= $since
-"""
+SQL_CHECKS = "checks:\n" + HOT_ROWS_CHECK + BROKEN_CHECK
 
 
 def test_a_sql_check_alerts_once_with_hostile_parameters_bound_and_a_broken_one_is_reported(

@@ -10,11 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from influx_magic.influx import FEATURES, write_frame
-from tests.influx_magic.helpers import SIM_EPOCH, Telemetry
+from machine_simulator.signals import Reading
+from tests.influx_magic.helpers import Telemetry
 
 BUMP_SECONDS = 15  # the benign pattern: vibration +30 % for 15 s
 BUMP_FACTOR = 1.3
+HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
 
 
 class StoryTelemetry(Telemetry):
@@ -26,39 +27,28 @@ class StoryTelemetry(Telemetry):
         a test writes later lies in the future, as new data would."""
         return cls(client, start=time.time() - seconds_before_now)
 
+    @classmethod
+    def after_history(cls, client: Any, then: int = 0) -> StoryTelemetry:
+        """`HISTORY` healthy seconds written, ending `then` seconds before now: the story a
+        test tells next (`then` seconds of it) reaches the present."""
+        story = cls.ending_now(client, HISTORY + then)
+        story.write(HISTORY)
+        return story
+
     def write(
         self, seconds: int, *, overload: Iterable[str] = (), bump: Iterable[str] = ()
     ) -> pd.DataFrame:
         """`seconds` readings per machine: `overload` machines overloaded from the first
         reading, `bump` machines with the benign bump in their first `BUMP_SECONDS`."""
-        faulty, bumped = set(overload), set(bump)
-        for machine in self.fleet.machine_ids:
-            self.fleet.set_fault(machine, "overload", machine in faulty, at=SIM_EPOCH + self.offset)
-        rows = []
-        for k in range(self.offset, self.offset + seconds):
-            stamp = pd.Timestamp(self.start_ms + 1000 * k, unit="ms", tz="UTC")
-            for reading in self.fleet.step(SIM_EPOCH + k):
-                values = reading.values()
-                if reading.machine_id in bumped and k - self.offset < BUMP_SECONDS:
-                    values["vibration"] = round(values["vibration"] * BUMP_FACTOR, 1)
-                rows.append(
-                    {
-                        "time": stamp,
-                        "machineID": reading.machine_id,
-                        "provider": reading.provider,
-                        **values,
-                    }
-                )
-        self.offset += seconds
-        frame = pd.DataFrame(rows)
-        self.written += write_frame(
-            self.client,
-            frame,
-            table="machine_data",
-            tags=["machineID", "provider"],
-            fields=FEATURES,
-        )
-        return frame
+        bumped = set(bump)
+
+        def values(reading: Reading, second: int) -> dict[str, Any]:
+            fields = reading.values()
+            if reading.machine_id in bumped and second < BUMP_SECONDS:
+                fields["vibration"] = round(fields["vibration"] * BUMP_FACTOR, 1)
+            return fields
+
+        return self._write(seconds, overload=overload, kind="overload", values=values)
 
 
 def episode_rows(client: Any, machine: str) -> list[dict]:

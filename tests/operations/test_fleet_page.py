@@ -21,7 +21,6 @@ from tests.influx_magic.conftest import PipelineWorld, world  # noqa: F401 - the
 from tests.influx_magic.helpers import run_blocks
 from tests.operations.helpers import StoryTelemetry, episode_rows
 
-HISTORY = 540
 SCREENSHOT_COPY = os.environ.get("FLEET_PAGE_SCREENSHOT")  # keep a copy to look at, if set
 
 
@@ -45,8 +44,7 @@ def fleet_after_a_fault(
     machines.write_text("machines:\n  - machine: machine1\n    threshold: 0.85\n")
     monkeypatch.setenv("MACHINES_FILE", str(machines))
     monkeypatch.setenv("USER", "ana")
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 150)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 150)
     run_blocks(tmp_path)
     story.write(150, overload=["machine2"])
     run_blocks(tmp_path)

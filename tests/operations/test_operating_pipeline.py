@@ -25,7 +25,6 @@ from tests.operations.helpers import StoryTelemetry, episode_rows, feedback_rows
 pytestmark = pytest.mark.slow
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("influx-magic")  # installed by `make setup`
-HISTORY = 540  # healthy seconds before anything happens: the models' first window fills
 RECUR_GAP = 600  # quiet seconds after which an episode resolves (ALERT_RECUR_GAP_MIN = 10)
 
 
@@ -53,8 +52,7 @@ def test_mute_stores_the_episode_as_muted_and_unmute_lets_the_next_one_alert(
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client)
     run_blocks(tmp_path)
 
     said = tool(capsys, "mute", "machine2", "--for", "2h", "--reason", "bearing swap")
@@ -90,8 +88,7 @@ def test_a_false_alarm_quiets_the_benign_repeat_and_an_overload_still_alerts(
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 150)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 150)
     story.write(150, bump=["machine1"])  # a tool change: vibration +30 % for 15 s
     run_blocks(tmp_path)
     opened = messages(world.receiver, "Anomaly", "machine1")
@@ -121,8 +118,7 @@ def test_an_acknowledged_episode_gets_no_follow_up_and_another_one_does(
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 60)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 60)
     story.write(60, overload=["machine1", "machine2"])
     run_blocks(tmp_path)
     assert len(messages(world.receiver, "Anomaly")) == 2
@@ -151,8 +147,7 @@ def test_a_machines_file_threshold_changes_that_machines_alerts_only(
     operator_env.write_text(
         "machines:\n  - machine: machine2\n    threshold: 0.9\n", encoding="utf-8"
     )
-    story = StoryTelemetry.ending_now(world.client, HISTORY)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client)
     story.write(180, overload=["machine2", "machine3"])
     run_blocks(tmp_path)
     assert messages(world.receiver, "Anomaly", "machine3")
@@ -166,8 +161,7 @@ def test_an_invalid_machines_file_stops_the_run_naming_the_line_and_loses_nothin
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client)
     run_blocks(tmp_path)
     committed = world.state_file.read_bytes()
     operator_env.write_text(
@@ -196,8 +190,7 @@ def test_status_for_a_known_state(
     operator_env.write_text(
         "machines:\n  - machine: machine1\n    persistence: 5\n", encoding="utf-8"
     )
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 120)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 120)
     story.write(120, overload=["machine2"])
     run_blocks(tmp_path)
     tool(capsys, "mute", "machine3", "--for", "90m", "--reason", "calibration")
@@ -233,8 +226,7 @@ def test_an_action_given_while_influxdb_is_down_applies_and_the_next_run_writes_
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client)
     run_blocks(tmp_path)
     world.influx.kill()
 
@@ -260,8 +252,7 @@ def test_replay_rescores_history_into_its_own_tables_with_todays_feedback(
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 150 + 180)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 150 + 180)
     story.write(150, bump=["machine1"])
     story.write(180, overload=["machine2"])
     run_blocks(tmp_path)
@@ -293,8 +284,7 @@ def test_an_experiment_that_alerts_respects_mutes_and_records_nothing_for_operat
     tmp_path: Path,
     capsys,
 ) -> None:
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 180)
     run_blocks(tmp_path)  # production knows the machines
     tool(capsys, "mute", "machine2", "--for", "1h", "--reason", "maintenance")
     story.write(180, overload=["machine2", "machine3"])
@@ -315,8 +305,7 @@ def test_with_shards_status_sees_the_fleet_and_one_mute_holds_in_every_shard(
     monkeypatch,
 ) -> None:
     monkeypatch.setenv("FLEETWATCH_SHARDS", "3")
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 180)
     for shard in (0, 1, 2):
         run_blocks(tmp_path, shard=shard)
     homes = {m: shard_of(m, story.provider(m), 3) for m in ("machine1", "machine2")}
@@ -397,8 +386,7 @@ def test_under_mage_run_a_mute_given_with_the_tool_holds_the_alert(
     operator_env: Path,
 ) -> None:
     home = world.dirs["HOME"]
-    story = StoryTelemetry.ending_now(world.client, HISTORY + 180)
-    story.write(HISTORY)
+    story = StoryTelemetry.after_history(world.client, 180)
     first = mage_run(home, {"lookback_minutes": 30})
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
