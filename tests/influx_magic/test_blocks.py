@@ -229,6 +229,27 @@ def test_a_run_failing_in_the_exporter_changes_nothing_and_the_next_run_catches_
     assert_same_models(state_file.load(world.state_file), reference)
 
 
+def test_a_run_far_behind_reads_catchup_minutes_says_so_and_the_next_runs_go_on(
+    world: PipelineWorld,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A first run over a long history (or one after an outage) reads a bounded slice,
+    FLEETWATCH_CATCHUP_MINUTES of data, logs how far behind it is, and the next runs go on
+    from there until they reach the newest point; nothing is scored twice or lost."""
+    monkeypatch.setenv("FLEETWATCH_CATCHUP_MINUTES", "2")
+    world.telemetry.write(300)
+    written, behind = [], True
+    while behind:
+        assert len(written) < 6, written  # 300 s in slices of 2 minutes: a few runs at most
+        written.append(run_blocks(tmp_path)["scores_written"])
+        behind = "; catching up: " in capsys.readouterr().out
+    assert written[0] == 120 * 3  # the first slice: two minutes of the three machines
+    assert len(written) > 2 and all(written)  # each run went on where the last one stopped
+    assert sum(written) == count_rows(world.client, "anomaly_scores") == world.telemetry.written
+
+
 def test_a_message_plot_shows_the_history_before_the_episode_and_does_without_it(
     world: PipelineWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
