@@ -1,12 +1,13 @@
 """From episode events to delivered messages: who the machine is, and where the alert goes.
 
 `alerts_for` turns the episode tracker's events into `Alert`s (the event unchanged, plus the
-machine's machineID and provider and the threshold); `deliver_alerts` sends them to
-`SLACK_WEBHOOK_URL` through `influx_magic.alerts.AlertDelivery` (ledger, outbox, retries,
-digests). Without a reachable channel an alert waits in the outbox (`<state dir>/alerts/slack/`)
-and the next run that has one delivers it, in order, marked late once `ALERT_LATE_AFTER_H`
-have passed; `alerts_to_plot` says which of them get a plot (a digest links only a few).
-`episodes_summary` and `delivery_summary` say in a phrase what happened.
+machine's machineID and provider and the threshold); `alert_delivery` opens the run's
+`influx_magic.alerts.AlertDelivery` to `SLACK_WEBHOOK_URL` (ledger, outbox, retries, digests),
+which says which alerts get a plot (`plotted`: a digest links only a few), and `deliver_alerts`
+sends them through it. Without a reachable channel an alert waits in the outbox (`<state
+dir>/alerts/slack/`) and the next run that has one delivers it, in order, marked late once
+`ALERT_LATE_AFTER_H` have passed. `episodes_summary` and `delivery_summary` say in a phrase
+what happened.
 """
 
 from __future__ import annotations
@@ -37,30 +38,9 @@ def alerts_for(events: Iterable[EpisodeEvent], state: FleetState) -> list[Alert]
     return alerts
 
 
-def deliver_alerts(
-    alerts: list[Alert | CheckAlert], plot_urls: Mapping[str, str], run: Run
-) -> DeliveryReport:
-    """Queue `alerts` and send the outbox to SLACK_WEBHOOK_URL (`plot_urls`: by alert key).
-    Call it inside `with run:`: the run's lock keeps two runs from sending the same alert.
-    With the state dir at a URL, the ledger and outbox are written back at once: what was
-    delivered stays delivered even if the run fails later."""
-    if not run.configuration.sends_alerts:
-        return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
-    delivery = _delivery(run)
-    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
-    if run.settings.remote is not None:
-        run.settings.remote.push([delivery.ledger.path, delivery.outbox.path])
-    return report
-
-
-def alerts_to_plot(alerts: list[Alert | CheckAlert], run: Run) -> list[Alert | CheckAlert]:
-    """The alerts whose message will link a plot (`AlertDelivery.plotted`): all of them, except
-    that a digest links plots for its first ALERT_DIGEST_MIN machines only, so a fleet-wide
-    incident (10,000 machines gone silent) draws a few plots instead of one per machine."""
-    return _delivery(run).plotted(alerts)
-
-
-def _delivery(run: Run) -> AlertDelivery:
+def alert_delivery(run: Run) -> AlertDelivery:
+    """The run's delivery to SLACK_WEBHOOK_URL, its ledger and outbox read once: ask it which
+    alerts get a plot (`AlertDelivery.plotted`), then hand it to `deliver_alerts`."""
     settings = run.settings
     return AlertDelivery(
         SlackWebhookNotifier.from_settings(settings.env),
@@ -68,6 +48,24 @@ def _delivery(run: Run) -> AlertDelivery:
         digest_min=settings.digest_min,
         late_after=settings.late_after.total_seconds(),
     )
+
+
+def deliver_alerts(
+    delivery: AlertDelivery,
+    alerts: list[Alert | CheckAlert],
+    plot_urls: Mapping[str, str],
+    run: Run,
+) -> DeliveryReport:
+    """Queue `alerts` in `delivery` (from `alert_delivery(run)`) and send the outbox
+    (`plot_urls`: by alert key). Call it inside `with run:`: the run's lock keeps two runs from
+    sending the same alert. With the state dir at a URL, the ledger and outbox are written back
+    at once: what was delivered stays delivered even if the run fails later."""
+    if not run.configuration.sends_alerts:
+        return DeliveryReport(withheld="an experiment: runtime variable send_alerts=true sends")
+    report = delivery.run(alerts, plot_urls=plot_urls, run_url=run.mage.url)
+    if run.settings.remote is not None:
+        run.settings.remote.push([delivery.ledger.path, delivery.outbox.path])
+    return report
 
 
 def episodes_summary(update: EpisodeUpdate, open_now: int) -> str:

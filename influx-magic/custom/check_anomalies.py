@@ -24,8 +24,8 @@ if "custom" not in globals():
 
 from influx_magic.alert_plots import plot_alerts
 from influx_magic.alerting import (
+    alert_delivery,
     alerts_for,
-    alerts_to_plot,
     deliver_alerts,
     delivery_summary,
     episodes_summary,
@@ -48,10 +48,12 @@ def check_anomalies(data, *args, **kwargs):
         declared = judge_checks(run, state)
         alerts += declared.alerts
         screened = screen_alerts(alerts, run.settings.root, run.settings.env, run.configuration)
-        drawn = alerts_to_plot(screened.send, run)  # a digest links a few plots, not all
+        delivery = alert_delivery(run)
+        drawn = delivery.plotted(screened.send)  # a digest links a few plots, not all
         plots = plot_alerts(run, checked, [a for a in drawn if not isinstance(a, CheckAlert)])
         check_plots = plot_checks(run, [a for a in drawn if isinstance(a, CheckAlert)])
-        report = deliver_alerts(screened.send, plots.urls | check_plots.urls, run)
+        urls = plots.urls | check_plots.urls
+        report = deliver_alerts(delivery, screened.send, urls, run)
         run.keep(state, alerts, update.episodes)
         held = f" (not sent: {screened.summary()})" if screened.summary() else ""
         print(
