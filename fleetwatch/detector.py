@@ -63,6 +63,7 @@ from fleetwatch.calibration import TailCalibration
 from fleetwatch.episodes import NO_TIME, AlarmRule, AlarmState, as_nanoseconds
 from fleetwatch.fleet import EngineFactory, Fleet, KeyIndex
 from fleetwatch.machine_rules import MachineRule, RuleTable, lead_features
+from fleetwatch.recurrence import DailyRecurrence
 from fleetwatch.refractory import Refractory
 from fleetwatch.scaling import LimitScaler, OnlineMinMaxScaler, Scaler
 from fleetwatch.views import VIEWS, FeatureViews, ViewSettings, positions
@@ -108,6 +109,8 @@ class DetectorConfig:
     calibrate: bool = True
     calibration_span: int = 5000
     refractory_half_life: float = 20.0
+    recurrence_bins: int = 288
+    recurrence_decay: float = 0.5
     news_scale: float = 0.6
     limits: Mapping[str, tuple[float, float]] | None = None
     trees: bool = True
@@ -153,6 +156,8 @@ class DetectorConfig:
             raise ValueError("news_views are calibrated surprises: they need calibrate=True")
         if not (self.news_scale > 0 and self.refractory_half_life >= 0):
             raise ValueError("news_scale must be > 0 and refractory_half_life >= 0")
+        if self.recurrence_bins < 0 or not 0.0 < self.recurrence_decay < 1.0:
+            raise ValueError("recurrence_bins must be >= 0 and recurrence_decay in (0, 1)")
         if self.combine not in ("fisher", "max"):
             raise ValueError("combine must be 'fisher' or 'max'")
         if self.calibration_span < 1:
@@ -221,6 +226,8 @@ class DetectorConfig:
             members["calibration"] = {"calibrate": False, "news_views": []}
         if self.calibrate and self.refractory_half_life:
             members["refractory period"] = {"refractory_half_life": 0.0}
+            if self.recurrence_bins:
+                members["recurring surprise"] = {"recurrence_bins": 0}
         if self.season_bins:
             members["daily profile"] = {"season_bins": 0}
         if self.quanta:
@@ -326,6 +333,11 @@ class FleetDetector:
             if calibrated and config.refractory_half_life > 0
             else None
         )
+        self.recurrence = (
+            DailyRecurrence(config.recurrence_bins, config.recurrence_decay)
+            if self.refractory is not None and config.recurrence_bins
+            else None
+        )
         # The trees' scores of the current window, summed for their calibration at the pivot.
         self.tree_window = np.zeros((0, 5))
         self.scaler: Scaler = (
@@ -366,7 +378,7 @@ class FleetDetector:
             self.views.add_models(count)
         self.scaler.add_models(count)
         self.alarm.add_models(count)
-        for part in (self.news, self.tree_calibration, self.refractory):
+        for part in (self.news, self.tree_calibration, self.refractory, self.recurrence):
             if part is not None:
                 part.add_models(count)
         self.tree_window = np.concatenate([self.tree_window, np.zeros((count, 5))])
@@ -557,7 +569,7 @@ class FleetDetector:
             raw = fleet.score(rows[cand], encoded[cand])
             if not config.trees:
                 raw = np.zeros(len(cand))
-            memory = None
+            memory = joined = None
             if z is None:
                 score = raw
             elif self.tree_calibration is None:
@@ -566,9 +578,15 @@ class FleetDetector:
                 tree = self._tree_surprise(rows[cand], raw)
                 surprise = self._combine(view_news[cand], tree)
                 surprise = np.where(warm, np.maximum(surprise, 0.0), 0.0)
+                joined = surprise
                 if self.refractory is not None:
+                    floor = (
+                        None
+                        if self.recurrence is None
+                        else self.recurrence.baseline(rows[cand], times[cand], joined)
+                    )
                     surprise, memory = self.refractory.discount(
-                        rows[cand], cstarts, surprise, after_gap[cand]
+                        rows[cand], cstarts, joined, after_gap[cand], floor
                     )
                 news = surprise / (surprise + config.news_scale)
                 score = np.where(warm, np.maximum(news, stat[cand]), 0.0)
@@ -614,6 +632,8 @@ class FleetDetector:
             self.alarm.commit(group_rows, steps, last)
             if memory is not None:
                 self.refractory.commit(group_rows, memory[last])
+            if joined is not None and self.recurrence is not None:
+                self.recurrence.learn(rows[kept], times[kept], joined[keep])
             study = cand[keep & learned]
             if self.tree_calibration is not None:
                 self._note_tree_scores(rows[study], raw[keep & learned], warm[keep & learned])
@@ -746,6 +766,7 @@ class FleetDetector:
             "news": self.news,
             "trees": self.tree_calibration,
             "refractory": self.refractory,
+            "recurrence": self.recurrence,
         }
         return {prefix: part for prefix, part in parts.items() if part is not None}
 

@@ -68,12 +68,14 @@ class Refractory:
         starts: np.ndarray,
         surprise: np.ndarray,
         after_gap: np.ndarray | None = None,
+        floor: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """News per reading (grouped by machine, group g from `starts[g]` in time order, the
         machine of each reading in `rows`), and the state after each reading (memory, readings
         still held: `commit` it for the last reading kept; the carried state is unchanged).
         `after_gap` marks readings that follow a gap: they and the next `GAP_HOLD - 1` are no
-        news (module doc)."""
+        news (module doc). `floor` is a memory from elsewhere that a reading's news must also
+        exceed (`fleetwatch.recurrence`: what the machine showed at this time on earlier days)."""
         n = len(surprise)
         sizes = np.diff(np.r_[starts, n])
         local = np.arange(n) - np.repeat(starts, sizes)
@@ -95,7 +97,7 @@ class Refractory:
         # memory before reading i: (i - 1) log d + max over what came before it
         log_before = (local - 1) * self.log_decay + before
         memory_before = np.where(np.isnan(log_before), 0.0, np.exp(log_before))
-        news = surprise - memory_before
+        news = surprise - (memory_before if floor is None else np.maximum(memory_before, floor))
         news = np.where(news > 1e-9 * surprise, news, 0.0)  # a repeat is 0, not a rounding error
         news = np.where(held > 0, 0.0, news)
         after = np.maximum(memory_before * np.exp(self.log_decay), surprise)
