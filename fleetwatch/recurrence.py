@@ -67,6 +67,9 @@ class DailyRecurrence:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.bins = int(bins)
         self.decay = float(decay)
+        # decay ** age by age in days; beyond the table a memory is 0 (below 1e-300 of itself)
+        self._powers = self.decay ** np.arange(np.ceil(-300 / np.log10(self.decay)) + 2)
+        self._powers[-1] = 0.0
         # Per machine and phase: the memory from the days before `day` (as of `day`), the
         # largest surprise on `day` itself, and `day` (days since the epoch, UTC).
         self.earlier = np.zeros((0, self.bins), np.float32)
@@ -119,12 +122,9 @@ class DailyRecurrence:
     def _memory(self, arrays: Arrays, r: np.ndarray, p: np.ndarray, d: int) -> np.ndarray:
         """The memory of phases `p` of machines `r` (rows of `arrays`) from before day `d`."""
         earlier, today, day = (a[r, p] for a in arrays)
-        age = d - day.astype(np.int64)
-        carried_age = np.maximum(age, 1).astype(float)
-        carried = np.maximum(
-            earlier * self.decay**carried_age, today * self.decay ** (carried_age - 1)
-        )
-        return np.where(age <= 0, earlier, carried)
+        age = np.clip(d - day.astype(np.int64), 0, len(self._powers) - 1)
+        carried = np.maximum(earlier * self._powers[age], today * self._powers[age - 1])
+        return np.where(age == 0, earlier, carried)
 
     def _fold(
         self, arrays: Arrays, r: np.ndarray, p: np.ndarray, d: int, surprise: np.ndarray
