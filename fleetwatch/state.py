@@ -39,7 +39,7 @@ from fleetwatch.machine_rules import MachineRule
 
 __all__ = ["FORMAT", "STATE_VERSION", "FleetState", "StateError", "reset_hint"]
 
-FORMAT = 5  # bump when the file layout or the meaning of a saved array changes
+FORMAT = 6  # bump when the file layout or the meaning of a saved array changes
 MAGIC = "fleetwatch-state"
 _STAMP = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same state gives the same bytes
 
