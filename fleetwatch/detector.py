@@ -11,7 +11,8 @@ learn-then-score, `score > 0.8` point by point) becomes a detector that keeps it
   - the *news*: how surprising the reading is, as -ln of a tail probability learned per
     machine (`fleetwatch.calibration`) from the views' steps and shifts and from the trees'
     score on the views' levels and steps (Fisher's method joins the two), kept only where it
-    adds to what the machine just saw (`fleetwatch.refractory`), mapped onto [0, 1);
+    adds to what the machine just saw (`fleetwatch.refractory`) and to what it showed at this
+    time on earlier days (`fleetwatch.recurrence`), mapped onto [0, 1);
   - a statistical band: once a sensor's level, stuck run or load-fit residual passes
     `z_alarm` deviations, a score just above the threshold that grows with the deviation;
   the larger of the two. `views=()` is the raw mode (one model over the values, scaled by
@@ -215,8 +216,8 @@ class DetectorConfig:
     def ablations(self) -> dict[str, dict]:
         """Each member of this configuration's score and the settings that remove it (the
         evaluations' ablation table): the trees, every view the statistical member watches,
-        every news view, and the news path's parts (calibration, refractory period, daily
-        profile, noise floor) where they are on."""
+        every news view, and the news path's parts (calibration, refractory period, recurring
+        surprise, daily profile, noise floor) where they are on."""
         members: dict[str, dict] = {"trees": {"trees": False}} if self.trees else {}
         for entry in self.stat_views:
             members[entry] = {"stat_views": [e for e in self.stat_views if e != entry]}
