@@ -15,7 +15,7 @@ configuration itself, so a member added to `DetectorConfig` shows up here by one
 Names read `without <member>`; each ablation is the base overrides plus its own.
 
 >>> [a.name for a in ablations({})]
-['default', 'without trees', 'without level', 'without still', 'without fit', 'without change news', 'without shift news', 'without calibration', 'without refractory period', 'without daily profile', 'without noise floor']
+['default', 'without trees', 'without level', 'without still', 'without fit', 'without change news', 'without shift news', 'without calibration', 'without refractory period', 'without recurring surprise', 'without daily profile', 'without noise floor']
 >>> ablations({})[4].overrides
 {'stat_views': ['level', 'still']}
 """
