@@ -32,8 +32,8 @@ of the stream gives the same result.
 >>> rows, surprise = np.zeros(5, np.intp), np.array([12.0, 9.0, 10.0, 9.0, 3.0])
 >>> recurrence.baseline(rows, times, surprise).tolist()  # 03:05 recalls 03:00; 09:40 is new
 [0.0, 0.0, 12.0, 0.0, 10.0]
->>> recurrence.learn(rows[:2], times[:2], surprise[:2])  # the first day kept, in two batches
->>> recurrence.learn(rows[2:], times[2:], surprise[2:])
+>>> recurrence.learn(rows[:2], times[:2], surprise[:2])  # kept: the first day, then
+>>> recurrence.learn(rows[2:], times[2:], surprise[2:])  # the next two in one batch
 >>> recurrence.baseline(rows[:1], times[:1] + 3 * DAY_NS, surprise[:1]).tolist()
 [5.0]
 """
@@ -44,9 +44,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["DAY_NS", "NEIGHBOURS", "DailyRecurrence"]
+from fleetwatch.seasonal import DAY_NS
 
-DAY_NS = 86_400_000_000_000
+__all__ = ["NEIGHBOURS", "DailyRecurrence"]
+
 #: Phases either side of a reading's own whose memory it is compared with.
 NEIGHBOURS = 1
 #: The day of a phase never visited (its memory is 0 on any real day).

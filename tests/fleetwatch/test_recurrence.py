@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from fleetwatch.detector import DetectorConfig, FleetDetector
-from fleetwatch.recurrence import DAY_NS, NEIGHBOURS, DailyRecurrence
+from fleetwatch.recurrence import NEIGHBOURS, DailyRecurrence
+from fleetwatch.seasonal import DAY_NS
 
 FIVE_MIN = 300 * 10**9
 
